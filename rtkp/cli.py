@@ -1,0 +1,127 @@
+"""`rtkp` command line: parse -> config -> call. Heavy packages (torch, av, zmq) are imported inside the commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import ConfigError, RtkpError
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "engines" / "dlc_mouse_coke"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (and exit code 2) instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"rtkp: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a keypoint model on labelled frames")
+    p.add_argument("--data", required=True, help="DeepLabCut project folder or COCO-keypoints JSON")
+    p.add_argument("--out", required=True, help="output model folder")
+    p.add_argument("--config", help="YAML profile (see configs/); defaults are built in")
+    p.add_argument("--split", help="JSON with train/test lists; training uses `train` only")
+    p.add_argument("--head", choices=["coke", "heatmap"], help="override model.head")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--no-resume", action="store_true", help="ignore a checkpoint in --out and start over")
+    p.add_argument("--no-eval", action="store_true", help="skip evaluating on the split's test part afterwards")
+    p.add_argument(
+        "--stop-after", type=int, metavar="N", help="train N steps, save a checkpoint and exit (resume later)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a model on labelled frames (RMSE, PCK, occlusion levels)")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the shipped mouse model)")
+    p.add_argument("--data", required=True, help="DeepLabCut project folder or COCO-keypoints JSON")
+    p.add_argument("--split", help="JSON with train/test lists; evaluation uses `test` only")
+    p.add_argument("--occlusion", action="store_true", help="also evaluate under occlusion levels L0..L3")
+    p.add_argument("--json", help="write the figures to this JSON file")
+    p.add_argument("--plot", help="write PCK plots to this image file (.png/.pdf)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rtkp", description="rtkp: real-time keypoint tracking with CoKe features.")
+    parser.add_argument("--version", action="version", version=f"rtkp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_train(sub)
+    _add_eval(sub)
+    return parser
+
+
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .data.load import load_split
+    from .train import train
+
+    overrides = list(args.set) + ([f"model.head={args.head}"] if args.head else [])
+    cfg = load_config(args.config, overrides)
+    data = load_split(args.data, args.split, "train")
+    out = Path(args.out)
+    provenance = {
+        "data": str(Path(args.data).resolve()),
+        "split": str(Path(args.split).resolve()) if args.split else None,
+        "samples": len(data),
+        "command": "rtkp " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    }
+    print(f"training {cfg.model.head} on {len(data)} samples ({data.kind}), {cfg.train.steps} steps -> {out}")
+    if args.stop_after is not None and args.stop_after <= 0:
+        raise ConfigError(f"--stop-after must be a positive integer, got {args.stop_after}")
+    manifest = train(data, cfg, out, not args.no_resume, not args.quiet, provenance, args.stop_after)
+    if manifest is None:
+        print(f"stopped after {args.stop_after} steps; checkpoint in {out / 'checkpoint'} (run again to resume)")
+        return 0
+    if args.split and not args.no_eval:
+        from .evaluate import evaluate, format_report, record_in_manifest
+
+        test = load_split(args.data, args.split, "test")
+        report = evaluate(out, test, occlusion=True, progress=not args.quiet)
+        record_in_manifest(out, report, args.data, args.split)
+        print(format_report(report))
+    print(f"model written to {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .data.load import load_split
+    from .evaluate import evaluate, format_report, plot_report
+
+    data = load_split(args.data, args.split, "test")
+    report = evaluate(Path(args.model), data, occlusion=args.occlusion, progress=not args.quiet)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    if args.plot:
+        plot_report(report, Path(args.plot))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except RtkpError as exc:
+        print(f"rtkp {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"rtkp {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Configuration: frozen dataclasses, loaded from a standalone YAML file plus dotted overrides.
+
+Every field is validated up front; messages follow the form "`<field>` must be <rule>, got <value>" so that a user can
+fix a config without reading code. Unknown keys are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+def _positive_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _nonneg_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive(v):
+    return _number(v) and v > 0
+
+
+def _nonneg(v):
+    return _number(v) and v >= 0
+
+
+def _fraction(v):
+    return _number(v) and 0 <= v <= 1
+
+
+def _open_fraction(v):
+    return _number(v) and 0 < v < 1
+
+
+def _size(v):
+    return isinstance(v, (list, tuple)) and len(v) == 2 and all(_positive_int(x) and x % 32 == 0 for x in v)
+
+
+def _range(v):
+    return isinstance(v, (list, tuple)) and len(v) == 2 and all(_positive(x) for x in v) and v[0] <= v[1]
+
+
+def _rule(check, text):
+    return {"check": check, "rule": text}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: backbone, hypercolumn decoder and head."""
+
+    head: str = field(default="coke", metadata=_rule(lambda v: v in ("coke", "heatmap"), "one of coke, heatmap"))
+    backbone: str = field(default="mobilenet_v2", metadata=_rule(lambda v: v in ("mobilenet_v2",), "mobilenet_v2"))
+    pretrained: bool = field(default=True, metadata=_rule(lambda v: isinstance(v, bool), "true or false"))
+    feature_dim: int = field(default=128, metadata=_rule(_positive_int, "a positive integer"))
+    decoder_channels: int = field(default=96, metadata=_rule(_positive_int, "a positive integer"))
+    # (width, height) the whole frame is letterboxed to at inference; multiples of 32 (the backbone's stride).
+    input_size: tuple = field(default=(640, 480), metadata=_rule(_size, "[width, height], multiples of 32"))
+
+
+@dataclass(frozen=True)
+class CokeConfig:
+    """CoKe banks, contrastive loss and visibility rule (ARCHITECTURE.md §3)."""
+
+    momentum: float = field(default=0.9, metadata=_rule(_open_fraction, "a number in (0, 1)"))
+    cumulative: bool = field(default=False, metadata=_rule(lambda v: isinstance(v, bool), "true or false"))
+    clutter_size: int = field(default=2560, metadata=_rule(_positive_int, "a positive integer"))
+    clutter_per_image: int = field(default=24, metadata=_rule(_positive_int, "a positive integer"))
+    clutter_summary: int = field(default=64, metadata=_rule(_positive_int, "a positive integer"))
+    temperature: float = field(default=0.07, metadata=_rule(_positive, "a positive number"))
+    clutter_weight: float = field(default=5e-3, metadata=_rule(_positive, "a positive number"))
+    # Other keypoints closer than this (fraction of the crop's larger side) are not used as negatives.
+    neighbour_radius: float = field(default=0.03, metadata=_rule(_fraction, "a number in [0, 1]"))
+    # Clutter is sampled at least this many feature cells away from every keypoint.
+    clutter_min_distance: float = field(default=3.0, metadata=_rule(_nonneg, "a number >= 0"))
+    clutter_loss_weight: float = field(default=0.5, metadata=_rule(_nonneg, "a number >= 0"))
+
+
+@dataclass(frozen=True)
+class HeatmapConfig:
+    """The heatmap baseline (K Gaussian heatmaps, MSE)."""
+
+    sigma: float = field(default=1.5, metadata=_rule(_positive, "a positive number (feature cells)"))
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Geometric and photometric augmentation, applied to training crops."""
+
+    crop_size: tuple = field(default=(192, 192), metadata=_rule(_size, "[width, height], multiples of 32"))
+    scale: tuple = field(default=(0.75, 1.3), metadata=_rule(_range, "[min, max] with 0 < min <= max"))
+    rotation: float = field(
+        default=180.0, metadata=_rule(lambda v: _number(v) and 0 <= v <= 180, "degrees in [0, 180]")
+    )
+    translation: float = field(default=0.3, metadata=_rule(_fraction, "a number in [0, 1]"))
+    flip: float = field(default=0.5, metadata=_rule(_fraction, "a probability in [0, 1]"))
+    # Pairs of keypoint names swapped by a horizontal flip; "auto" pairs names that differ only by left/right.
+    flip_pairs: Any = field(
+        default="auto",
+        metadata=_rule(
+            lambda v: (
+                v == "auto"
+                or (isinstance(v, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in v))
+            ),
+            "auto or a list of [name, name] pairs",
+        ),
+    )
+    brightness: float = field(default=0.25, metadata=_rule(_fraction, "a number in [0, 1]"))
+    contrast: float = field(default=0.25, metadata=_rule(_fraction, "a number in [0, 1]"))
+    blur: float = field(default=0.2, metadata=_rule(_fraction, "a probability in [0, 1]"))
+    noise: float = field(default=0.02, metadata=_rule(_fraction, "a number in [0, 1]"))
+    occluder: float = field(default=0.5, metadata=_rule(_fraction, "a probability in [0, 1]"))
+    background_crop: float = field(default=0.1, metadata=_rule(_fraction, "a probability in [0, 1]"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation schedule."""
+
+    steps: int = field(default=1500, metadata=_rule(_positive_int, "a positive integer"))
+    batch_size: int = field(default=16, metadata=_rule(_positive_int, "a positive integer"))
+    lr: float = field(default=1e-3, metadata=_rule(_positive, "a positive number"))
+    backbone_lr_scale: float = field(default=0.3, metadata=_rule(_nonneg, "a number >= 0"))
+    weight_decay: float = field(default=1e-4, metadata=_rule(_nonneg, "a number >= 0"))
+    warmup_steps: int = field(default=50, metadata=_rule(_nonneg_int, "an integer >= 0"))
+    seed: int = field(default=0, metadata=_rule(_nonneg_int, "an integer >= 0"))
+    checkpoint_every: int = field(default=100, metadata=_rule(_positive_int, "a positive integer"))
+    threads: int = field(default=0, metadata=_rule(_nonneg_int, "an integer >= 0 (0: all cores)"))
+
+
+@dataclass(frozen=True)
+class Config:
+    """A complete profile: what `configs/*.yaml` holds."""
+
+    model: ModelConfig = ModelConfig()
+    coke: CokeConfig = CokeConfig()
+    heatmap: HeatmapConfig = HeatmapConfig()
+    augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_dict(self) -> dict:
+        """Plain JSON/YAML-able dict (tuples become lists)."""
+        return _jsonable(dataclasses.asdict(self))
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def _build(cls, data: dict, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"`{prefix or 'config'}` must be a mapping, got {data!r}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, data)) - set(known))
+    if unknown:
+        raise ConfigError(f"`{prefix}{unknown[0]}` is not a known setting (known: {', '.join(known)})")
+    values = {}
+    for name, f in known.items():
+        if name not in data:
+            continue
+        value = data[name]
+        if dataclasses.is_dataclass(f.default):
+            values[name] = _build(type(f.default), value, f"{prefix}{name}.")
+            continue
+        rule = f.metadata["rule"]
+        if isinstance(f.default, float) and _number(value):
+            value = float(value)
+        if not f.metadata["check"](value):
+            raise ConfigError(f"`{prefix}{name}` must be {rule}, got {value!r}")
+        if isinstance(value, list):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        values[name] = value
+    return cls(**values)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    import yaml
+
+    if "=" not in text:
+        raise ConfigError(f"override must look like `section.key=value`, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def config_from_dict(data: dict | None, overrides: list[str] = ()) -> Config:
+    """Validate a nested dict (plus `a.b=value` overrides) into a Config, or raise ConfigError naming the field."""
+    merged = _deep_copy(data or {})
+    if not isinstance(merged, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    for text in overrides:
+        path, value = _parse_override(text)
+        node = merged
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"`{'.'.join(path)}`: `{part}` is not a section")
+        node[path[-1]] = value
+    return _build(Config, merged, "")
+
+
+def _deep_copy(x):
+    if isinstance(x, dict):
+        return {k: _deep_copy(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_deep_copy(v) for v in x]
+    return x
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Load a YAML profile (or the built-in defaults when `path` is None) and apply overrides."""
+    import yaml
+
+    data = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}: not valid YAML{where}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return config_from_dict(data, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None

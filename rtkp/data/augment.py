@@ -1,0 +1,107 @@
+"""Training augmentation: one affine warp to a crop (scale, rotation, translation, flip), photometric
+changes, occluders.
+
+The whole geometric chain is composed into a single 2×3 matrix so the image is resampled once and keypoints are mapped
+with exactly the same transform.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..config import AugmentConfig
+from .occlude import covered, object_box, paste_occluders
+
+
+def resolve_flip_pairs(names: list[str], pairs) -> list[tuple[int, int]]:
+    """Index pairs swapped by a horizontal flip; "auto" pairs names that differ only by left/right (l/r)."""
+    if pairs != "auto":
+        index = {n: i for i, n in enumerate(names)}
+        return [(index[a], index[b]) for a, b in pairs if a in index and b in index]
+    out, seen = [], set()
+    for i, name in enumerate(names):
+        for a, b in (("left", "right"), ("Left", "Right"), ("l_", "r_"), ("L_", "R_"), ("_l", "_r"), ("_L", "_R")):
+            if a in name:
+                other = re.sub(re.escape(a), b, name, count=1)
+                if other in names and i not in seen:
+                    j = names.index(other)
+                    out.append((i, j))
+                    seen.update((i, j))
+    return out
+
+
+def crop_matrix(
+    centre: np.ndarray, crop_size: tuple[int, int], scale: float, angle_deg: float, flip: bool
+) -> np.ndarray:
+    """(2, 3) affine taking source pixels around `centre` to a crop of `crop_size` (pixel-centre convention)."""
+    cw, ch = crop_size
+    a = np.deg2rad(angle_deg)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) * scale
+    if flip:
+        rot = rot @ np.diag([-1.0, 1.0])
+    t = np.array([(cw - 1) / 2, (ch - 1) / 2]) - rot @ np.asarray(centre, np.float64)
+    return np.concatenate([rot, t[:, None]], 1)
+
+
+def photometric(rng: np.random.Generator, image: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
+    """Brightness, contrast, blur and sensor noise on a uint8 image."""
+    import cv2
+
+    img = image.astype(np.float32)
+    mean = img.mean()
+    contrast = 1 + rng.uniform(-cfg.contrast, cfg.contrast)
+    brightness = rng.uniform(-cfg.brightness, cfg.brightness) * 255
+    img = (img - mean) * contrast + mean + brightness
+    if rng.random() < cfg.blur:
+        img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.5, 1.5)))
+    if cfg.noise > 0:
+        img = img + rng.normal(0, rng.uniform(0, cfg.noise) * 255, img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def augment_sample(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    keypoints: np.ndarray,
+    visible: np.ndarray,
+    cfg: AugmentConfig,
+    flip_pairs: list[tuple[int, int]],
+    base_scale: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random training crop.
+
+    image: (H, W, 3) uint8; keypoints: (K, 2) source pixels; visible: (K,) bool.
+    base_scale: the scale the model sees this image at (its letterbox scale), so crops match inference resolution.
+    Returns (crop (h, w, 3) uint8, keypoints (K, 2) crop pixels, visible (K,) bool — False when outside the crop or
+    under an occluder).
+    """
+    import cv2
+
+    cw, ch = cfg.crop_size
+    h, w = image.shape[:2]
+    if visible.any() and rng.random() >= cfg.background_crop:
+        x0, y0, x1, y1 = object_box(keypoints, visible, pad=0.0)
+        centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+        centre = centre + rng.uniform(-1, 1, 2) * cfg.translation * np.array([cw, ch]) / base_scale / 2
+    else:
+        centre = rng.uniform([0, 0], [w - 1, h - 1])
+    scale = base_scale * np.exp(rng.uniform(np.log(cfg.scale[0]), np.log(cfg.scale[1])))
+    angle = rng.uniform(-cfg.rotation, cfg.rotation)
+    flip = rng.random() < cfg.flip
+    m = crop_matrix(centre, (cw, ch), scale, angle, flip)
+    crop = cv2.warpAffine(image, m, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    kp = keypoints @ m[:, :2].T + m[:, 2]
+    vis = visible.copy()
+    if flip:
+        for i, j in flip_pairs:
+            kp[[i, j]] = kp[[j, i]]
+            vis[[i, j]] = vis[[j, i]]
+    inside = (kp[:, 0] >= 0) & (kp[:, 0] <= cw - 1) & (kp[:, 1] >= 0) & (kp[:, 1] <= ch - 1)
+    vis &= inside
+    if vis.any() and rng.random() < cfg.occluder:
+        crop, mask = paste_occluders(rng, crop, object_box(kp, vis), (0.1, 0.7))
+        vis &= ~covered(mask, kp)
+    crop = photometric(rng, crop, cfg)
+    return crop, kp.astype(np.float32), vis

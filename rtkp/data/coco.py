@@ -1,0 +1,87 @@
+"""COCO-keypoints reader: an annotation JSON plus its images folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .sample import Dataset, Sample
+
+
+def _image_dir(ann_path: Path, images: Path | None) -> Path:
+    if images is not None:
+        return images
+    for candidate in (ann_path.parent / "images", ann_path.parent):
+        if candidate.is_dir():
+            return candidate
+    return ann_path.parent
+
+
+def read_coco(ann_path: Path, images: Path | None = None, check_images: bool = True) -> Dataset:
+    """Read a COCO-keypoints annotation file; one Sample per annotation with at least one labelled keypoint.
+
+    Keypoint names and skeleton come from `categories` (the first category with `keypoints`; skeleton is 1-based in
+    COCO and becomes 0-based pairs here). Visibility flag v > 0 counts as labelled.
+    """
+    ann_path = Path(ann_path)
+    try:
+        doc = json.loads(ann_path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{ann_path}: annotation file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{ann_path}: cannot read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{ann_path}: malformed JSON at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(doc, dict) or not all(k in doc for k in ("images", "annotations", "categories")):
+        raise DataError(f"{ann_path}: not a COCO-keypoints file (needs images, annotations and categories)")
+    cats = [c for c in doc["categories"] if isinstance(c, dict) and c.get("keypoints")]
+    if not cats:
+        # Some face sets (e.g. WFLW in MMPose) list no names: number the keypoints from the annotations instead.
+        first = next((a.get("keypoints") for a in doc["annotations"] if isinstance(a, dict)), None)
+        if not isinstance(first, list) or not first or len(first) % 3:
+            raise DataError(f"{ann_path}: no category lists keypoint names, and no annotation shows how many there are")
+        cats = [{"keypoints": [f"kp{i}" for i in range(len(first) // 3)]}]
+    names = [str(n) for n in cats[0]["keypoints"]]
+    for c in cats[1:]:
+        if [str(n) for n in c["keypoints"]] != names:
+            raise DataError(f"{ann_path}: categories disagree on keypoint names ({c.get('name')!r} differs)")
+    k = len(names)
+    skeleton = []
+    for pair in cats[0].get("skeleton") or []:
+        a, b = int(pair[0]) - 1, int(pair[1]) - 1
+        if not (0 <= a < k and 0 <= b < k):
+            raise DataError(f"{ann_path}: skeleton pair {pair} refers to a keypoint that does not exist (K={k})")
+        skeleton.append((a, b))
+    image_dir = _image_dir(ann_path, images)
+    files = {}
+    for im in doc["images"]:
+        try:
+            files[im["id"]] = str(im["file_name"])
+        except (KeyError, TypeError):
+            raise DataError(f"{ann_path}: an image entry lacks id or file_name: {im!r}"[:200]) from None
+    samples = []
+    for i, ann in enumerate(doc["annotations"]):
+        try:
+            kp = np.asarray(ann["keypoints"], np.float32)
+            image_id = ann["image_id"]
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{ann_path}: annotation #{i} lacks a numeric keypoints list or image_id") from None
+        if kp.shape != (3 * k,):
+            raise DataError(f"{ann_path}: annotation #{i} has {kp.size} keypoint numbers, expected {3 * k} (K={k})")
+        if image_id not in files:
+            raise DataError(f"{ann_path}: annotation #{i} refers to image id {image_id}, which is not listed")
+        kp = kp.reshape(k, 3)
+        visible = kp[:, 2] > 0
+        if not visible.any():
+            continue
+        path = image_dir / files[image_id]
+        if check_images and not path.is_file():
+            raise DataError(f"{path}: image file not found (listed in {ann_path.name})")
+        box = np.asarray(ann["bbox"], np.float32) if "bbox" in ann else None
+        samples.append(Sample(path, kp[:, :2].copy(), visible, files[image_id], box))
+    if not samples:
+        raise DataError(f"{ann_path}: no annotation has a labelled keypoint")
+    return Dataset(samples, names, skeleton, image_dir, "coco")

@@ -1,0 +1,68 @@
+"""`--data` and `--split` handling: detect the format, read it, apply a split file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import DataError
+from .coco import read_coco
+from .dlc import read_dlc
+from .sample import Dataset
+
+
+def load_dataset(path: str | Path, check_images: bool = True) -> Dataset:
+    """Read a DeepLabCut project folder, a COCO annotation JSON, or a folder holding exactly one COCO JSON."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: data path not found")
+    if path.is_file():
+        if path.suffix.lower() != ".json":
+            raise DataError(f"{path}: expected a COCO .json file or a DeepLabCut project folder")
+        return read_coco(path, check_images=check_images)
+    if (path / "config.yaml").is_file() and (path / "labeled-data").is_dir():
+        return read_dlc(path, check_images)
+    jsons = sorted(path.glob("*.json"))
+    coco = [p for p in jsons if _looks_like_coco(p)]
+    if len(coco) == 1:
+        return read_coco(coco[0], check_images=check_images)
+    if len(coco) > 1:
+        raise DataError(f"{path}: several COCO files here ({', '.join(p.name for p in coco)}); pass one of them")
+    raise DataError(f"{path}: neither a DeepLabCut project (config.yaml + labeled-data/) nor a COCO-keypoints JSON")
+
+
+def _looks_like_coco(path: Path) -> bool:
+    try:
+        head = path.read_text(errors="replace")[:200000]
+    except OSError:
+        return False
+    return '"annotations"' in head and '"categories"' in head
+
+
+def read_split(path: str | Path) -> dict[str, list[str]]:
+    """Read a split JSON: {"train": [names...], "test": [names...]} (other keys are ignored)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: split file not found") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(doc, dict) or "train" not in doc or "test" not in doc:
+        raise DataError(f"{path}: a split file needs `train` and `test` lists")
+    for key in ("train", "test"):
+        if not isinstance(doc[key], list) or not all(isinstance(n, str) for n in doc[key]):
+            raise DataError(f"{path}: `{key}` must be a list of image names")
+    overlap = set(doc["train"]) & set(doc["test"])
+    if overlap:
+        raise DataError(f"{path}: {len(overlap)} image(s) are in both train and test, e.g. {sorted(overlap)[0]!r}")
+    return {"train": doc["train"], "test": doc["test"]}
+
+
+def load_split(data: str | Path, split: str | Path | None, part: str) -> Dataset:
+    """The `part` ("train" or "test") of the data; with no split file, all of it."""
+    dataset = load_dataset(data)
+    if split is None:
+        return dataset
+    names = read_split(split)[part]
+    return dataset.subset(names, f"{split} ({part})")

@@ -1,0 +1,77 @@
+"""The one sample type every reader produces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled object in one image.
+
+    keypoints: (K, 2) float32 pixel coordinates (x, y), origin at the top-left pixel's centre.
+    visible:   (K,) bool; False for keypoints that are unlabelled or marked not visible.
+    box:       (4,) float32 (x, y, w, h) when the source gives one, else None.
+    name:      identifier used by split files (the image path relative to the data root).
+    """
+
+    image_path: Path
+    keypoints: np.ndarray
+    visible: np.ndarray
+    name: str
+    box: np.ndarray | None = None
+
+    def load_image(self) -> np.ndarray:
+        """The image as (H, W, 3) uint8 RGB."""
+        return read_image(self.image_path)
+
+    def keypoint_box(self) -> np.ndarray:
+        """(x0, y0, x1, y1) of the visible keypoints: the object box used by PCK and the occlusion levels."""
+        pts = self.keypoints[self.visible]
+        if len(pts) == 0:
+            return np.zeros(4, np.float32)
+        return np.concatenate([pts.min(0), pts.max(0)]).astype(np.float32)
+
+
+@dataclass
+class Dataset:
+    """Samples plus what describes their keypoints."""
+
+    samples: list[Sample]
+    keypoint_names: list[str]
+    skeleton: list[tuple[int, int]] = field(default_factory=list)
+    root: Path | None = None
+    kind: str = ""
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def subset(self, names: list[str], where: str) -> Dataset:
+        """Samples whose `name` is listed, in the list's order; a name with no sample is an error."""
+        by_name: dict[str, list[Sample]] = {}
+        for s in self.samples:
+            by_name.setdefault(s.name, []).append(s)
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise DataError(f"{where}: {len(missing)} listed image(s) are not in the data, e.g. {missing[0]!r}")
+        picked = [s for n in names for s in by_name[n]]
+        return Dataset(picked, self.keypoint_names, self.skeleton, self.root, self.kind)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 RGB, or raise DataError naming the file."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    data = np.fromfile(path, np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise DataError(f"{path}: not a readable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,59 @@
+"""Errors that the CLI turns into one-line messages and exit codes.
+
+Every error a user can cause (bad file, bad config, missing optional package) is an `RtkpError`; anything else is a bug
+and keeps its traceback.
+"""
+
+
+class RtkpError(Exception):
+    """Base class: a problem the user can fix. `exit_code` is what `rtkp` exits with."""
+
+    exit_code = 1
+
+
+class ConfigError(RtkpError):
+    """A configuration value or command-line argument is invalid."""
+
+    exit_code = 2
+
+
+class DataError(RtkpError):
+    """A dataset file is missing, malformed or inconsistent."""
+
+    exit_code = 3
+
+
+class SourceError(RtkpError):
+    """A video/camera/stream source cannot be opened or read."""
+
+    exit_code = 4
+
+
+class ModelError(RtkpError):
+    """A model folder is missing, corrupt or incompatible."""
+
+    exit_code = 5
+
+
+class EngineError(RtkpError):
+    """An inference backend cannot be used here."""
+
+    exit_code = 6
+
+
+class MissingDependencyError(RtkpError):
+    """An optional package is needed for this command; the message says which extra to install."""
+
+    exit_code = 7
+
+
+def require(module: str, extra: str):
+    """Import an optional module or raise MissingDependencyError naming the pip extra that provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"this command needs the Python package '{module}': pip install 'rtkp[{extra}]' ({exc})"
+        ) from None

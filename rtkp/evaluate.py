@@ -1,0 +1,162 @@
+"""`rtkp eval`: RMSE, PCK and per-keypoint figures, and PCK / visibility accuracy under occlusion levels L0..L3.
+
+PCK threshold: a fraction of the larger side of the object's box, the box of its labelled keypoints.
+Occlusion: occluders cover 0, 20–40, 40–60, 60–80 % of the object's box (padded keypoint box, see data/occlude.py);
+PCK is measured on the keypoints left uncovered, visibility accuracy on the covered ones (reported hidden = correct).
+Occluders are drawn from a generator seeded by (image index, level), so every model sees the same occluded images.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .data.occlude import LEVELS, covered, object_box, paste_occluders
+from .data.sample import Dataset
+
+THRESHOLDS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
+BATCH = 8
+
+
+def _predict_all(model, images: list[np.ndarray]):
+    out = []
+    for i in range(0, len(images), BATCH):
+        out += model.predict(images[i : i + BATCH])
+    return out
+
+
+def _pck(errors: np.ndarray, scale: np.ndarray, thr: float) -> float:
+    return float((errors <= thr * scale).mean()) if errors.size else float("nan")
+
+
+def position_figures(pred_xy: np.ndarray, gt_xy: np.ndarray, labelled: np.ndarray, scale: np.ndarray, names):
+    """pred_xy, gt_xy: (N, K, 2); labelled: (N, K) bool; scale: (N,) box side -> rmse, pck, per_keypoint."""
+    err = np.linalg.norm(pred_xy - gt_xy, axis=-1)
+    scale_nk = np.broadcast_to(scale[:, None], err.shape)
+    e, s = err[labelled], scale_nk[labelled]
+    report = {
+        "rmse_px": float(np.sqrt(np.mean(e**2))) if e.size else float("nan"),
+        "mean_error_px": float(e.mean()) if e.size else float("nan"),
+        "pck": {f"{t:g}": _pck(e, s, t) for t in THRESHOLDS},
+        "per_keypoint": {},
+    }
+    for k, name in enumerate(names):
+        ek, sk = err[:, k][labelled[:, k]], scale_nk[:, k][labelled[:, k]]
+        report["per_keypoint"][name] = {
+            "rmse_px": float(np.sqrt(np.mean(ek**2))) if ek.size else float("nan"),
+            "pck": {f"{t:g}": _pck(ek, sk, t) for t in (0.05, 0.1)},
+            "count": int(ek.size),
+        }
+    return report
+
+
+def evaluate(model_dir: Path, data: Dataset, occlusion: bool = False, progress: bool = True) -> dict:
+    """Figures for `model_dir` on `data` (use the test split). See the module docstring for definitions."""
+    from tqdm import tqdm
+
+    from .inference import ImageModel
+
+    model = ImageModel(model_dir)
+    if model.keypoint_names != data.keypoint_names:
+        from .errors import DataError
+
+        raise DataError(f"the model's keypoints {model.keypoint_names} differ from the data's {data.keypoint_names}")
+    images = [s.load_image() for s in tqdm(data.samples, desc="load", disable=not progress, file=sys.stderr)]
+    gt = np.stack([s.keypoints for s in data.samples])
+    labelled = np.stack([s.visible for s in data.samples])
+    scale = np.array([max(float(np.ptp(s.keypoints[s.visible], 0).max()), 1.0) for s in data.samples])
+    preds = _predict_all(model, images)
+    report = {"model": str(model_dir), "head": model.manifest["head"], "images": len(images)}
+    report.update(position_figures(np.stack([p.keypoints for p in preds]), gt, labelled, scale, data.keypoint_names))
+    report["visible_rate"] = float(np.stack([p.visible for p in preds])[labelled].mean())
+    if occlusion:
+        report["occlusion"] = {}
+        for li, (level, cov) in enumerate(
+            tqdm(LEVELS.items(), desc="occlusion", disable=not progress, file=sys.stderr)
+        ):
+            occ_images, hidden = [], []
+            for i, (im, s) in enumerate(zip(images, data.samples)):
+                rng = np.random.default_rng([1234, i, li])
+                im2, mask = paste_occluders(rng, im, object_box(s.keypoints, s.visible), cov)
+                occ_images.append(im2)
+                hidden.append(covered(mask, s.keypoints) & s.visible)
+            hidden = np.stack(hidden)
+            occ_preds = _predict_all(model, occ_images)
+            pxy = np.stack([p.keypoints for p in occ_preds])
+            vis = np.stack([p.visible for p in occ_preds])
+            uncovered = labelled & ~hidden
+            fig = position_figures(pxy, gt, uncovered, scale, data.keypoint_names)
+            report["occlusion"][level] = {
+                "coverage": list(cov),
+                "pck": {k: fig["pck"][k] for k in ("0.05", "0.1")},
+                "rmse_px": fig["rmse_px"],
+                "uncovered": int(uncovered.sum()),
+                "covered": int(hidden.sum()),
+                "visibility_accuracy_covered": float((~vis[hidden]).mean()) if hidden.any() else None,
+                "visible_rate_uncovered": float(vis[uncovered].mean()) if uncovered.any() else None,
+            }
+        l0 = report["occlusion"]["L0"]["pck"]["0.1"]
+        for level in LEVELS:
+            cur = report["occlusion"][level]
+            cur["pck_0.1_kept"] = cur["pck"]["0.1"] / l0 if l0 else None
+    return report
+
+
+def format_report(report: dict) -> str:
+    """A short human-readable table."""
+    lines = [
+        f"{report['head']} on {report['images']} images: RMSE {report['rmse_px']:.2f} px, "
+        f"PCK@0.05 {report['pck']['0.05']:.3f}, PCK@0.1 {report['pck']['0.1']:.3f}",
+    ]
+    for name, k in report["per_keypoint"].items():
+        lines.append(
+            f"  {name:>12}: RMSE {k['rmse_px']:6.2f} px  PCK@0.05 {k['pck']['0.05']:.3f}  PCK@0.1 {k['pck']['0.1']:.3f}"
+        )
+    for level, o in report.get("occlusion", {}).items():
+        acc, kept = o["visibility_accuracy_covered"], o["pck_0.1_kept"]
+        lines.append(
+            f"  {level} ({o['coverage'][0]:.0%}-{o['coverage'][1]:.0%}): PCK@0.1 {o['pck']['0.1']:.3f} "
+            f"(kept {'n/a' if kept is None else f'{kept:.1%}'}), "
+            f"hidden flagged on covered: {'n/a' if acc is None else f'{acc:.1%}'}"
+        )
+    return "\n".join(lines)
+
+
+def record_in_manifest(model_dir: Path, report: dict, data, split) -> None:
+    """Store the held-out figures in the model's manifest."""
+    from .model.checkpoint import MANIFEST, write_json_atomic
+
+    path = Path(model_dir) / MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest["evaluation"] = dict(report, data=str(data), split=str(split) if split else None)
+    manifest["evaluation"].pop("model", None)
+    write_json_atomic(path, manifest)
+
+
+def plot_report(report: dict, path: Path) -> None:
+    """PCK against threshold, and PCK@0.1 against occlusion level."""
+    from .errors import require
+
+    require("matplotlib", "train")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    thr = [float(t) for t in report["pck"]]
+    axes[0].plot(thr, list(report["pck"].values()), "o-")
+    axes[0].set(xlabel="threshold (fraction of box side)", ylabel="PCK", ylim=(0, 1.02), title="PCK vs threshold")
+    if "occlusion" in report:
+        levels = list(report["occlusion"])
+        axes[1].plot(levels, [report["occlusion"][lv]["pck"]["0.1"] for lv in levels], "o-", label="PCK@0.1")
+        axes[1].plot(levels, [report["occlusion"][lv]["pck"]["0.05"] for lv in levels], "s--", label="PCK@0.05")
+        axes[1].set(xlabel="occlusion level", ylabel="PCK (uncovered keypoints)", ylim=(0, 1.02), title="Occlusion")
+        axes[1].legend()
+    fig.suptitle(f"{report['head']} ({report['images']} images)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

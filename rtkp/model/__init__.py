@@ -1,0 +1,1 @@
+"""The CoKe network, its banks and loss, the heatmap baseline, and checkpoints (torch only)."""

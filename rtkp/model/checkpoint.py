@@ -1,0 +1,162 @@
+"""Model folders and training checkpoints, without pickle.
+
+A model folder holds `model.safetensors` (network weights, fp16 by default, plus the CoKe prototypes and clutter
+summary as float32 tensors) and `manifest.json` (everything needed to use the model: keypoints, input size,
+normalisation, visibility margin, and how it was trained and how well it did). A training checkpoint holds the fp32
+weights, the optimiser moments and the banks in safetensors, and the step counter in JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError
+from .network import KeypointNet
+
+MANIFEST_VERSION = 1
+WEIGHTS = "model.safetensors"
+MANIFEST = "manifest.json"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to a temporary file and rename it into place, so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: weights file not found") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: corrupt or truncated weights file ({exc})") from None
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_model(out: Path, net: KeypointNet, manifest: dict, prototypes=None, clutter=None, half: bool = True) -> None:
+    """Write a model folder. `manifest` gets the format version and the weights' sha256 added."""
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for k, v in net.state_dict().items():
+        tensors[f"net.{k}"] = v.half() if half and v.is_floating_point() else v
+    if prototypes is not None:
+        tensors["prototypes"] = prototypes.float()
+        tensors["clutter_summary"] = clutter.float()
+    _save_tensors(out / WEIGHTS, tensors, {"format": "rtkp-model", "version": str(MANIFEST_VERSION)})
+    manifest = dict(manifest, manifest_version=MANIFEST_VERSION, weights=WEIGHTS, weights_sha256=sha256(out / WEIGHTS))
+    write_json_atomic(out / MANIFEST, manifest)
+
+
+def read_manifest(model_dir: Path) -> dict:
+    """The manifest of a model folder, checked for the fields inference needs."""
+    path = Path(model_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: not found; --model must be a folder made by `rtkp train`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ModelError(f"{path}: corrupt manifest (not valid JSON)") from None
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{path}: corrupt manifest (not a JSON object)")
+    if manifest.get("manifest_version") != MANIFEST_VERSION:
+        raise ModelError(
+            f"{path}: manifest version {manifest.get('manifest_version')!r}, this rtkp reads version {MANIFEST_VERSION}"
+        )
+    for key in ("head", "keypoint_names", "input_size", "feature_dim", "decoder_channels", "backbone"):
+        if key not in manifest:
+            raise ModelError(f"{path}: manifest lacks `{key}`")
+    return manifest
+
+
+def load_model(model_dir: str | Path) -> tuple[KeypointNet, dict, torch.Tensor | None, torch.Tensor | None]:
+    """(network in eval mode, fp32; manifest; prototypes (K, D) or None; clutter summary (S, D) or None)."""
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    weights = model_dir / manifest.get("weights", WEIGHTS)
+    if manifest.get("weights_sha256") and weights.is_file() and sha256(weights) != manifest["weights_sha256"]:
+        raise ModelError(f"{weights}: checksum does not match manifest.json (file changed or corrupt)")
+    tensors = _load_tensors(weights)
+    net = KeypointNet(
+        manifest["head"],
+        len(manifest["keypoint_names"]),
+        manifest["feature_dim"],
+        manifest["decoder_channels"],
+        manifest["backbone"],
+        pretrained=False,
+    )
+    state = {k[4:]: v.float() if v.is_floating_point() else v for k, v in tensors.items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelError(f"{weights}: weights do not fit the manifest's network ({first})") from None
+    net.eval()
+    protos = tensors.get("prototypes")
+    clutter = tensors.get("clutter_summary")
+    if manifest["head"] == "coke" and (protos is None or clutter is None):
+        raise ModelError(f"{weights}: a CoKe model needs `prototypes` and `clutter_summary` tensors")
+    return net, manifest, protos, clutter
+
+
+def save_training_state(path: Path, step: int, net, optimizer, banks: dict, extra: dict) -> None:
+    """Everything needed to resume: fp32 weights, AdamW moments, banks (safetensors) and counters (JSON)."""
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pid, st in opt["state"].items():
+        for name, value in st.items():
+            tensors[f"optim.{pid}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    for bank_name, bank in banks.items():
+        for k, v in bank.state_dict().items():
+            tensors[f"bank.{bank_name}.{k}"] = v
+    _save_tensors(path / "state.safetensors", tensors)
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]]
+    write_json_atomic(path / "state.json", dict(extra, step=step, param_groups=groups))
+
+
+def load_training_state(path: Path, net, optimizer, banks: dict) -> dict:
+    """Restore a checkpoint written by save_training_state; returns its JSON (with `step`)."""
+    try:
+        info = json.loads((path / "state.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path / 'state.json'}: cannot resume from this checkpoint ({exc})") from None
+    tensors = _load_tensors(path / "state.safetensors")
+    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)
+    opt = optimizer.state_dict()
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for group, saved in zip(opt["param_groups"], info["param_groups"]):
+        group.update(saved)
+    optimizer.load_state_dict({"state": state, "param_groups": opt["param_groups"]})
+    for bank_name, bank in banks.items():
+        prefix = f"bank.{bank_name}."
+        bank.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+    return info

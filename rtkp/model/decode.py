@@ -1,0 +1,77 @@
+"""From dense maps to keypoints: peak, sub-pixel refinement, visibility evidence. Pure torch ops that export to ONNX."""
+
+from __future__ import annotations
+
+import torch
+
+
+def refine_peaks(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Arg-max of each map refined below the grid by a separable quadratic fit in its 3×3 neighbourhood (D2-Net style).
+
+    maps: (B, K, h, w) -> (positions (B, K, 2) as (x, y) in grid cells, peak values (B, K)).
+    A parabola through (−1, l), (0, c), (1, r) peaks at (r − l) / (2·(2c − l − r)); the offset is clamped to ±0.5 so
+    refinement never leaves the winning cell. A quadratic in the score is a Gaussian in exp(score / T), the
+    probability CoKe's softmax assigns, so the fit suits similarity maps directly and heatmaps in the log domain.
+    """
+    b, k, h, w = maps.shape
+    flat = maps.reshape(b, k, h * w)
+    idx = flat.argmax(dim=2)
+    iy = torch.div(idx, w, rounding_mode="floor")
+    ix = idx - iy * w
+
+    def at(dy: int, dx: int) -> torch.Tensor:
+        yy = (iy + dy).clamp(0, h - 1)
+        xx = (ix + dx).clamp(0, w - 1)
+        return flat.gather(2, (yy * w + xx).unsqueeze(2)).squeeze(2)
+
+    c = at(0, 0)
+
+    def offset(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        den = 2 * c - lo - hi
+        safe = torch.where(den > 1e-9, den, torch.ones_like(den))
+        off = torch.where(den > 1e-9, (hi - lo) / (2 * safe), torch.zeros_like(den))
+        return off.clamp(-0.5, 0.5)
+
+    dx = offset(at(0, -1), at(0, 1))
+    dy = offset(at(-1, 0), at(1, 0))
+    pos = torch.stack([ix.to(maps.dtype) + dx, iy.to(maps.dtype) + dy], dim=-1)
+    return pos, c
+
+
+def grid_to_pixels(pos: torch.Tensor, stride: int) -> torch.Tensor:
+    """Grid-cell coordinates -> input pixel coordinates (cell centres at (j + 0.5)·s − 0.5)."""
+    return (pos + 0.5) * stride - 0.5
+
+
+def coke_keypoints(
+    features: torch.Tensor, prototypes: torch.Tensor, clutter: torch.Tensor, stride: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CoKe inference.
+
+    features: (B, D, h, w) unit features; prototypes: (K, D); clutter: (S, D) clutter summary.
+    Returns (keypoints (B, K, 4) = x, y (input pixels), score, clutter_score; similarity maps (B, K, h, w)).
+    score is the peak cosine similarity to the keypoint's prototype; clutter_score the best similarity of the feature
+    at that peak to any clutter centre. Each keypoint is decided on its own, which is what lets CoKe report some
+    keypoints as occluded while keeping the others.
+    """
+    b, d, h, w = features.shape
+    sim = torch.einsum("bdhw,kd->bkhw", features, prototypes)
+    pos, score = refine_peaks(sim)
+    k = prototypes.shape[0]
+    flat_idx = sim.reshape(b, k, h * w).argmax(dim=2)
+    feat_flat = features.reshape(b, d, h * w)
+    peak_feat = feat_flat.gather(2, flat_idx.unsqueeze(1).expand(b, d, k))
+    clutter_score = torch.einsum("bdk,sd->bks", peak_feat, clutter).amax(dim=2)
+    xy = grid_to_pixels(pos, stride)
+    return torch.cat([xy, score.unsqueeze(-1), clutter_score.unsqueeze(-1)], dim=-1), sim
+
+
+def heatmap_keypoints(maps: torch.Tensor, stride: int) -> torch.Tensor:
+    """Heatmap baseline inference: (B, K, h, w) -> (B, K, 4) = x, y, peak value, 0.
+
+    The baseline has no clutter evidence, so its clutter score is 0 and visibility is "peak > margin".
+    """
+    pos, _ = refine_peaks(torch.log(maps.clamp(min=1e-4)))
+    peak = maps.flatten(2).amax(dim=2)
+    xy = grid_to_pixels(pos, stride)
+    return torch.cat([xy, peak.unsqueeze(-1), torch.zeros_like(peak).unsqueeze(-1)], dim=-1)

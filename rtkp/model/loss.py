@@ -1,0 +1,83 @@
+"""CoKe's contrastive loss (WACV 2023, §3.2–3.3) and the heatmap baseline's MSE."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def sample_features(features: torch.Tensor, points: torch.Tensor, stride: int) -> torch.Tensor:
+    """Bilinearly sample unit features at pixel positions.
+
+    features: (B, D, h, w); points: (B, N, 2) input pixels (pixel-centre convention) -> (B, N, D), renormalised.
+    Cell (i, j) of a stride-s map is centred on input pixel ((j + 0.5)·s − 0.5, (i + 0.5)·s − 0.5).
+    """
+    h, w = features.shape[-2:]
+    grid = (points + 0.5) / stride - 0.5
+    norm = torch.stack([grid[..., 0] / max(w - 1, 1), grid[..., 1] / max(h - 1, 1)], -1) * 2 - 1
+    out = F.grid_sample(features, norm.unsqueeze(2), mode="bilinear", align_corners=True).squeeze(-1)
+    return F.normalize(out.permute(0, 2, 1), dim=-1)
+
+
+def coke_loss(
+    kp_features: torch.Tensor,
+    kp_labels: torch.Tensor,
+    neighbour_mask: torch.Tensor,
+    clutter_features: torch.Tensor,
+    prototypes: torch.Tensor,
+    clutter_bank: torch.Tensor,
+    temperature: float = 0.07,
+    clutter_weight: float = 5e-3,
+    clutter_loss_weight: float = 0.5,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The contrastive loss.
+
+    kp_features: (N, D) features at visible keypoints; kp_labels: (N,) their keypoint index;
+    neighbour_mask: (N, K) True where prototype j must not serve as a negative (another keypoint within the radius);
+    clutter_features: (M, D) background features sampled in this batch; prototypes: (K, D); clutter_bank: (Q, D).
+
+    Keypoint term: cross-entropy over [f·θ_j / T]_j ∪ [f·c / T + log w]_c with the keypoint's own index as target.
+    Clutter term: the same logits for background features, whose target is the clutter group as a whole
+    (−log Σ_c softmax), which pushes background away from every prototype.
+    Gradients reach only the features: prototypes and clutter bank are constants here.
+    """
+    protos = prototypes.detach()
+    bank = clutter_bank.detach()
+    log_w = math.log(clutter_weight)
+    stats = {}
+    total = kp_features.new_zeros(())
+    if len(kp_features):
+        kp_logits = kp_features @ protos.T / temperature
+        kp_logits = kp_logits.masked_fill(neighbour_mask, float("-inf"))
+        logits = torch.cat([kp_logits, kp_features @ bank.T / temperature + log_w], 1)
+        kp_term = F.cross_entropy(logits, kp_labels)
+        total = total + kp_term
+        stats["kp"] = kp_term.item()
+    if len(clutter_features) and clutter_loss_weight > 0 and len(bank):
+        kp_logits = clutter_features @ protos.T / temperature
+        cl_logits = clutter_features @ bank.T / temperature + log_w
+        all_logits = torch.cat([kp_logits, cl_logits], 1)
+        clutter_term = (torch.logsumexp(all_logits, 1) - torch.logsumexp(cl_logits, 1)).mean()
+        total = total + clutter_loss_weight * clutter_term
+        stats["clutter"] = clutter_term.item()
+    return total, stats
+
+
+def gaussian_targets(points: torch.Tensor, visible: torch.Tensor, size: tuple[int, int], stride: int, sigma: float):
+    """(B, K, h, w) Gaussian heatmaps (peak 1) at the visible keypoints; zero maps for the others.
+
+    points: (B, K, 2) input pixels; sigma in feature cells.
+    """
+    h, w = size
+    grid = (points + 0.5) / stride - 0.5
+    ys = torch.arange(h, dtype=points.dtype).view(1, 1, h, 1)
+    xs = torch.arange(w, dtype=points.dtype).view(1, 1, 1, w)
+    d2 = (xs - grid[..., 0, None, None]) ** 2 + (ys - grid[..., 1, None, None]) ** 2
+    return torch.exp(-d2 / (2 * sigma**2)) * visible[..., None, None].to(points.dtype)
+
+
+def heatmap_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over all maps, scaled by 1000 so the loss reads in convenient units."""
+    return F.mse_loss(pred, target) * 1000

@@ -1,0 +1,76 @@
+"""The dense feature network shared by the CoKe model and the heatmap baseline.
+
+backbone (MobileNetV2) -> hypercolumn decoder (stride 4) -> D channels. The CoKe head L2-normalises them per location;
+the heatmap head adds a 1×1 convolution to K maps. Images enter as uint8 RGB and are normalised inside the network, so
+exported graphs take camera frames as they come.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import TAP_CHANNELS, build_backbone
+from .decoder import HypercolumnDecoder
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+STRIDE = 4
+
+
+class KeypointNet(nn.Module):
+    """Dense features (CoKe) or heatmaps (baseline) from uint8 images.
+
+    Args:
+        head: "coke" (L2-normalised D-dim features) or "heatmap" (K maps).
+        num_keypoints: K, used by the heatmap head.
+    """
+
+    def __init__(
+        self,
+        head: str,
+        num_keypoints: int,
+        feature_dim: int = 128,
+        decoder_channels: int = 96,
+        backbone: str = "mobilenet_v2",
+        pretrained: bool = True,
+    ):
+        super().__init__()
+        self.head = head
+        self.backbone = build_backbone(backbone, pretrained)
+        self.decoder = HypercolumnDecoder(list(TAP_CHANNELS.values()), decoder_channels, feature_dim)
+        self.heatmap = nn.Conv2d(feature_dim, num_keypoints, 1) if head == "heatmap" else None
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
+
+    def freeze_stem(self, upto: int = 3) -> None:
+        """Freeze backbone layers 0..upto (parameters and BN statistics).
+
+        The stride-2/4 layers dominate the cost of a backward pass at full resolution, and their ImageNet filters are
+        generic; freezing them roughly halves a training step on the CPU.
+        """
+        for layer in self.backbone.features[: upto + 1]:
+            for p in layer.parameters():
+                p.requires_grad_(False)
+        self.frozen_upto = upto
+
+    def train(self, mode: bool = True):
+        """Backbone BatchNorm keeps its ImageNet statistics (small batches of crops would corrupt them)."""
+        super().train(mode)
+        for m in self.backbone.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (B, H, W, 3) uint8 RGB (or float 0..255).
+
+        Returns (B, D, H/4, W/4) unit features (coke) or (B, K, H/4, W/4) heatmaps (heatmap).
+        """
+        x = images.permute(0, 3, 1, 2).float()
+        x = (x - self.mean) / self.std
+        feats = self.decoder(self.backbone(x))
+        if self.heatmap is not None:
+            return self.heatmap(feats)
+        return F.normalize(feats, dim=1)

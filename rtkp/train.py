@@ -1,0 +1,269 @@
+"""`rtkp train`: fit a CoKe model (or the heatmap baseline) to labelled frames.
+
+Reproducible: every random draw of step `i` comes from a generator seeded with (seed, i), so a run resumed from a
+checkpoint continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Config
+from .data.augment import augment_sample, resolve_flip_pairs
+from .data.sample import Dataset
+from .errors import ConfigError
+from .geometry import Letterbox
+from .model.banks import ClutterBank, KeypointBank
+from .model.checkpoint import load_training_state, save_model, save_training_state
+from .model.loss import coke_loss, gaussian_targets, heatmap_loss, sample_features
+from .model.network import STRIDE, KeypointNet
+
+
+@dataclass
+class Batch:
+    """images (B, h, w, 3) uint8; keypoints (B, K, 2) crop pixels; visible (B, K) bool."""
+
+    images: torch.Tensor
+    keypoints: torch.Tensor
+    visible: torch.Tensor
+
+
+class BatchMaker:
+    """Holds the training images in memory and draws augmented crops."""
+
+    def __init__(self, data: Dataset, cfg: Config):
+        self.images = [s.load_image() for s in data.samples]
+        self.keypoints = [s.keypoints for s in data.samples]
+        self.visible = [s.visible for s in data.samples]
+        self.scales = [Letterbox.fit(im.shape[1::-1], cfg.model.input_size).scale for im in self.images]
+        self.flip_pairs = resolve_flip_pairs(data.keypoint_names, cfg.augment.flip_pairs)
+        self.cfg = cfg
+
+    def draw(self, rng: np.random.Generator, batch_size: int) -> Batch:
+        crops, kps, vis = [], [], []
+        for i in rng.integers(0, len(self.images), batch_size):
+            c, k, v = augment_sample(
+                rng,
+                self.images[i],
+                self.keypoints[i],
+                self.visible[i],
+                self.cfg.augment,
+                self.flip_pairs,
+                self.scales[i],
+            )
+            crops.append(c)
+            kps.append(k)
+            vis.append(v)
+        return Batch(
+            torch.from_numpy(np.stack(crops)), torch.from_numpy(np.stack(kps)), torch.from_numpy(np.stack(vis))
+        )
+
+
+def clutter_points(rng: np.random.Generator, batch: Batch, per_image: int, min_cells: float) -> torch.Tensor:
+    """(B, per_image, 2) pixel positions of feature cells `min_cells` or more cells from every visible keypoint."""
+    b, h, w = batch.images.shape[:3]
+    gh, gw = h // STRIDE, w // STRIDE
+    out = np.zeros((b, per_image, 2), np.float32)
+    for i in range(b):
+        cells = np.stack([rng.integers(0, gw, per_image * 4), rng.integers(0, gh, per_image * 4)], 1).astype(np.float32)
+        kp = (batch.keypoints[i][batch.visible[i]].numpy() + 0.5) / STRIDE - 0.5
+        if len(kp):
+            dist = np.linalg.norm(cells[:, None] - kp[None], axis=2).min(1)
+            cells = np.concatenate([cells[dist >= min_cells], cells[dist < min_cells]])
+        out[i] = (cells[:per_image] + 0.5) * STRIDE - 0.5
+    return torch.from_numpy(out)
+
+
+def neighbour_mask(batch: Batch, radius_px: float) -> torch.Tensor:
+    """(B, K, K) True where keypoint j is a visible neighbour of keypoint k (j ≠ k) within `radius_px`."""
+    d = torch.cdist(batch.keypoints, batch.keypoints)
+    k = d.shape[-1]
+    close = (d < radius_px) & batch.visible[:, None, :] & ~torch.eye(k, dtype=torch.bool)
+    return close
+
+
+def coke_step(net, batch: Batch, rng, cfg: Config, kp_bank: KeypointBank, clutter_bank: ClutterBank):
+    """Forward, loss; bank updates happen after the optimiser step (returned as a closure)."""
+    c = cfg.coke
+    feats = net(batch.images)
+    kp_feats = sample_features(feats, batch.keypoints, STRIDE)  # (B, K, D)
+    b, k = batch.visible.shape
+    labels = torch.arange(k).expand(b, k)
+    vis = batch.visible
+    sel_feats, sel_labels = kp_feats[vis], labels[vis]
+    if not kp_bank.initialised.all():
+        kp_bank.update(sel_feats, sel_labels)
+    radius = c.neighbour_radius * max(batch.images.shape[1:3])
+    mask = neighbour_mask(batch, radius)[vis]
+    mask = mask | ~kp_bank.initialised[None, :]
+    mask[torch.arange(len(sel_labels)), sel_labels] = False
+    cl_points = clutter_points(rng, batch, c.clutter_per_image, c.clutter_min_distance)
+    cl_feats = sample_features(feats, cl_points, STRIDE).reshape(-1, feats.shape[1])
+    loss, stats = coke_loss(
+        sel_feats,
+        sel_labels,
+        mask,
+        cl_feats,
+        kp_bank.prototypes,
+        clutter_bank.contents(),
+        c.temperature,
+        c.clutter_weight,
+        c.clutter_loss_weight,
+    )
+
+    def update_banks():
+        kp_bank.update(sel_feats, sel_labels)
+        clutter_bank.push(cl_feats)
+
+    return loss, stats, update_banks
+
+
+def heatmap_step(net, batch: Batch, cfg: Config):
+    maps = net(batch.images)
+    target = gaussian_targets(batch.keypoints, batch.visible, maps.shape[-2:], STRIDE, cfg.heatmap.sigma)
+    loss = heatmap_loss(maps, target)
+    return loss, {"mse": loss.item()}, lambda: None
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 2 % of the base rate."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(total - warmup, 1)
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def _same_recipe(a: dict | None, b: dict) -> bool:
+    """Configs equal up to train.steps and train.threads (which do not change what a step computes)."""
+    if a is None:
+        return False
+    strip = lambda c: {**c, "train": {k: v for k, v in c["train"].items() if k not in ("steps", "threads")}}
+    return strip(a) == strip(b)
+
+
+def build_optimizer(net: KeypointNet, cfg: Config) -> torch.optim.Optimizer:
+    backbone = [p for p in net.backbone.parameters() if p.requires_grad]
+    head = [p for n, p in net.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+    groups = [{"params": head, "lr": cfg.train.lr, "base_lr": cfg.train.lr}]
+    if cfg.train.backbone_lr_scale > 0:
+        lr = cfg.train.lr * cfg.train.backbone_lr_scale
+        groups.append({"params": backbone, "lr": lr, "base_lr": lr})
+    else:
+        for p in backbone:
+            p.requires_grad_(False)
+    return torch.optim.AdamW(groups, weight_decay=cfg.train.weight_decay)
+
+
+def train(
+    data: Dataset,
+    cfg: Config,
+    out: Path,
+    resume: bool = True,
+    progress: bool = True,
+    provenance: dict | None = None,
+    stop_after: int | None = None,
+) -> dict | None:
+    """Train and write the model folder `out`; returns its manifest (without evaluation figures).
+
+    A checkpoint in `out/checkpoint` is resumed when `resume` and the config matches (`train.steps` may differ, so a
+    run can be extended). `stop_after` ends this call after that many steps with a checkpoint and returns None (for
+    time-sliced training on shared machines).
+    """
+    from tqdm import tqdm
+
+    from .calibrate import calibrate_margin
+
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+    k = len(data.keypoint_names)
+    head = cfg.model.head
+    net = KeypointNet(
+        head, k, cfg.model.feature_dim, cfg.model.decoder_channels, cfg.model.backbone, cfg.model.pretrained
+    )
+    net.freeze_stem(3)
+    net.train()
+    optimizer = build_optimizer(net, cfg)
+    kp_bank = KeypointBank(k, cfg.model.feature_dim, cfg.coke.momentum, cfg.coke.cumulative)
+    clutter_bank = ClutterBank(cfg.coke.clutter_size, cfg.model.feature_dim)
+    banks = {"keypoints": kp_bank, "clutter": clutter_bank} if head == "coke" else {}
+    ckpt = out / "checkpoint"
+    start = 0
+    if resume and (ckpt / "state.json").is_file():
+        info = load_training_state(ckpt, net, optimizer, banks)
+        if not _same_recipe(info.get("config"), cfg.to_dict()) or info.get("head") != head:
+            raise ConfigError(f"{ckpt}: checkpoint was made with another config; use a new --out or --no-resume")
+        start = info["step"]
+    maker = BatchMaker(data, cfg)
+    steps = cfg.train.steps
+    bar = tqdm(total=steps, initial=start, desc=f"train {head}", unit="step", disable=not progress, file=sys.stderr)
+    t0 = time.perf_counter()
+    last = {}
+    end = steps if stop_after is None else min(steps, start + stop_after)
+    for step in range(start, end):
+        rng = np.random.default_rng([cfg.train.seed, step])
+        batch = maker.draw(rng, cfg.train.batch_size)
+        for g in optimizer.param_groups:
+            g["lr"] = g["base_lr"] * lr_factor(step, steps, cfg.train.warmup_steps)
+        if head == "coke":
+            loss, stats, after = coke_step(net, batch, rng, cfg, kp_bank, clutter_bank)
+        else:
+            loss, stats, after = heatmap_step(net, batch, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        after()
+        last = {k: round(v, 4) for k, v in stats.items()}
+        bar.set_postfix(loss=f"{loss.item():.3f}", **{k: f"{v:.3f}" for k, v in last.items()})
+        bar.update(1)
+        if (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == end:
+            save_training_state(ckpt, step + 1, net, optimizer, banks, {"config": cfg.to_dict(), "head": head})
+    bar.close()
+    if end < steps:
+        return None
+    net.eval()
+    prototypes = clutter = None
+    if head == "coke":
+        prototypes = kp_bank.prototypes.clone()
+        clutter = clutter_bank.summary(cfg.coke.clutter_summary, seed=cfg.train.seed)
+    margin = calibrate_margin(net, maker, cfg, prototypes, clutter)
+    manifest = {
+        "head": head,
+        "keypoint_names": data.keypoint_names,
+        "skeleton": [list(p) for p in data.skeleton],
+        "flip_pairs": [[data.keypoint_names[i], data.keypoint_names[j]] for i, j in maker.flip_pairs],
+        "input_size": list(cfg.model.input_size),
+        "input": {
+            "dtype": "uint8",
+            "layout": "BHWC",
+            "channels": "RGB",
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+            "note": "normalisation happens inside the network",
+        },
+        "stride": STRIDE,
+        "backbone": cfg.model.backbone,
+        "feature_dim": cfg.model.feature_dim,
+        "decoder_channels": cfg.model.decoder_channels,
+        "visibility_margin": margin,
+        "prototypes": prototypes.tolist() if prototypes is not None else None,
+        "clutter_summary": {"tensor": "clutter_summary", "shape": list(clutter.shape)} if clutter is not None else None,
+        "training": dict(
+            provenance or {},
+            steps=steps,
+            seconds=round(time.perf_counter() - t0, 1),
+            final_loss=last,
+            config=cfg.to_dict(),
+        ),
+    }
+    save_model(out, net, manifest, prototypes, clutter)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return manifest

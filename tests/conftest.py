@@ -1,0 +1,95 @@
+"""Shared fixtures: small generated datasets (unit tests never need ../shared/data) and the shared-data location."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("RTKP_SHARED_DATA", REPO.parent / "shared" / "data"))
+DLC_MOUSE = SHARED_DATA / "dlc_openfield_mouse"
+
+NAMES = ["nose", "left_eye", "right_eye"]
+COLOURS = [(255, 40, 40), (40, 255, 40), (40, 40, 255)]
+
+
+def render_scene(rng: np.random.Generator, size=(128, 96)):
+    """A textured (H, W, 3) uint8 image with three coloured discs; returns (image, keypoints (3, 2))."""
+    import cv2
+
+    w, h = size
+    small = rng.integers(60, 200, (h // 8, w // 8, 3)).astype(np.uint8)
+    image = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    centre = rng.uniform([30, 30], [w - 30, h - 30])
+    angle = rng.uniform(0, 2 * np.pi)
+    offsets = np.array([[0, 0], [12, -8], [12, 8]], float)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    kps = centre + offsets @ rot.T
+    for (x, y), colour in zip(kps, COLOURS):
+        cv2.circle(image, (int(round(x)), int(round(y))), 4, colour, -1)
+    return image, kps.astype(np.float32)
+
+
+def write_dlc_project(root: Path, n: int = 12, seed: int = 0, names=NAMES) -> Path:
+    """A DeepLabCut project with `n` generated frames; the last keypoint is unlabelled in frame 0."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    folder = root / "labeled-data" / "clip"
+    folder.mkdir(parents=True)
+    (root / "config.yaml").write_text("Task: toy\nscorer: tester\nbodyparts:\n" + "".join(f"- {n}\n" for n in names))
+    lines = [
+        "scorer," + ",".join(["tester"] * 2 * len(names)),
+        "bodyparts," + ",".join(p for n in names for p in (n, n)),
+        "coords," + ",".join(["x", "y"] * len(names)),
+    ]
+    for i in range(n):
+        image, kps = render_scene(rng)
+        name = f"labeled-data/clip/img{i:03d}.png"
+        cv2.imwrite(str(root / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cells = [f"{v:.3f}" for v in kps.flatten()]
+        if i == 0:
+            cells[-2:] = ["", ""]
+        lines.append(name + "," + ",".join(cells))
+    (folder / "CollectedData_tester.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture
+def dlc_project(tmp_path: Path) -> Path:
+    return write_dlc_project(tmp_path / "proj")
+
+
+def write_coco(root: Path, n: int = 4, seed: int = 0) -> Path:
+    """A COCO-keypoints JSON with `n` generated images in root/images."""
+    import json
+
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    images, anns = [], []
+    for i in range(n):
+        image, kps = render_scene(rng)
+        cv2.imwrite(str(root / "images" / f"{i}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        images.append({"id": i + 1, "file_name": f"{i}.jpg", "width": 128, "height": 96})
+        flat = []
+        for j, (x, y) in enumerate(kps):
+            flat += [float(x), float(y), 0 if (i == 1 and j == 2) else 2]
+        anns.append({"id": 10 + i, "image_id": i + 1, "keypoints": flat, "bbox": [10, 10, 50, 40], "category_id": 1})
+    doc = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "toy", "keypoints": NAMES, "skeleton": [[1, 2], [1, 3]]}],
+    }
+    path = root / "toy.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.fixture
+def coco_file(tmp_path: Path) -> Path:
+    return write_coco(tmp_path / "coco")

@@ -1,0 +1,74 @@
+import json
+
+import pytest
+import torch
+
+from rtkp.errors import ModelError
+from rtkp.model.checkpoint import load_model, save_model
+from rtkp.model.network import KeypointNet
+from rtkp.model.predictor import Predictor
+
+
+def _manifest(head):
+    return {
+        "head": head,
+        "keypoint_names": ["a", "b"],
+        "input_size": [64, 64],
+        "feature_dim": 16,
+        "decoder_channels": 8,
+        "backbone": "mobilenet_v2",
+        "visibility_margin": 0.0,
+    }
+
+
+@pytest.mark.parametrize("head", ["coke", "heatmap"])
+def test_round_trip_gives_the_same_predictions(tmp_path, head):
+    torch.manual_seed(0)
+    net = KeypointNet(head, 2, 16, 8, pretrained=False).eval()
+    protos = torch.nn.functional.normalize(torch.randn(2, 16), dim=1)
+    clutter = torch.nn.functional.normalize(torch.randn(5, 16), dim=1)
+    save_model(tmp_path / "m", net, _manifest(head), protos if head == "coke" else None, clutter)
+    net2, manifest, p2, c2 = load_model(tmp_path / "m")
+    assert manifest["head"] == head and manifest["weights_sha256"]
+    images = torch.randint(0, 255, (2, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        a = Predictor(net)(images, protos, clutter)
+        b = Predictor(net2)(images, p2, c2)
+    # weights are stored in fp16: positions agree to a fraction of a pixel, scores closely
+    assert (a[..., :2] - b[..., :2]).abs().max() < 1.0
+    assert (a[..., 2:] - b[..., 2:]).abs().max() < 0.02
+    if head == "coke":
+        torch.testing.assert_close(p2, protos)
+
+
+def test_corrupt_and_mismatched_files_are_refused(tmp_path):
+    net = KeypointNet("coke", 2, 16, 8, pretrained=False)
+    folder = tmp_path / "m"
+    save_model(folder, net, _manifest("coke"), torch.zeros(2, 16), torch.zeros(3, 16))
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="checksum"):
+        load_model(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.pop("weights_sha256")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="corrupt or truncated"):
+        load_model(folder)
+    manifest["manifest_version"] = 99
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="version 99"):
+        load_model(folder)
+    (folder / "manifest.json").write_text("{not json")
+    with pytest.raises(ModelError, match="corrupt manifest"):
+        load_model(folder)
+    with pytest.raises(ModelError, match="not found"):
+        load_model(tmp_path / "nothing")
+
+
+def test_weights_do_not_fit_manifest(tmp_path):
+    net = KeypointNet("coke", 2, 16, 8, pretrained=False)
+    folder = tmp_path / "m"
+    save_model(folder, net, dict(_manifest("coke"), feature_dim=32), torch.zeros(2, 16), torch.zeros(3, 16))
+    with pytest.raises(ModelError, match="do not fit"):
+        load_model(folder)

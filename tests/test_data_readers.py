@@ -1,0 +1,132 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import DLC_MOUSE, NAMES, SHARED_DATA, write_dlc_project
+
+from rtkp.data.load import load_dataset, load_split, read_split
+from rtkp.errors import DataError
+
+
+def test_dlc_reader_on_generated_project(dlc_project):
+    data = load_dataset(dlc_project)
+    assert data.kind == "dlc" and data.keypoint_names == NAMES and len(data) == 12
+    s = data.samples[0]
+    assert s.name == "labeled-data/clip/img000.png"
+    assert s.visible.tolist() == [True, True, False]
+    assert s.load_image().shape == (96, 128, 3)
+    assert data.samples[1].visible.all()
+
+
+def test_coco_reader_on_generated_file(coco_file):
+    data = load_dataset(coco_file)
+    assert data.kind == "coco" and data.keypoint_names == NAMES
+    assert data.skeleton == [(0, 1), (0, 2)]
+    assert len(data) == 4 and data.samples[1].visible.tolist() == [True, True, False]
+    assert data.samples[0].box.tolist() == [10, 10, 50, 40]
+    # a folder holding the JSON works too
+    assert len(load_dataset(coco_file.parent)) == 4
+
+
+def test_split_selects_and_rejects(dlc_project, tmp_path):
+    names = [f"labeled-data/clip/img{i:03d}.png" for i in range(12)]
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": names[:9], "test": names[9:]}))
+    assert len(load_split(dlc_project, split, "train")) == 9
+    assert [s.name for s in load_split(dlc_project, split, "test").samples] == names[9:]
+    split.write_text(json.dumps({"train": names[:9], "test": names[8:]}))
+    with pytest.raises(DataError, match="both train and test"):
+        read_split(split)
+    split.write_text(json.dumps({"train": ["nope.png"], "test": []}))
+    with pytest.raises(DataError, match="not in the data"):
+        load_split(dlc_project, split, "train")
+
+
+def test_bad_dlc_inputs(tmp_path):
+    proj = write_dlc_project(tmp_path / "a")
+    csv_path = next(proj.glob("labeled-data/*/CollectedData_*.csv"))
+    (proj / "labeled-data/clip/img003.png").unlink()
+    with pytest.raises(DataError, match=r"img003.png: image file not found"):
+        load_dataset(proj)
+    proj = write_dlc_project(tmp_path / "b", names=["a", "b", "c"])
+    (proj / "config.yaml").write_text("bodyparts:\n- a\n- b\n- x\n")
+    with pytest.raises(DataError, match="disagree with config.yaml"):
+        load_dataset(proj)
+    proj = write_dlc_project(tmp_path / "c")
+    csv_path = next(proj.glob("labeled-data/*/CollectedData_*.csv"))
+    csv_path.write_text("just,one,row\n")
+    with pytest.raises(DataError, match="3-row header"):
+        load_dataset(proj)
+    proj = write_dlc_project(tmp_path / "d")
+    csv_path = next(proj.glob("labeled-data/*/CollectedData_*.csv"))
+    csv_path.write_text(
+        csv_path.read_text().replace("labeled-data/clip/img002.png,", "labeled-data/clip/img002.png,abc", 1)
+    )
+    with pytest.raises(DataError, match="non-numeric"):
+        load_dataset(proj)
+
+
+def test_bad_coco_inputs(coco_file):
+    doc = json.loads(coco_file.read_text())
+    coco_file.write_text(coco_file.read_text()[:-20])
+    with pytest.raises(DataError, match="malformed JSON"):
+        load_dataset(coco_file)
+    doc["annotations"][0]["keypoints"] = doc["annotations"][0]["keypoints"][:-3]
+    coco_file.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="expected 9"):
+        load_dataset(coco_file)
+    doc["annotations"][0]["keypoints"] += [1, 1, 2]
+    doc["categories"].append({"id": 2, "name": "other", "keypoints": ["a", "b", "c"]})
+    coco_file.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="disagree on keypoint names"):
+        load_dataset(coco_file)
+    doc["categories"].pop()
+    coco_file.write_text(json.dumps(doc))
+    (coco_file.parent / "images" / "2.jpg").unlink()
+    with pytest.raises(DataError, match="2.jpg: image file not found"):
+        load_dataset(coco_file)
+    with pytest.raises(DataError, match="not found"):
+        load_dataset(coco_file.parent / "missing.json")
+
+
+def test_cli_reports_bad_data_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "rtkp", "train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0
+    assert out.stderr.strip().count("\n") == 0 and "data path not found" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.skipif(not DLC_MOUSE.is_dir(), reason="../shared/data not present")
+def test_dlc_reader_on_real_mouse_project():
+    data = load_dataset(DLC_MOUSE)
+    assert data.keypoint_names == ["snout", "leftear", "rightear", "tailbase"]
+    assert len(data) == 116 and all(s.visible.all() for s in data.samples)
+    first = data.samples[0]
+    np.testing.assert_allclose(first.keypoints[0], [21.521, 265.428], atol=1e-3)
+    split = DLC_MOUSE / "split.json"
+    assert len(load_split(DLC_MOUSE, split, "test")) == 24
+    assert len(load_split(DLC_MOUSE, split, "train")) == 92
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mmpose_samples").is_dir(), reason="../shared/data not present")
+@pytest.mark.parametrize("name", ["coco", "ap10k", "horse10", "fly", "wflw", "onehand10k"])
+def test_coco_reader_on_real_mmpose_samples(name, tmp_path):
+    folder = SHARED_DATA / "mmpose_samples" / name
+    data = load_dataset(next(folder.glob("*.json")))
+    assert len(data) >= 1 and len(data.keypoint_names) >= 9
+    for s in data.samples:
+        assert s.keypoints.shape == (len(data.keypoint_names), 2) and s.visible.any()
+    img = data.samples[0].load_image()
+    assert img.ndim == 3 and img.shape[2] == 3
+    # the same file copied without its images is refused, naming an image
+    shutil.copy(next(folder.glob("*.json")), tmp_path / "x.json")
+    with pytest.raises(DataError, match="image file not found"):
+        load_dataset(tmp_path / "x.json")
