@@ -48,12 +48,37 @@ def _add_eval(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _input_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
+    if w <= 0 or h <= 0 or w % 32 or h % 32:
+        raise argparse.ArgumentTypeError(f"width and height must be positive multiples of 32, got {text!r}")
+    return w, h
+
+
+def _add_build_engine(sub) -> None:
+    p = sub.add_parser("build-engine", help="export ONNX graphs and build a TensorRT engine for a model")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the shipped mouse model)")
+    p.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime")
+    p.add_argument("--fp16", action="store_true", help="also export the FP16 graph / build an FP16 engine")
+    p.add_argument("--input-size", type=_input_size, metavar="WxH", help="model input size (default: the manifest's)")
+    p.add_argument("--debug", action="store_true", help="also export a graph with the similarity maps as an output")
+
+
+def _add_doctor(sub) -> None:
+    sub.add_parser("doctor", help="list inference backends, whether each works here, and why not")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rtkp", description="rtkp: real-time keypoint tracking with CoKe features.")
     parser.add_argument("--version", action="version", version=f"rtkp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_train(sub)
     _add_eval(sub)
+    _add_build_engine(sub)
+    _add_doctor(sub)
     return parser
 
 
@@ -104,7 +129,36 @@ def cmd_eval(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval}
+def cmd_build_engine(args) -> int:
+    from .backends import read_model_info
+    from .export.onnx import export_onnx
+
+    info = read_model_info(args.model)
+    size = args.input_size or info.input_size
+    for fp16 in (False, True) if args.fp16 else (False,):
+        path = export_onnx(args.model, size, fp16=fp16)
+        print(f"onnx: {path}")
+    if args.debug:
+        print(f"onnx: {export_onnx(args.model, size, debug=True)}")
+    if args.backend == "tensorrt":
+        from .backends.tensorrt import TensorRTBackend
+
+        backend = TensorRTBackend(info, fp16=args.fp16, input_size=size)
+        engine, _ = backend.cache.paths(backend.key)
+        print(f"tensorrt engine: {engine}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from .backends import doctor
+
+    statuses = doctor()
+    for s in statuses:
+        print(f"{s.name:18} {'ok' if s.available else 'no':3} {s.detail}")
+    return 0 if any(s.available for s in statuses) else 1
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "build-engine": cmd_build_engine, "doctor": cmd_doctor}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -127,7 +127,8 @@ def format_report(report: dict) -> str:
 
 def record_in_manifest(model_dir: Path, report: dict, data, split) -> None:
     """Store the held-out figures in the model's manifest."""
-    from .model.checkpoint import MANIFEST, write_json_atomic
+    from .files import write_json_atomic
+    from .model.checkpoint import MANIFEST
 
     path = Path(model_dir) / MANIFEST
     manifest = json.loads(path.read_text())

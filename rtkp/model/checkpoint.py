@@ -8,7 +8,6 @@ weights, the optimiser moments and the banks in safetensors, and the step counte
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,18 +15,12 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
+from ..files import sha256, write_json_atomic
 from .network import KeypointNet
 
 MANIFEST_VERSION = 1
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to a temporary file and rename it into place, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -48,14 +41,6 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ModelError(f"{path}: weights file not found") from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"{path}: corrupt or truncated weights file ({exc})") from None
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_model(out: Path, net: KeypointNet, manifest: dict, prototypes=None, clutter=None, half: bool = True) -> None:

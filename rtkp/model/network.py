@@ -68,7 +68,8 @@ class KeypointNet(nn.Module):
 
         Returns (B, D, H/4, W/4) unit features (coke) or (B, K, H/4, W/4) heatmaps (heatmap).
         """
-        x = images.permute(0, 3, 1, 2).float()
+        # The buffers' dtype is the network's: float32, or float16 after .half() (the FP16 export).
+        x = images.permute(0, 3, 1, 2).to(self.mean.dtype)
         x = (x - self.mean) / self.std
         feats = self.decoder(self.backbone(x))
         if self.heatmap is not None:

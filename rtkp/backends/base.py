@@ -1,0 +1,73 @@
+"""What every inference backend offers, and the model facts they share (read without torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import ModelError
+
+
+class Backend(Protocol):
+    """One runtime executing the exported graph.
+
+    infer: images (B, H, W, 3) uint8 RGB at `input_size` -> (B, K, 4) float32 (x, y, score, clutter_score) in
+    model-input pixels. set_prototypes swaps the keypoint prototypes (K, D) and clutter summary (S, D) without
+    rebuilding anything.
+    """
+
+    name: str
+    input_size: tuple[int, int]
+
+    def infer(self, images: np.ndarray) -> np.ndarray: ...
+
+    def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model folder's manifest plus its CoKe banks as numpy (prototypes (K, D), clutter (S, D); None for heatmap)."""
+
+    path: Path
+    manifest: dict
+    prototypes: np.ndarray | None
+    clutter: np.ndarray | None
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.manifest["input_size"])
+
+    @property
+    def is_coke(self) -> bool:
+        return self.manifest["head"] == "coke"
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.manifest.get("weights_sha256", "")
+
+
+def read_model_info(model_dir: str | Path) -> ModelInfo:
+    """Manifest and banks of a model folder, via safetensors' numpy reader (no torch import)."""
+    from safetensors import safe_open
+
+    from ..model.checkpoint import read_manifest
+
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    protos = clutter = None
+    if manifest["head"] == "coke":
+        path = model_dir / manifest.get("weights", "model.safetensors")
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                protos = f.get_tensor("prototypes").astype(np.float32)
+                clutter = f.get_tensor("clutter_summary").astype(np.float32)
+        except FileNotFoundError:
+            raise ModelError(f"{path}: weights file not found") from None
+        except Exception as exc:  # safetensors raises its own error types for corrupt headers
+            raise ModelError(f"{path}: cannot read prototypes and clutter summary ({exc})") from None
+    return ModelInfo(model_dir, manifest, protos, clutter)

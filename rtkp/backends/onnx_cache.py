@@ -1,0 +1,19 @@
+"""Find or make the ONNX export a backend needs (export needs torch; using an existing file does not)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import ModelInfo
+
+
+def ensure_onnx(info: ModelInfo, input_size: tuple[int, int], fp16: bool) -> Path:
+    """Path of an up-to-date ONNX export for these settings, exporting it first when missing or stale."""
+    from ..export.registry import find_export
+
+    found = find_export(info.path, input_size, fp16)
+    if found is not None:
+        return found
+    from ..export.onnx import export_onnx
+
+    return export_onnx(info.path, input_size, fp16)

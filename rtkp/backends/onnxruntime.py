@@ -1,0 +1,62 @@
+"""ONNX Runtime backend: the CPU default (explicit thread count, no spinning), CUDA provider when present."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import EngineError
+from .base import ModelInfo
+from .onnx_cache import ensure_onnx
+
+
+class OnnxRuntimeBackend:
+    """Runs the exported graph with ONNX Runtime. See backends.base.Backend for the interface."""
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        threads: int = 0,
+        device: str = "cpu",
+        fp16: bool = False,
+        input_size: tuple[int, int] | None = None,
+    ):
+        import onnxruntime as ort
+
+        self.input_size = tuple(input_size or info.input_size)
+        self.info = info
+        path = ensure_onnx(info, self.input_size, fp16)
+        opts = ort.SessionOptions()
+        # Spinning threads burn a core while idle; in a pipeline the other stages need it.
+        opts.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if device == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise EngineError("onnxruntime here has no CUDA provider: pip install onnxruntime-gpu")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise EngineError(f"{path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0]})") from None
+        self.name = f"onnxruntime-{device}{'-fp16' if fp16 else ''}"
+        self.prototypes, self.clutter = info.prototypes, info.clutter
+
+    def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> None:
+        self.prototypes = np.ascontiguousarray(prototypes, np.float32)
+        self.clutter = np.ascontiguousarray(clutter, np.float32)
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        feeds = {"images": np.ascontiguousarray(images, np.uint8)}
+        if self.info.is_coke:
+            feeds["prototypes"] = self.prototypes
+            feeds["clutter"] = self.clutter
+        return self.session.run(["keypoints"], feeds)[0]
+
+    def close(self) -> None:
+        self.session = None

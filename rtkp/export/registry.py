@@ -1,0 +1,60 @@
+"""exports.json: which ONNX files exist for a model folder and which weights they came from (no torch needed)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..files import sha256, write_json_atomic
+
+OPSET = 17
+EXPORTS = "exports.json"
+
+
+def onnx_name(input_size: tuple[int, int], fp16: bool, debug: bool = False) -> str:
+    """File name of an export: model_<W>x<H>_<fp32|fp16>[_debug].onnx."""
+    w, h = input_size
+    return f"model_{w}x{h}_{'fp16' if fp16 else 'fp32'}{'_debug' if debug else ''}.onnx"
+
+
+def record_export(
+    model_dir: Path, path: Path, manifest: dict, size, precision: str, debug: bool, torch_version: str
+) -> None:
+    """Add or replace the exports.json entry for `path`."""
+    index_path = model_dir / EXPORTS
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {"exports": []}
+    rel = str(path.relative_to(model_dir)) if path.is_relative_to(model_dir) else str(path)
+    index["exports"] = [e for e in index["exports"] if e.get("file") != rel]
+    index["exports"].append(
+        {
+            "file": rel,
+            "kind": "onnx",
+            "sha256": sha256(path),
+            "model_sha256": manifest.get("weights_sha256"),
+            "input_size": list(size),
+            "precision": precision,
+            "debug": debug,
+            "opset": OPSET,
+            "torch": torch_version,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+    )
+    write_json_atomic(index_path, index)
+
+
+def find_export(model_dir: Path, input_size, fp16: bool, debug: bool = False) -> Path | None:
+    """An existing, intact ONNX export of the current weights with these settings, or None."""
+    model_dir = Path(model_dir)
+    try:
+        index = json.loads((model_dir / EXPORTS).read_text())
+        weights_sha = json.loads((model_dir / "manifest.json").read_text()).get("weights_sha256")
+    except (OSError, json.JSONDecodeError):
+        return None
+    want = onnx_name(tuple(input_size), fp16, debug)
+    for entry in index.get("exports", []):
+        path = model_dir / entry.get("file", "")
+        if path.name == want and entry.get("model_sha256") == weights_sha and path.is_file():
+            if sha256(path) == entry.get("sha256"):
+                return path
+    return None
