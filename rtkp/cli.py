@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -67,6 +68,31 @@ def _add_build_engine(sub) -> None:
     p.add_argument("--debug", action="store_true", help="also export a graph with the similarity maps as an output")
 
 
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="track keypoints live from a camera, file, stream, folder or lavfi source")
+    p.add_argument(
+        "--source",
+        required=True,
+        help="camera0, /dev/videoN, a video file, rtsp://..., a folder, a glob, "
+        "or lavfi:GRAPH (e.g. lavfi:testsrc2=size=640x480:rate=30)",
+    )
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the shipped mouse model)")
+    p.add_argument("--backend", default="auto", help="auto, onnxruntime, tensorrt, torch (default auto)")
+    p.add_argument(
+        "--publish",
+        help="ZeroMQ endpoint to publish on (default from the config: tcp://127.0.0.1:5555; 'none' to disable)",
+    )
+    p.add_argument("--headless", action="store_true", help="no window")
+    p.add_argument("--record", metavar="FILE.mp4", help="write the annotated video here")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--realtime", action="store_true", help="play files at their frame rate with the live policy")
+    p.add_argument("--smooth", choices=["none", "one_euro", "kalman"], help="override smoothing.filter")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
+    p.add_argument("--config", help="YAML profile (smoothing and run sections are used)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--json", help="write the run summary (counters, per-stage latency percentiles) here")
+
+
 def _add_doctor(sub) -> None:
     sub.add_parser("doctor", help="list inference backends, whether each works here, and why not")
 
@@ -78,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_build_engine(sub)
+    _add_run(sub)
     _add_doctor(sub)
     return parser
 
@@ -149,6 +176,45 @@ def cmd_build_engine(args) -> int:
     return 0
 
 
+def _has_display() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def cmd_run(args) -> int:
+    from .config import load_config
+    from .pipeline.run import RunOptions, describe, pick_policy, run_pipeline
+
+    overrides = list(args.set) + ([f"smoothing.filter={args.smooth}"] if args.smooth else [])
+    cfg = load_config(args.config, overrides)
+    if args.max_frames is not None and args.max_frames <= 0:
+        raise ConfigError(f"--max-frames must be a positive integer, got {args.max_frames}")
+    publish = args.publish if args.publish is not None else cfg.run.publish
+    display = not args.headless and _has_display()
+    if not args.headless and not display:
+        print("rtkp run: no display found; running headless (pass --headless to silence this)", file=sys.stderr)
+    opts = RunOptions(
+        source=args.source,
+        model=args.model,
+        backend=args.backend,
+        policy=pick_policy(args.source, args.realtime),
+        realtime=args.realtime,
+        max_frames=args.max_frames,
+        publish=None if publish == "none" else publish,
+        display=display,
+        record=args.record,
+        threads=args.threads or cfg.run.threads,
+        smoothing=cfg.smoothing,
+        run=cfg.run,
+    )
+    summary = run_pipeline(opts)
+    print(describe(summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from .backends import doctor
 
@@ -158,7 +224,13 @@ def cmd_doctor(args) -> int:
     return 0 if any(s.available for s in statuses) else 1
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "build-engine": cmd_build_engine, "doctor": cmd_doctor}
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "build-engine": cmd_build_engine,
+    "run": cmd_run,
+    "doctor": cmd_doctor,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

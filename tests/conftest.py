@@ -93,3 +93,50 @@ def write_coco(root: Path, n: int = 4, seed: int = 0) -> Path:
 @pytest.fixture
 def coco_file(tmp_path: Path) -> Path:
     return write_coco(tmp_path / "coco")
+
+
+def make_tiny_model(folder: Path, size=(128, 96), head: str = "coke") -> Path:
+    """A small random-weight model folder (fp32 weights) for backend and pipeline tests."""
+    import torch
+
+    from rtkp.model.checkpoint import save_model
+    from rtkp.model.network import KeypointNet
+
+    torch.manual_seed(0)
+    net = KeypointNet(head, 3, 32, 16, pretrained=False).eval()
+    protos = torch.nn.functional.normalize(torch.randn(3, 32), dim=1)
+    clutter = torch.nn.functional.normalize(torch.randn(8, 32), dim=1)
+    manifest = {
+        "head": head,
+        "keypoint_names": NAMES,
+        "skeleton": [[0, 1], [0, 2]],
+        "input_size": list(size),
+        "feature_dim": 32,
+        "decoder_channels": 16,
+        "backbone": "mobilenet_v2",
+        "visibility_margin": 0.0,
+    }
+    save_model(folder, net, manifest, protos if head == "coke" else None, clutter, half=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def write_video(path: Path, frames: int = 20, size=(128, 96), rate: int = 30, seed: int = 0) -> Path:
+    """An H.264 MP4 of generated scenes (PyAV)."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for _ in range(frames):
+            image, _ = render_scene(rng, size)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path

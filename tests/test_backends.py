@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import render_scene
+from conftest import make_tiny_model, render_scene
 from fake_tensorrt import make_fake_tensorrt
 
 from rtkp.backends import doctor, open_backend, read_model_info
@@ -17,30 +17,13 @@ from rtkp.backends.tensorrt import TensorRTBackend
 from rtkp.backends.torch import TorchBackend
 from rtkp.cli import main
 from rtkp.export.onnx import export_onnx
-from rtkp.model.checkpoint import save_model
-from rtkp.model.network import KeypointNet
 
 SIZE = (128, 96)
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model")
-    net = KeypointNet("coke", 3, 32, 16, pretrained=False).eval()
-    protos = torch.nn.functional.normalize(torch.randn(3, 32), dim=1)
-    clutter = torch.nn.functional.normalize(torch.randn(8, 32), dim=1)
-    manifest = {
-        "head": "coke",
-        "keypoint_names": ["a", "b", "c"],
-        "input_size": list(SIZE),
-        "feature_dim": 32,
-        "decoder_channels": 16,
-        "backbone": "mobilenet_v2",
-        "visibility_margin": 0.0,
-    }
-    save_model(folder, net, manifest, protos, clutter, half=False)
-    return folder
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "model", SIZE)
 
 
 @pytest.fixture(scope="module")

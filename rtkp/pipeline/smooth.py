@@ -14,9 +14,10 @@ more than `max_deviation_px` from the model's measurement.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
+
+from ..config import SmoothingConfig
 
 MEASURED, SMOOTHED, PREDICTED, MISSING = 0, 1, 2, 3
 
@@ -106,22 +107,6 @@ class ConstantVelocityKalman:
     def predict(self, t: float) -> np.ndarray:
         """Position extrapolated to time t with the current velocity."""
         return self.p + self.v * (t - self.t)
-
-
-@dataclass(frozen=True)
-class SmoothingConfig:
-    """filter: none | one_euro | kalman. Times in seconds, distances in source pixels."""
-
-    filter: str = "one_euro"
-    min_cutoff: float = 1.0
-    beta: float = 0.05
-    d_cutoff: float = 1.0
-    accel_noise: float = 500.0
-    meas_noise: float = 1.5
-    predict_latency: bool = False
-    hold_s: float = 0.25
-    reset_s: float = 0.5
-    max_deviation_px: float = 8.0
 
 
 class KeypointSmoother:

@@ -1,0 +1,100 @@
+"""ZeroMQ publisher: multipart [topic, msgpack header]; never blocks the pipeline (docs/PROTOCOL.md).
+
+Topics: rtkp.<stream>.keypoints (every frame), rtkp.<stream>.meta (at start and every `meta_every_s`),
+rtkp.<stream>.status (once a second). Sending uses NOBLOCK: when the send high-water mark is reached ZeroMQ refuses the
+message on our side and it is counted in `dropped`; a PUB socket itself drops for slow subscribers without telling us.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..messages import SCHEMA_VERSION, KeypointFrame
+
+
+def keypoints_header(kf: KeypointFrame, seq: int, stream: str, model_id: str) -> dict:
+    """The msgpack-able header of one keypoints message (see docs/PROTOCOL.md for every field)."""
+    points = [
+        [round(float(x), 3), round(float(y), 3), round(float(s), 5), bool(v), int(st)]
+        for (x, y), s, v, st in zip(kf.keypoints, kf.scores, kf.visible, kf.state)
+    ]
+    return {
+        "v": SCHEMA_VERSION,
+        "stream": stream,
+        "seq": seq,
+        "frame": kf.index,
+        "pts": kf.pts,
+        "capture_ns": kf.capture_ns,
+        "publish_ns": time.monotonic_ns(),
+        "model": model_id,
+        "size": list(kf.source_size),
+        "kp": points,
+        "dropped": kf.dropped,
+    }
+
+
+class Publisher:
+    """A bound PUB socket. Default endpoint is loopback only; `ipc://` works too."""
+
+    def __init__(
+        self, endpoint: str, stream: str, model_id: str, meta: dict, send_hwm: int = 100, meta_every_s: float = 1.0
+    ):
+        import zmq
+
+        self.zmq = zmq
+        self.ctx = zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.PUB)
+        self.sock.setsockopt(zmq.SNDHWM, send_hwm)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        try:
+            self.sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            from ..errors import ConfigError
+
+            self.sock.close()
+            raise ConfigError(f"--publish {endpoint!r}: cannot bind ({exc})") from None
+        self.endpoint = endpoint
+        self.stream, self.model_id = stream, model_id
+        self.meta = dict(meta, v=SCHEMA_VERSION, stream=stream, model=model_id)
+        self.meta_every_s = meta_every_s
+        self.seq = 0
+        self.sent = 0
+        self.dropped = 0
+        self._last_meta = 0.0
+        self.topic_kp = f"rtkp.{stream}.keypoints".encode()
+        self.topic_meta = f"rtkp.{stream}.meta".encode()
+        self.topic_status = f"rtkp.{stream}.status".encode()
+
+    def _send(self, topic: bytes, header: dict) -> bool:
+        import msgpack
+
+        try:
+            self.sock.send_multipart([topic, msgpack.packb(header, use_bin_type=True)], flags=self.zmq.NOBLOCK)
+            self.sent += 1
+            return True
+        except self.zmq.Again:
+            self.dropped += 1
+            return False
+
+    def publish(self, kf: KeypointFrame) -> None:
+        now = time.monotonic()
+        if now - self._last_meta >= self.meta_every_s:
+            self._send(self.topic_meta, self.meta)
+            self._last_meta = now
+        self.seq += 1
+        self._send(self.topic_kp, keypoints_header(kf, self.seq, self.stream, self.model_id))
+
+    def status(self, status: dict) -> None:
+        self._send(
+            self.topic_status, dict(status, v=SCHEMA_VERSION, stream=self.stream, publish_ns=time.monotonic_ns())
+        )
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+def as_array(points: list) -> np.ndarray:
+    """(K, 5) float array of a header's `kp` list (x, y, score, visible, state)."""
+    return np.asarray(points, np.float64).reshape(-1, 5)

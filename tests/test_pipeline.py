@@ -1,0 +1,255 @@
+"""Sources, the shared-memory channels and the multi-process runner, with real processes, files and sockets."""
+
+import multiprocessing as mp
+import os
+import time
+
+import numpy as np
+import pytest
+from conftest import write_video
+
+from rtkp.errors import ModelError, SourceError
+from rtkp.messages import Frame
+from rtkp.pipeline.run import PipelineError, RunOptions, run_pipeline
+from rtkp.pipeline.shm import PREFIX, FrameRing, LatestChannel, LosslessChannel, sweep_stale
+from rtkp.pipeline.sources import Source, parse_source
+
+LAVFI = "lavfi:testsrc2=size=128x96:rate=30"
+
+
+def _frame(i, value=0, size=(96, 128)):
+    return Frame(i, i / 30, time.monotonic_ns(), np.full(size + (3,), value % 256, np.uint8))
+
+
+def test_parse_source_kinds(tmp_path):
+    assert parse_source("camera0").kind == "camera" and parse_source("camera0").live
+    assert parse_source("/dev/video3").kind == "camera"
+    assert parse_source("rtsp://127.0.0.1:8554/x").kind == "stream"
+    assert parse_source(LAVFI).kind == "lavfi" and not parse_source(LAVFI).live
+    assert parse_source(str(tmp_path)).kind == "images"
+    assert parse_source(str(tmp_path / "*.png")).kind == "images"
+    with pytest.raises(SourceError, match="no such file"):
+        parse_source(str(tmp_path / "missing.mp4"))
+
+
+def test_sources_yield_index_pts_and_capture_time(tmp_path):
+    video = write_video(tmp_path / "v.mp4", frames=12)
+    frames = list(Source(parse_source(str(video))))
+    assert [f.index for f in frames] == list(range(12))
+    assert frames[0].image.shape == (96, 128, 3)
+    np.testing.assert_allclose([f.pts for f in frames], np.arange(12) / 30, atol=1e-6)
+    assert all(b.capture_ns > a.capture_ns for a, b in zip(frames, frames[1:]))
+    lav = list(Source(parse_source(LAVFI), max_frames=5))
+    assert len(lav) == 5 and lav[4].pts == pytest.approx(4 / 30)
+
+
+def test_bad_sources_fail_in_one_line(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(SourceError) as err:
+        Source(parse_source(str(bad))).check()
+    assert "bad.mp4" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(SourceError, match="does not exist"):
+        Source(parse_source("/dev/video99")).check()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="no image files"):
+        Source(parse_source(str(tmp_path / "empty"))).check()
+
+
+def test_truncated_video_yields_what_decodes(tmp_path):
+    video = write_video(tmp_path / "v.mp4", frames=30)
+    data = video.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    # keep the header (moov may be at the end for PyAV-written files, so cut from a copy re-muxed as MPEG-TS)
+    import av
+
+    ts = tmp_path / "v.ts"
+    with av.open(str(video)) as src, av.open(str(ts), "w", format="mpegts") as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    data = ts.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    frames = list(Source(parse_source(str(cut))))
+    assert 3 <= len(frames) < 30
+
+
+def _producer(channel, n, delay):
+    for i in range(n):
+        channel.put(_frame(i, i))
+        time.sleep(delay)
+    channel.end()
+
+
+def test_lossless_channel_delivers_every_frame_in_order():
+    ctx = mp.get_context("spawn")
+    ring = FrameRing(3, 96 * 128 * 3)
+    channel = LosslessChannel(ctx, ring)
+    p = ctx.Process(target=_producer, args=(channel, 20, 0.0))
+    p.start()
+    seen = []
+    while (item := channel.get()) is not None:
+        frame, slot, dropped = item
+        assert frame.image[0, 0, 0] == frame.index % 256 and dropped == 0
+        seen.append(frame.index)
+        time.sleep(0.005)  # a slow consumer makes the producer wait, never drop
+        channel.release(slot)
+    p.join(5)
+    ring.close()
+    assert seen == list(range(20))
+
+
+def test_latest_channel_hands_out_the_newest_frame_and_counts_drops():
+    ctx = mp.get_context("spawn")
+    ring = FrameRing(3, 96 * 128 * 3)
+    channel = LatestChannel(ctx, ring)
+    p = ctx.Process(target=_producer, args=(channel, 60, 0.002))
+    p.start()
+    seen, dropped = [], 0
+    while True:
+        item = channel.get(timeout=5)
+        if item is None:
+            break
+        frame, slot, skipped = item
+        assert frame.image[0, 0, 0] == frame.index % 256  # never a torn or reused slot
+        seen.append(frame.index)
+        dropped += skipped
+        time.sleep(0.02)  # slower than the producer
+        channel.release(slot)
+    p.join(5)
+    ring.close()
+    assert seen == sorted(seen) and len(seen) < 60
+    assert len(seen) + dropped + channel.dropped_at_producer.value == 60
+
+
+def test_sweep_removes_only_dead_owners_segments():
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    dead = f"{PREFIX}999999999_dead"
+    with open(f"/dev/shm/{dead}", "wb") as fh:
+        fh.write(b"x")
+    live = FrameRing(3, 100)
+    removed = sweep_stale()
+    assert dead in removed and os.path.exists(f"/dev/shm/{live.name}")
+    live.close()
+    assert not os.path.exists(f"/dev/shm/{live.name}")
+
+
+def _shm_segments():
+    return {n for n in os.listdir("/dev/shm") if n.startswith(PREFIX)} if os.path.isdir("/dev/shm") else set()
+
+
+def test_lossless_run_gives_one_result_per_frame_in_order(tiny_model, tmp_path):
+    from rtkp.backends import open_backend, read_model_info
+    from rtkp.tracker import Tracker
+
+    video = write_video(tmp_path / "v.mp4", frames=15)
+    before = _shm_segments()
+    got = []
+    opts = RunOptions(
+        source=str(video),
+        model=str(tiny_model),
+        backend="onnxruntime",
+        threads=1,
+        collect=True,
+        record=str(tmp_path / "out.mp4"),
+    )
+    summary = run_pipeline(opts, on_frame=got.append)
+    assert summary["policy"] == "lossless" and summary["post"]["frames"] == 15 and summary["post"]["dropped"] == 0
+    assert [kf.index for kf in got] == list(range(15))
+    assert _shm_segments() == before
+    # the runner's output is exactly what the synchronous Tracker makes of the same frames
+    tracker = Tracker(
+        open_backend(tiny_model, "onnxruntime", threads=1), read_model_info(tiny_model).manifest, opts.smoothing
+    )
+    for frame, kf in zip(Source(parse_source(str(video))), got):
+        ref = tracker.process(frame)
+        np.testing.assert_allclose(ref.keypoints, kf.keypoints, atol=1e-4)
+        assert (ref.visible == kf.visible).all()
+    import av
+
+    with av.open(str(tmp_path / "out.mp4")) as rec:
+        stream = rec.streams.video[0]
+        assert (stream.width, stream.height) == (128, 96) and stream.frames == 15
+
+
+def test_live_run_keeps_latency_bounded_and_counts_drops(tiny_model):
+    opts = RunOptions(
+        source="lavfi:testsrc2=size=640x480:rate=120",
+        model=str(tiny_model),
+        backend="onnxruntime",
+        policy="live",
+        realtime=True,
+        max_frames=120,
+        threads=1,
+    )
+    summary = run_pipeline(opts)
+    post = summary["post"]
+    assert post["frames"] + post["dropped"] <= 120 and post["frames"] > 5
+    assert post["stages_ms"]["capture_to_publish"]["p50"] < 1000
+
+
+def test_run_publishes_over_zeromq(tiny_model, tmp_path):
+    import threading
+
+    import msgpack
+    import zmq
+
+    endpoint = "tcp://127.0.0.1:5731"
+    received = []
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"rtkp.default.")
+    sub.setsockopt(zmq.RCVTIMEO, 200)
+    sub.connect(endpoint)
+
+    def listen():
+        t_end = time.monotonic() + 30
+        while time.monotonic() < t_end:
+            try:
+                topic, header = sub.recv_multipart()
+            except zmq.Again:
+                if received and received[-1][0] == "done":
+                    return
+                continue
+            received.append((topic.decode(), msgpack.unpackb(header)))
+
+    thread = threading.Thread(target=listen)
+    thread.start()
+    video = write_video(tmp_path / "v.mp4", frames=40)
+    opts = RunOptions(
+        source=str(video),
+        model=str(tiny_model),
+        backend="onnxruntime",
+        threads=1,
+        publish=endpoint,
+        realtime=True,
+        policy="live",
+    )
+    run_pipeline(opts)
+    received.append(("done", None))
+    thread.join(35)
+    sub.close()
+    kps = [h for t, h in received if t == "rtkp.default.keypoints"]
+    metas = [h for t, h in received if t == "rtkp.default.meta"]
+    assert kps and metas and metas[0]["keypoints"] == ["nose", "left_eye", "right_eye"]
+    assert all(len(h["kp"]) == 3 for h in kps)
+    seqs = [h["seq"] for h in kps]
+    assert seqs == sorted(seqs)
+
+
+def test_a_bad_model_fails_before_any_process_starts(tmp_path):
+    video = write_video(tmp_path / "v.mp4", frames=5)
+    before = _shm_segments()
+    (tmp_path / "model").mkdir()
+    with pytest.raises(ModelError, match="manifest.json: not found"):
+        run_pipeline(RunOptions(source=str(video), model=str(tmp_path / "model"), backend="onnxruntime"))
+    assert _shm_segments() == before
+
+
+def test_a_backend_that_fails_in_its_process_is_reported_with_the_stage(tiny_model, tmp_path):
+    video = write_video(tmp_path / "v.mp4", frames=5)
+    with pytest.raises(PipelineError, match="infer stage: .*tensorrt"):
+        run_pipeline(RunOptions(source=str(video), model=str(tiny_model), backend="tensorrt"))
