@@ -112,8 +112,8 @@ class ConstantVelocityKalman:
 class KeypointSmoother:
     """Smooths K keypoints over time and applies the occlusion policy (module docstring)."""
 
-    def __init__(self, num_keypoints: int, cfg: SmoothingConfig = SmoothingConfig()):
-        self.k, self.cfg = num_keypoints, cfg
+    def __init__(self, num_keypoints: int, cfg: SmoothingConfig | None = None):
+        self.k, self.cfg = num_keypoints, cfg or SmoothingConfig()
         self.last_seen = np.full(num_keypoints, -np.inf)
         self.filter = self._new_filter()
 
