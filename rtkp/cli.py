@@ -91,6 +91,26 @@ def _add_run(sub) -> None:
     p.add_argument("--config", help="YAML profile (smoothing and run sections are used)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--json", help="write the run summary (counters, per-stage latency percentiles) here")
+    p.add_argument("--curve-key", metavar="FILE", help="CURVE: the publisher's .key_secret file (from `rtkp keys`)")
+    p.add_argument("--curve-clients", metavar="DIR", help="CURVE: folder of allowed subscribers' .key files")
+
+
+def _add_subscribe(sub) -> None:
+    p = sub.add_parser("subscribe", help="print the keypoints an rtkp publisher sends")
+    p.add_argument("--endpoint", default="tcp://127.0.0.1:5555")
+    p.add_argument("--stream", help="only this stream (default: all)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    p.add_argument("--latest-only", action="store_true", help="only ever the newest message")
+    p.add_argument("--count", type=int, metavar="N", help="stop after N messages")
+    p.add_argument("--timeout", type=float, default=0, metavar="S", help="stop after S seconds without a message")
+    p.add_argument("--server-key", metavar="FILE", help="CURVE: the publisher's public .key file")
+    p.add_argument("--client-key", metavar="FILE", help="CURVE: this subscriber's .key_secret file")
+
+
+def _add_keys(sub) -> None:
+    p = sub.add_parser("keys", help="write a CURVE key pair for an encrypted, authenticated stream")
+    p.add_argument("--out", required=True, help="folder to write NAME.key and NAME.key_secret into")
+    p.add_argument("--name", default="rtkp", help="file name stem (default rtkp)")
 
 
 def _add_doctor(sub) -> None:
@@ -105,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_build_engine(sub)
     _add_run(sub)
+    _add_subscribe(sub)
+    _add_keys(sub)
     _add_doctor(sub)
     return parser
 
@@ -187,6 +209,8 @@ def cmd_run(args) -> int:
     from .pipeline.run import RunOptions, describe, pick_policy, run_pipeline
 
     overrides = list(args.set) + ([f"smoothing.filter={args.smooth}"] if args.smooth else [])
+    overrides += [f"run.curve_key={args.curve_key}"] if args.curve_key else []
+    overrides += [f"run.curve_clients={args.curve_clients}"] if args.curve_clients else []
     cfg = load_config(args.config, overrides)
     if args.max_frames is not None and args.max_frames <= 0:
         raise ConfigError(f"--max-frames must be a positive integer, got {args.max_frames}")
@@ -215,6 +239,57 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_subscribe(args) -> int:
+    import statistics
+    import time
+
+    from .client import Subscriber
+
+    sub = Subscriber(
+        args.endpoint, args.stream, args.latest_only, args.timeout or None, args.server_key, args.client_key
+    )
+    latencies, t0, n = [], time.monotonic(), 0
+    try:
+        for msg in sub:
+            n += 1
+            latencies.append(msg.latency_ms)
+            if args.json:
+                record = {
+                    "stream": msg.stream,
+                    "seq": msg.seq,
+                    "frame": msg.frame,
+                    "pts": msg.pts,
+                    "latency_ms": round(msg.latency_ms, 3),
+                    "keypoints": {k.name: [k.x, k.y, k.score, k.visible, k.state] for k in msg.keypoints},
+                }
+                print(json.dumps(record), flush=True)
+            else:
+                pts = " ".join(f"{k.name}=({k.x:.1f},{k.y:.1f}){'' if k.visible else '?'}" for k in msg.keypoints)
+                print(f"#{msg.seq} frame {msg.frame} {msg.latency_ms:.1f} ms {pts}", flush=True)
+            if args.count and n >= args.count:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sub.close()
+    secs = time.monotonic() - t0
+    lat = f", latency p50 {statistics.median(latencies):.2f} ms" if latencies else ""
+    print(
+        f"received {n} messages in {secs:.1f} s ({n / max(secs, 1e-9):.1f}/s){lat}, gaps {sub.gaps}, "
+        f"skipped {sub.skipped}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_keys(args) -> int:
+    from .client import write_keys
+
+    public, secret = write_keys(args.out, args.name)
+    print(f"public key (give to peers): {public}\nsecret key (keep private):  {secret}")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from .backends import doctor
 
@@ -229,6 +304,8 @@ COMMANDS = {
     "eval": cmd_eval,
     "build-engine": cmd_build_engine,
     "run": cmd_run,
+    "subscribe": cmd_subscribe,
+    "keys": cmd_keys,
     "doctor": cmd_doctor,
 }
 

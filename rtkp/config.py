@@ -175,6 +175,9 @@ class RunConfig:
     )
     send_hwm: int = field(default=100, metadata=_rule(_positive_int, "a positive integer"))
     stats_window: int = field(default=300, metadata=_rule(_positive_int, "a positive integer"))
+    # CURVE: the publisher's secret key file (from `rtkp keys`) and the folder of allowed client public keys.
+    curve_key: str = field(default="", metadata=_rule(lambda v: isinstance(v, str), "a file path or empty"))
+    curve_clients: str = field(default="", metadata=_rule(lambda v: isinstance(v, str), "a folder path or empty"))
 
 
 @dataclass(frozen=True)

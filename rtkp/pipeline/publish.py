@@ -39,7 +39,15 @@ class Publisher:
     """A bound PUB socket. Default endpoint is loopback only; `ipc://` works too."""
 
     def __init__(
-        self, endpoint: str, stream: str, model_id: str, meta: dict, send_hwm: int = 100, meta_every_s: float = 1.0
+        self,
+        endpoint: str,
+        stream: str,
+        model_id: str,
+        meta: dict,
+        send_hwm: int = 100,
+        meta_every_s: float = 1.0,
+        curve_key: str | None = None,
+        curve_clients: str | None = None,
     ):
         import zmq
 
@@ -48,6 +56,9 @@ class Publisher:
         self.sock = self.ctx.socket(zmq.PUB)
         self.sock.setsockopt(zmq.SNDHWM, send_hwm)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.auth = None
+        if curve_key:
+            self._enable_curve(curve_key, curve_clients)
         try:
             self.sock.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -66,6 +77,22 @@ class Publisher:
         self.topic_kp = f"rtkp.{stream}.keypoints".encode()
         self.topic_meta = f"rtkp.{stream}.meta".encode()
         self.topic_status = f"rtkp.{stream}.status".encode()
+
+    def _enable_curve(self, key_file: str, clients_dir: str | None) -> None:
+        """CURVE server: encrypt, and accept only clients whose public key file is in `clients_dir`."""
+        from zmq.auth.thread import ThreadAuthenticator
+
+        from ..client import load_key
+        from ..errors import ConfigError
+
+        if not clients_dir:
+            raise ConfigError("CURVE needs the folder of allowed client public keys (--curve-clients DIR)")
+        self.auth = ThreadAuthenticator(self.ctx)
+        self.auth.start()
+        self.auth.configure_curve(domain="*", location=str(clients_dir))
+        self.sock.curve_secretkey = load_key(key_file, secret=True)
+        self.sock.curve_publickey = load_key(key_file, secret=False)
+        self.sock.curve_server = True
 
     def _send(self, topic: bytes, header: dict) -> bool:
         import msgpack
@@ -93,6 +120,8 @@ class Publisher:
 
     def close(self) -> None:
         self.sock.close(linger=0)
+        if self.auth is not None:
+            self.auth.stop()
 
 
 def as_array(points: list) -> np.ndarray:

@@ -162,7 +162,13 @@ def post_worker(opts: RunOptions, results, channel, ring, report, stop) -> None:
                 "head": manifest["head"],
             }
             publisher = Publisher(
-                opts.publish, opts.run.stream, manifest.get("weights_sha256", "")[:12], meta, opts.run.send_hwm
+                opts.publish,
+                opts.run.stream,
+                manifest.get("weights_sha256", "")[:12],
+                meta,
+                opts.run.send_hwm,
+                curve_key=opts.run.curve_key or None,
+                curve_clients=opts.run.curve_clients or None,
             )
     except RtkpError as exc:
         report.put(("error", "post", str(exc)))
