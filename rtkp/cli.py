@@ -12,7 +12,25 @@ from pathlib import Path
 from . import __version__
 from .errors import ConfigError, RtkpError
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "engines" / "dlc_mouse_coke"
+# the names of rtkp.backends.CHOICES, repeated here so that `rtkp --help` needs no backend import
+BACKENDS = ("auto", "tensorrt", "torch", "torch-cuda", "onnxruntime", "onnxruntime-cuda")
+ENGINES = Path(__file__).resolve().parent.parent / "engines"
+DEFAULT_MODEL = ENGINES / "target_coke"  # the demo target model; the DLC mouse model is engines/dlc_mouse_coke
+
+
+def cache_dir() -> Path:
+    """Where generated demo videos are cached ($XDG_CACHE_HOME/rtkp or ~/.cache/rtkp)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rtkp"
+
+
+def resolve_source(source: str, quiet: bool = False) -> tuple[str, bool]:
+    """`demo` becomes the cached demo video (rendered on first use) played in real time; others pass through."""
+    if source != "demo":
+        return source, False
+    from .demo.video import demo_video
+
+    return str(demo_video(cache_dir(), progress=not quiet)), True
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,7 +95,7 @@ def _add_run(sub) -> None:
         "or lavfi:GRAPH (e.g. lavfi:testsrc2=size=640x480:rate=30)",
     )
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the shipped mouse model)")
-    p.add_argument("--backend", default="auto", help="auto, onnxruntime, tensorrt, torch (default auto)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default auto)")
     p.add_argument(
         "--publish",
         help="ZeroMQ endpoint to publish on (default from the config: tcp://127.0.0.1:5555; 'none' to disable)",
@@ -93,6 +111,56 @@ def _add_run(sub) -> None:
     p.add_argument("--json", help="write the run summary (counters, per-stage latency percentiles) here")
     p.add_argument("--curve-key", metavar="FILE", help="CURVE: the publisher's .key_secret file (from `rtkp keys`)")
     p.add_argument("--curve-clients", metavar="DIR", help="CURVE: folder of allowed subscribers' .key files")
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="annotate videos and image folders offline (COCO, JSON lines, DLC CSV, MP4)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, image folders or globs")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the shipped mouse model)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default auto)")
+    p.add_argument("--format", default="coco,jsonl,csv", help="comma-separated: coco, jsonl, csv (default all)")
+    p.add_argument("--video", action="store_true", help="also write an annotated MP4 per input")
+    p.add_argument("--smooth", choices=["none", "causal", "offline"], default="none")
+    p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs are complete")
+    p.add_argument("--config", help="YAML profile (smoothing and run sections are used)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_target(sub) -> None:
+    p = sub.add_parser("target", help="write the printable demo target (A4) as PDF or PNG")
+    p.add_argument("--out", required=True, help="FILE.pdf or FILE.png")
+    p.add_argument("--px-per-mm", type=float, default=8.0, help="resolution (default 8 px/mm, about 200 dpi)")
+
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="render synthetic training images and ground-truth videos of the target")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--images", type=int, default=1500, help="number of images (COCO-keypoints; default 1500)")
+    p.add_argument("--videos", type=int, default=0, help="number of ground-truth videos")
+    p.add_argument("--seconds", type=float, default=20.0, help="length of each video")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--occlusion",
+        choices=["train", "none"],
+        default="train",
+        help="train: half the images get occluders (10-70 %%); none: no occluders (eval adds its own)",
+    )
+    p.add_argument("--quiet", action="store_true")
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="measure decode, model-only, pipeline (lossless, live) and a naive loop")
+    p.add_argument("--source", default="demo", help="any --source of `rtkp run` (default: the demo video)")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the shipped demo model)")
+    p.add_argument(
+        "--backend", default="auto", choices=BACKENDS, help="auto (model-only on every available backend) or one name"
+    )
+    p.add_argument("--seconds", type=float, default=10.0, help="length of each measurement (default 10)")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--config", help="YAML profile (smoothing and run sections are used)")
 
 
 def _add_subscribe(sub) -> None:
@@ -125,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_build_engine(sub)
     _add_run(sub)
+    _add_export(sub)
+    _add_target(sub)
+    _add_synth(sub)
+    _add_bench(sub)
     _add_subscribe(sub)
     _add_keys(sub)
     _add_doctor(sub)
@@ -232,10 +304,122 @@ def cmd_run(args) -> int:
         smoothing=cfg.smoothing,
         run=cfg.run,
     )
-    summary = run_pipeline(opts)
+    from .pipeline.run import Interrupted
+
+    try:
+        summary = run_pipeline(opts)
+    except Interrupted as exc:
+        # stopping a live run with Ctrl-C or SIGTERM is the normal way to end it: a clean stop, a summary, exit 0
+        summary = exc.summary
+        print(f"rtkp run: {exc}", file=sys.stderr)
     print(describe(summary))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .config import load_config
+    from .offline import check_out_dir, expand_inputs, export_one, parse_formats
+    from .pipeline.run import Interrupted
+
+    cfg = load_config(args.config, args.set)
+    formats = parse_formats(args.format)
+    out = Path(args.out)
+    check_out_dir(out)
+    failures, done = 0, []
+    for source in expand_inputs(args.inputs):
+        try:
+            result = export_one(
+                source,
+                out,
+                args.model,
+                cfg,
+                formats,
+                args.video,
+                args.smooth,
+                args.backend,
+                args.overwrite,
+                not args.quiet,
+            )
+        except Interrupted:
+            print(f"rtkp export: interrupted during {source}; its outputs were not written", file=sys.stderr)
+            return 130
+        except RtkpError as exc:
+            failures += 1
+            print(f"rtkp export: error: {exc}", file=sys.stderr)
+            continue
+        done.append(result)
+        if result.get("skipped"):
+            print(f"{source}: skipped, {result['reason']}")
+            continue
+        extra = f", {result['skipped_frames']} undecodable packet(s) skipped" if result["skipped_frames"] else ""
+        if result["missing_frames"]:
+            extra += f", {result['missing_frames']} frame(s) listed in the file could not be read (truncated?)"
+        print(f"{source}: {result['frames']} frames in {result['seconds']:.1f} s ({result['fps']:.1f} fps){extra}")
+        for err in result["skipped_errors"][:5]:
+            print(f"  skipped: {err}")
+    total = sum(r.get("frames", 0) for r in done)
+    secs = sum(r.get("seconds", 0) for r in done)
+    print(f"exported {len(done)} input(s), {total} frames in {secs:.1f} s; {failures} failed")
+    return 1 if failures else 0
+
+
+def cmd_target(args) -> int:
+    from .demo.target import render_target, write_pdf, write_png
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".pdf", ".png"):
+        raise ConfigError(f"--out must end in .pdf or .png, got {out.name!r}")
+    if args.px_per_mm <= 0:
+        raise ConfigError(f"--px-per-mm must be positive, got {args.px_per_mm}")
+    target = render_target(args.px_per_mm)
+    try:
+        (write_pdf if out.suffix.lower() == ".pdf" else write_png)(target, out)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    print(f"wrote {out}: A4, {len(target.names)} keypoints; print at 100 % (no 'fit to page')")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from .demo.synth import write_coco_set
+    from .demo.video import render_video
+
+    if args.images < 0 or args.videos < 0 or args.seconds <= 0:
+        raise ConfigError("--images and --videos must be >= 0 and --seconds > 0")
+    out = Path(args.out)
+    levels = {"none": (0.0, 0.0)} if args.occlusion == "none" else None
+    if args.images:
+        path = write_coco_set(out, args.images, args.seed, levels, progress=not args.quiet)
+        print(f"wrote {args.images} images and {path}")
+    for v in range(args.videos):
+        path = render_video(
+            out / "videos" / f"gt_{args.seed}_{v:02d}.mp4",
+            args.seconds,
+            30.0,
+            args.seed * 1000 + v,
+            progress=not args.quiet,
+        )
+        print(f"wrote {path} and its ground truth {path.with_suffix('.gt.json').name}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .backends import read_model_info
+    from .bench import format_table, run_bench
+    from .config import load_config
+
+    if args.seconds <= 0:
+        raise ConfigError(f"--seconds must be positive, got {args.seconds}")
+    cfg = load_config(args.config)
+    read_model_info(args.model)
+    source, _ = resolve_source(args.source)
+    log = lambda msg: print(msg, file=sys.stderr)
+    result = run_bench(args.model, source, args.backend, args.seconds, args.threads, cfg, log)
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 
@@ -304,6 +488,10 @@ COMMANDS = {
     "eval": cmd_eval,
     "build-engine": cmd_build_engine,
     "run": cmd_run,
+    "export": cmd_export,
+    "target": cmd_target,
+    "synth": cmd_synth,
+    "bench": cmd_bench,
     "subscribe": cmd_subscribe,
     "keys": cmd_keys,
     "doctor": cmd_doctor,

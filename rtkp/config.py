@@ -83,6 +83,9 @@ class CokeConfig:
     neighbour_radius: float = field(default=0.03, metadata=_rule(_fraction, "a number in [0, 1]"))
     # Clutter is sampled at least this many feature cells away from every keypoint.
     clutter_min_distance: float = field(default=3.0, metadata=_rule(_nonneg, "a number >= 0"))
+    # Extra clutter sampled on a ring of 1.5–3 cells around each visible keypoint: the features right next to a
+    # keypoint must not match its prototype, or the similarity peak is flat and localisation suffers.
+    ring_per_keypoint: int = field(default=2, metadata=_rule(_nonneg_int, "an integer >= 0"))
     clutter_loss_weight: float = field(default=0.5, metadata=_rule(_nonneg, "a number >= 0"))
 
 

@@ -3,7 +3,8 @@
 PCK threshold: a fraction of the larger side of the object's box, the box of its labelled keypoints.
 Occlusion: occluders cover 0, 20–40, 40–60, 60–80 % of the object's box (padded keypoint box, see data/occlude.py);
 PCK is measured on the keypoints left uncovered, visibility accuracy on the covered ones (reported hidden = correct).
-Occluders are drawn from a generator seeded by (image index, level), so every model sees the same occluded images.
+Each image is occluded OCCLUSION_DRAWS times per level (more samples than the few test images give), from generators
+seeded by (image index, level, draw), so every model sees exactly the same occluded images.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .data.sample import Dataset
 
 THRESHOLDS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
 BATCH = 8
+OCCLUSION_DRAWS = 4
 
 
 def _predict_all(model, images: list[np.ndarray]):
@@ -77,20 +79,25 @@ def evaluate(model_dir: Path, data: Dataset, occlusion: bool = False, progress: 
         for li, (level, cov) in enumerate(
             tqdm(LEVELS.items(), desc="occlusion", disable=not progress, file=sys.stderr)
         ):
-            occ_images, hidden = [], []
-            for i, (im, s) in enumerate(zip(images, data.samples)):
-                rng = np.random.default_rng([1234, i, li])
-                im2, mask = paste_occluders(rng, im, object_box(s.keypoints, s.visible), cov)
-                occ_images.append(im2)
-                hidden.append(covered(mask, s.keypoints) & s.visible)
+            draws = 1 if level == "L0" else OCCLUSION_DRAWS
+            hidden, occ_preds = [], []
+            for d in range(draws):
+                occ_images = []
+                for i, (im, s) in enumerate(zip(images, data.samples)):
+                    rng = np.random.default_rng([1234, i, li, d])
+                    im2, mask = paste_occluders(rng, im, object_box(s.keypoints, s.visible), cov)
+                    occ_images.append(im2)
+                    hidden.append(covered(mask, s.keypoints) & s.visible)
+                occ_preds += _predict_all(model, occ_images)
             hidden = np.stack(hidden)
-            occ_preds = _predict_all(model, occ_images)
             pxy = np.stack([p.keypoints for p in occ_preds])
             vis = np.stack([p.visible for p in occ_preds])
-            uncovered = labelled & ~hidden
-            fig = position_figures(pxy, gt, uncovered, scale, data.keypoint_names)
+            lab, g, sc = np.tile(labelled, (draws, 1)), np.tile(gt, (draws, 1, 1)), np.tile(scale, draws)
+            uncovered = lab & ~hidden
+            fig = position_figures(pxy, g, uncovered, sc, data.keypoint_names)
             report["occlusion"][level] = {
                 "coverage": list(cov),
+                "images": len(occ_preds),
                 "pck": {k: fig["pck"][k] for k in ("0.05", "0.1")},
                 "rmse_px": fig["rmse_px"],
                 "uncovered": int(uncovered.sum()),

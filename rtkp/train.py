@@ -82,6 +82,33 @@ def clutter_points(rng: np.random.Generator, batch: Batch, per_image: int, min_c
     return torch.from_numpy(out)
 
 
+def ring_points(rng: np.random.Generator, batch: Batch, per_keypoint: int, radius=(1.5, 3.0)) -> torch.Tensor:
+    """(B, K·per_keypoint, 2) pixel positions 1.5–3 cells from each visible keypoint and >= 1.5 cells from all of them.
+
+    Positions that fail (invisible keypoint, too close to another keypoint, outside the crop) repeat a random-clutter
+    position instead, so the tensor stays rectangular.
+    """
+    b, h, w = batch.images.shape[:3]
+    k = batch.keypoints.shape[1]
+    n = k * per_keypoint
+    out = np.zeros((b, n, 2), np.float32)
+    for i in range(b):
+        kp = (batch.keypoints[i].numpy() + 0.5) / STRIDE - 0.5
+        vis = batch.visible[i].numpy()
+        ang = rng.uniform(0, 2 * np.pi, n)
+        rad = rng.uniform(*radius, n)
+        centre = np.repeat(kp, per_keypoint, axis=0)
+        cells = centre + np.stack([np.cos(ang), np.sin(ang)], 1) * rad[:, None]
+        ok = np.repeat(vis, per_keypoint) & (cells[:, 0] >= 0) & (cells[:, 1] >= 0)
+        ok &= (cells[:, 0] <= w / STRIDE - 1) & (cells[:, 1] <= h / STRIDE - 1)
+        if vis.any():
+            ok &= np.linalg.norm(cells[:, None] - kp[vis][None], axis=2).min(1) >= radius[0]
+        fallback = rng.uniform([0, 0], [w / STRIDE - 1, h / STRIDE - 1], (n, 2))
+        cells = np.where(ok[:, None], cells, fallback)
+        out[i] = (cells + 0.5) * STRIDE - 0.5
+    return torch.from_numpy(out)
+
+
 def neighbour_mask(batch: Batch, radius_px: float) -> torch.Tensor:
     """(B, K, K) True where keypoint j is a visible neighbour of keypoint k (j ≠ k) within `radius_px`."""
     d = torch.cdist(batch.keypoints, batch.keypoints)
@@ -106,6 +133,8 @@ def coke_step(net, batch: Batch, rng, cfg: Config, kp_bank: KeypointBank, clutte
     mask = mask | ~kp_bank.initialised[None, :]
     mask[torch.arange(len(sel_labels)), sel_labels] = False
     cl_points = clutter_points(rng, batch, c.clutter_per_image, c.clutter_min_distance)
+    if c.ring_per_keypoint:
+        cl_points = torch.cat([cl_points, ring_points(rng, batch, c.ring_per_keypoint)], 1)
     cl_feats = sample_features(feats, cl_points, STRIDE).reshape(-1, feats.shape[1])
     loss, stats = coke_loss(
         sel_feats,

@@ -152,3 +152,10 @@ def test_build_engine_command(model_dir, tmp_path, capsys):
     assert main(["build-engine", "--model", str(tmp_path / "none")]) == 5
     with pytest.raises(SystemExit):
         main(["build-engine", "--model", str(model_dir), "--input-size", "100x100"])
+
+
+def test_cli_backend_names_match_the_backends():
+    from rtkp.backends import CHOICES
+    from rtkp.cli import BACKENDS
+
+    assert tuple(BACKENDS) == tuple(CHOICES)

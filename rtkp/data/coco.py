@@ -74,7 +74,7 @@ def read_coco(ann_path: Path, images: Path | None = None, check_images: bool = T
         if image_id not in files:
             raise DataError(f"{ann_path}: annotation #{i} refers to image id {image_id}, which is not listed")
         kp = kp.reshape(k, 3)
-        visible = kp[:, 2] > 0
+        visible = kp[:, 2] == 2
         if not visible.any():
             continue
         path = image_dir / files[image_id]
@@ -83,5 +83,5 @@ def read_coco(ann_path: Path, images: Path | None = None, check_images: bool = T
         box = np.asarray(ann["bbox"], np.float32) if "bbox" in ann else None
         samples.append(Sample(path, kp[:, :2].copy(), visible, files[image_id], box))
     if not samples:
-        raise DataError(f"{ann_path}: no annotation has a labelled keypoint")
+        raise DataError(f"{ann_path}: no annotation has a visible keypoint (v = 2)")
     return Dataset(samples, names, skeleton, image_dir, "coco")

@@ -265,6 +265,16 @@ class PipelineError(RtkpError):
     """A stage failed or died."""
 
 
+class Interrupted(RtkpError):
+    """SIGINT or SIGTERM stopped the run; `summary` holds what was done until then."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(message)
+        self.summary = summary
+
+
 def run_pipeline(opts: RunOptions, on_frame=None) -> dict:
     """Run until the source ends, `max_frames`, a stop signal, or a failure; returns the summary.
 
@@ -288,7 +298,13 @@ def run_pipeline(opts: RunOptions, on_frame=None) -> dict:
         ),
         "post": ctx.Process(target=post_worker, args=(opts, results, channel, ring, report, stop), name="rtkp-post"),
     }
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    interrupted = []
+
+    def on_signal(signum, _frame):
+        interrupted.append(signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     summary: dict = {"policy": opts.policy, "source": opts.source}
     errors: list[str] = []
     try:
@@ -312,6 +328,8 @@ def run_pipeline(opts: RunOptions, on_frame=None) -> dict:
         ring.close()
     if errors:
         raise PipelineError(errors[0])
+    if interrupted:
+        raise Interrupted(f"stopped by {interrupted[0]}", summary)
     return summary
 
 

@@ -1,0 +1,1 @@
+"""The self-contained demo: a printable target, synthetic training data with exact ground truth, demo videos."""

@@ -1,0 +1,159 @@
+"""`rtkp export` on real files: every frame, every format, atomic outputs, skipping, bad inputs."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from conftest import render_scene, write_video
+
+from rtkp.cli import main
+
+COMMON = ["--backend", "onnxruntime", "--quiet", "--set", "run.threads=1"]
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    video = write_video(tmp_path / "clip.mp4", frames=12)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(5):
+        cv2.imwrite(str(folder / f"f{i:02d}.png"), cv2.cvtColor(render_scene(rng)[0], cv2.COLOR_RGB2BGR))
+    return video, folder
+
+
+def test_exports_every_frame_in_every_format(inputs, tmp_path, tiny_model, capsys):
+    video, folder = inputs
+    out = tmp_path / "out"
+    rc = main(["export", str(video), str(folder), "--out", str(out), "--model", str(tiny_model), "--video", *COMMON])
+    assert rc == 0
+    coco = json.loads((out / "clip.coco.json").read_text())
+    assert len(coco["images"]) == 12 and len(coco["annotations"]) == 12
+    assert [im["frame_index"] for im in coco["images"]] == list(range(12))
+    assert coco["categories"][0]["keypoints"] == ["nose", "left_eye", "right_eye"]
+    assert coco["categories"][0]["skeleton"] == [[1, 2], [1, 3]] and len(coco["annotations"][0]["keypoints"]) == 9
+    lines = (out / "clip.jsonl").read_text().splitlines()
+    assert [json.loads(line)["frame"] for line in lines] == list(range(12))
+    rows = list(csv.reader(open(out / "clip.csv")))
+    assert rows[0][0] == "scorer" and rows[1][1:4] == ["nose"] * 3 and rows[2][1:4] == ["x", "y", "likelihood"]
+    assert len(rows) == 3 + 12
+    folder_lines = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
+    assert [r["file"] for r in folder_lines] == [f"f{i:02d}.png" for i in range(5)]
+    import av
+
+    with av.open(str(out / "clip.annotated.mp4")) as c:
+        s = c.streams.video[0]
+        assert s.frames == 12 and (s.width, s.height) == (128, 96)
+        assert abs(float(s.average_rate) - 30) < 0.5
+    assert not list(out.glob("*.partial*"))
+    # a second run skips complete outputs; --overwrite redoes them
+    capsys.readouterr()
+    assert main(["export", str(video), "--out", str(out), "--model", str(tiny_model), "--video", *COMMON]) == 0
+    assert "skipped, outputs complete" in capsys.readouterr().out
+    assert main(["export", str(video), "--out", str(out), "--model", str(tiny_model), "--overwrite", *COMMON]) == 0
+    assert "12 frames" in capsys.readouterr().out
+
+
+def test_offline_smoothing_changes_tracks_but_keeps_every_frame(inputs, tmp_path, tiny_model):
+    video, _ = inputs
+    for mode in ("none", "offline"):
+        assert (
+            main(
+                [
+                    "export",
+                    str(video),
+                    "--out",
+                    str(tmp_path / mode),
+                    "--model",
+                    str(tiny_model),
+                    "--smooth",
+                    mode,
+                    "--format",
+                    "jsonl",
+                    *COMMON,
+                ]
+            )
+            == 0
+        )
+    raw = [json.loads(x) for x in (tmp_path / "none" / "clip.jsonl").read_text().splitlines()]
+    smooth = [json.loads(x) for x in (tmp_path / "offline" / "clip.jsonl").read_text().splitlines()]
+    assert len(raw) == len(smooth) == 12
+    # raw records are "measured" (state 0), offline ones went through the smoother (1 smoothed, 2/3 while hidden)
+    states = [
+        (a["keypoints"][n][3], a["keypoints"][n][4], b["keypoints"][n][4])
+        for a, b in zip(raw, smooth)
+        for n in ("nose", "left_eye", "right_eye")
+    ]
+    assert all(raw_state == (0 if vis else 3) for vis, raw_state, _ in states)
+    assert all(smooth_state == 1 for vis, _, smooth_state in states if vis)
+    assert all(smooth_state in (2, 3) for vis, _, smooth_state in states if not vis)
+
+
+def test_truncated_video_exports_what_decodes_and_reports_the_rest(tmp_path, tiny_model, capsys):
+    import av
+
+    src = write_video(tmp_path / "src.mp4", frames=40)
+    fast = tmp_path / "fast.mp4"
+    with av.open(str(src)) as i, av.open(str(fast), "w", options={"movflags": "faststart"}) as o:
+        stream = o.add_stream_from_template(i.streams.video[0])
+        for packet in i.demux(i.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                o.mux(packet)
+    data = fast.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    rc = main(
+        ["export", str(cut), "--out", str(tmp_path / "o"), "--model", str(tiny_model), "--format", "jsonl", *COMMON]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    n = len((tmp_path / "o" / "cut.jsonl").read_text().splitlines())
+    assert 5 <= n < 40 and f"{40 - n} frame(s) listed in the file could not be read" in out
+
+
+def test_bad_inputs_are_reported_and_the_rest_exported(inputs, tmp_path, tiny_model):
+    video, _ = inputs
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 5000)
+    cmd = [
+        sys.executable,
+        "-m",
+        "rtkp",
+        "export",
+        str(tmp_path / "missing.mp4"),
+        str(junk),
+        str(video),
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_model),
+        "--format",
+        "csv",
+        *COMMON,
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 1
+    errors = [line for line in res.stderr.splitlines() if "error" in line]
+    assert len(errors) == 2 and "missing.mp4" in errors[0] and "junk.mp4" in errors[1]
+    assert "Traceback" not in res.stderr
+    assert (tmp_path / "out" / "clip.csv").is_file()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_folder(inputs, tmp_path, tiny_model):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert main(["export", str(inputs[0]), "--out", str(locked / "x"), "--model", str(tiny_model), *COMMON]) == 2
+
+
+def test_unwritable_output_folder_even_as_root(inputs, tmp_path, tiny_model, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["export", str(inputs[0]), "--out", str(blocker / "x"), "--model", str(tiny_model), *COMMON]) == 2
+    assert "not writable" in capsys.readouterr().err
