@@ -83,9 +83,10 @@ class CokeConfig:
     neighbour_radius: float = field(default=0.03, metadata=_rule(_fraction, "a number in [0, 1]"))
     # Clutter is sampled at least this many feature cells away from every keypoint.
     clutter_min_distance: float = field(default=3.0, metadata=_rule(_nonneg, "a number >= 0"))
-    # Extra clutter sampled on a ring of 1.5–3 cells around each visible keypoint: the features right next to a
-    # keypoint must not match its prototype, or the similarity peak is flat and localisation suffers.
-    ring_per_keypoint: int = field(default=2, metadata=_rule(_nonneg_int, "an integer >= 0"))
+    # Extra clutter sampled on a ring of 1.5–3 cells around each visible keypoint, so that the features right next
+    # to a keypoint do not match its prototype (a flat similarity peak localises poorly). Only for keypoints that
+    # are well apart (>= ~6 cells): on the DLC mouse, whose ears are 5 cells apart, it confused left and right ear.
+    ring_per_keypoint: int = field(default=0, metadata=_rule(_nonneg_int, "an integer >= 0"))
     clutter_loss_weight: float = field(default=0.5, metadata=_rule(_nonneg, "a number >= 0"))
 
 
@@ -177,6 +178,8 @@ class RunConfig:
         metadata=_rule(lambda v: isinstance(v, str) and v.isidentifier(), "a name of letters, digits and _"),
     )
     send_hwm: int = field(default=100, metadata=_rule(_positive_int, "a positive integer"))
+    # lossless mode: frames already queued when the model is free go through it together (up to this many)
+    batch: int = field(default=4, metadata=_rule(lambda v: _positive_int(v) and v <= 8, "an integer in 1..8"))
     stats_window: int = field(default=300, metadata=_rule(_positive_int, "a positive integer"))
     # CURVE: the publisher's secret key file (from `rtkp keys`) and the folder of allowed client public keys.
     curve_key: str = field(default="", metadata=_rule(lambda v: isinstance(v, str), "a file path or empty"))

@@ -140,3 +140,16 @@ def write_video(path: Path, frames: int = 20, size=(128, 96), rate: int = 30, se
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+def remux(src: Path, dst: Path, fmt: str | None = None, options: dict | None = None) -> Path:
+    """Copy a video's packets into another container (e.g. MPEG-TS, or MP4 with the index first)."""
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dst), "w", format=fmt, options=options or {}) as o:
+        stream = o.add_stream_from_template(i.streams.video[0])
+        for packet in i.demux(i.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                o.mux(packet)
+    return dst

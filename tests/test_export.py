@@ -9,7 +9,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import render_scene, write_video
+from conftest import remux, render_scene, write_video
 
 from rtkp.cli import main
 
@@ -95,17 +95,8 @@ def test_offline_smoothing_changes_tracks_but_keeps_every_frame(inputs, tmp_path
 
 
 def test_truncated_video_exports_what_decodes_and_reports_the_rest(tmp_path, tiny_model, capsys):
-    import av
-
     src = write_video(tmp_path / "src.mp4", frames=40)
-    fast = tmp_path / "fast.mp4"
-    with av.open(str(src)) as i, av.open(str(fast), "w", options={"movflags": "faststart"}) as o:
-        stream = o.add_stream_from_template(i.streams.video[0])
-        for packet in i.demux(i.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                o.mux(packet)
-    data = fast.read_bytes()
+    data = remux(src, tmp_path / "fast.mp4", options={"movflags": "faststart"}).read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.6)])
     rc = main(

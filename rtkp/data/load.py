@@ -33,10 +33,10 @@ def load_dataset(path: str | Path, check_images: bool = True) -> Dataset:
 
 def _looks_like_coco(path: Path) -> bool:
     try:
-        head = path.read_text(errors="replace")[:200000]
+        text = path.read_text(errors="replace")
     except OSError:
         return False
-    return '"annotations"' in head and '"categories"' in head
+    return '"annotations"' in text and '"categories"' in text
 
 
 def read_split(path: str | Path) -> dict[str, list[str]]:

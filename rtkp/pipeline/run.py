@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..config import RunConfig, SmoothingConfig
 from ..errors import RtkpError, SourceError
 from .shm import FrameRing, LatestChannel, LosslessChannel, sweep_stale
@@ -103,32 +105,30 @@ def infer_worker(opts: RunOptions, channel, results, ready, report, pixels_downs
         return
     report.put(("backend", backend.name))
     ready.set()
-    while True:
-        try:
-            item = channel.get(timeout=1.0)
-        except TimeoutError:
-            continue
-        if item is None:
-            break
-        frame, slot, dropped = item
-        t0 = time.perf_counter()
-        model_input = tracker.preprocess(frame.image)
-        size = (frame.image.shape[1], frame.image.shape[0])
-        meta = type(frame)(frame.index, frame.pts, frame.capture_ns, None, frame.name, frame.decode_ms)
-        if not pixels_downstream:
-            channel.release(slot)
+    for batch in _batches(channel, opts.run.batch):
+        inputs, rows = [], []
+        for frame, slot, dropped in batch:
+            t0 = time.perf_counter()
+            inputs.append(tracker.preprocess(frame.image))
+            size = (frame.image.shape[1], frame.image.shape[0])
+            meta = type(frame)(frame.index, frame.pts, frame.capture_ns, None, frame.name, frame.decode_ms)
+            oversize = frame.image if slot < 0 and pixels_downstream else None
+            if not pixels_downstream:
+                channel.release(slot)
+            timings = {"decode": frame.decode_ms, "preprocess": (time.perf_counter() - t0) * 1e3}
+            rows.append((meta, size, timings, dropped, slot if pixels_downstream else None, oversize))
         t1 = time.perf_counter()
-        raw = tracker.infer(model_input[None])[0]
-        t2 = time.perf_counter()
-        timings = {"decode": frame.decode_ms, "preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3}
-        oversize = frame.image if slot < 0 and pixels_downstream else None
-        results.put((meta, size, raw, timings, dropped, slot if pixels_downstream else None, oversize))
+        raw = tracker.infer(np.stack(inputs))
+        infer_ms = (time.perf_counter() - t1) * 1e3
+        for (meta, size, timings, dropped, slot, oversize), r in zip(rows, raw):
+            timings.update(inference=infer_ms, batch=len(rows))
+            results.put((meta, size, r, timings, dropped, slot, oversize))
     results.put(None)
     backend.close()
 
 
-def _drain(channel) -> None:
-    """Consume and release until the end, so a producer blocked on a full ring can finish."""
+def _items(channel):
+    """(frame, slot, dropped) from a channel until its end (waiting in 1 s steps on a live channel)."""
     while True:
         try:
             item = channel.get(timeout=1.0)
@@ -136,7 +136,30 @@ def _drain(channel) -> None:
             continue
         if item is None:
             return
-        channel.release(item[1])
+        yield item
+
+
+def _batches(channel, max_batch: int):
+    """Lists of up to `max_batch` items: the first is waited for, the rest only taken if already queued.
+
+    Batching never delays a frame: on the live channel (nothing queued by design) every batch has one frame; in
+    lossless mode, frames that piled up while the model ran go through it together, which is cheaper per frame.
+    """
+    items = _items(channel)
+    for first in items:
+        batch = [first]
+        while len(batch) < max_batch and channel.queued():
+            item = next(items, None)
+            if item is None:
+                break
+            batch.append(item)
+        yield batch
+
+
+def _drain(channel) -> None:
+    """Consume and release until the end, so a producer blocked on a full ring can finish."""
+    for _, slot, _ in _items(channel):
+        channel.release(slot)
 
 
 def post_worker(opts: RunOptions, results, channel, ring, report, stop) -> None:
@@ -173,7 +196,7 @@ def post_worker(opts: RunOptions, results, channel, ring, report, stop) -> None:
     except RtkpError as exc:
         report.put(("error", "post", str(exc)))
         stop.set()
-    frames = dropped = 0
+    frames = dropped = batch_sum = 0
     first_ns = last_status = None
     t_start = time.monotonic()
     while True:
@@ -187,7 +210,8 @@ def post_worker(opts: RunOptions, results, channel, ring, report, stop) -> None:
             publisher.publish(kf)
         t1 = time.perf_counter()
         now_ns = time.monotonic_ns()
-        stats.add_all(kf.timings_ms)
+        stats.add_all({k: v for k, v in kf.timings_ms.items() if k != "batch"})
+        batch_sum += kf.timings_ms.get("batch", 1)
         stats.add("publish", (t1 - t0) * 1e3)
         stats.add("capture_to_publish", (now_ns - kf.capture_ns) / 1e6)
         frames += 1
@@ -220,6 +244,7 @@ def post_worker(opts: RunOptions, results, channel, ring, report, stop) -> None:
         "dropped": dropped,
         "seconds": round(elapsed, 3),
         "stages_ms": stats.summary(),
+        "mean_batch": round(batch_sum / max(frames, 1), 2),
         "published": publisher.sent if publisher else 0,
         "publish_dropped": publisher.dropped if publisher else 0,
     }

@@ -168,6 +168,10 @@ class LosslessChannel:
         if slot >= 0:
             self.free.put(slot)
 
+    def queued(self) -> bool:
+        """Whether another frame (or the end) is waiting right now."""
+        return not self.ready.empty()
+
     def end(self) -> None:
         self.ready.put(None)
 
@@ -226,6 +230,10 @@ class LatestChannel:
         with self.cond:
             self.held[slot] = 0
             self.cond.notify_all()
+
+    def queued(self) -> bool:
+        """Never: the live policy hands out one newest frame at a time."""
+        return False
 
     def end(self) -> None:
         with self.cond:

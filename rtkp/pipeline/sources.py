@@ -150,16 +150,63 @@ class Source:
         self.errors: list[str] = []
         self.reconnects = 0
         self.stopped = False
+        self._opencv: bool | None = None
 
     def check(self) -> None:
         """Open and close the source once, so a bad source fails before any process starts."""
         if self.spec.kind == "images":
             _image_files(self.spec)
             return
+        if self.spec.kind == "camera" and self._use_opencv():
+            return
         open_container(self.spec).close()
 
+    def _use_opencv(self) -> bool:
+        """Whether to read this camera with OpenCV: only when FFmpeg cannot open it but OpenCV can (the fallback for
+        platforms or devices PyAV's build does not support)."""
+        if self._opencv is not None:
+            return self._opencv
+        try:
+            open_container(self.spec).close()
+            self._opencv = False
+        except SourceError:
+            import cv2
+
+            index = int(self.spec.target) if self.spec.target.isdigit() else self.spec.target
+            cap = cv2.VideoCapture(index)
+            self._opencv = bool(cap.isOpened())
+            cap.release()
+            if not self._opencv:
+                raise
+        return self._opencv
+
+    def _opencv_camera(self) -> Iterator[Frame]:
+        import cv2
+
+        index = int(self.spec.target) if self.spec.target.isdigit() else self.spec.target
+        cap = cv2.VideoCapture(index)
+        t_start, i = time.monotonic(), 0
+        try:
+            while not self.stopped:
+                t0 = time.perf_counter()
+                ok, bgr = cap.read()
+                if not ok:
+                    raise SourceError(f"source {self.spec.text!r}: the camera stopped delivering frames (OpenCV)")
+                image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                yield Frame(
+                    i, time.monotonic() - t_start, time.monotonic_ns(), image, None, (time.perf_counter() - t0) * 1e3
+                )
+                i += 1
+        finally:
+            cap.release()
+
     def __iter__(self) -> Iterator[Frame]:
-        frames = self._images() if self.spec.kind == "images" else self._video()
+        if self.spec.kind == "images":
+            frames = self._images()
+        elif self.spec.kind == "camera" and self._use_opencv():
+            frames = self._opencv_camera()
+        else:
+            frames = self._video()
         count = 0
         t0 = None
         for frame in frames:
