@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rtkp.config import Config, config_from_dict
-from rtkp.errors import ConfigError
+from rtkp.errors import ConfigError, SourceError
 from rtkp.pipeline.shm import PREFIX
 
 REPO = Path(__file__).resolve().parent.parent
@@ -162,42 +162,55 @@ def test_a_killed_worker_is_detected_and_named(tiny_model, victim):
     assert _segments() == before
 
 
-def test_a_stream_that_stops_and_comes_back_is_reconnected():
-    """A local MPEG-TS server over TCP (PyAV listening on 127.0.0.1) goes away and returns."""
-    import threading
-
+def _serve_mpegts(port: int, frames: int, offset: int) -> None:
     import av
     import numpy as np
+
+    with av.open(f"tcp://127.0.0.1:{port}?listen=1", "w", format="mpegts") as out:
+        stream = out.add_stream("mpeg2video", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            img = np.full((48, 64, 3), (offset + i) % 256, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+            time.sleep(1 / 60)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def _flaky_server(port: int) -> None:
+    _serve_mpegts(port, 60, 0)
+    time.sleep(1.0)  # gone for a second
+    _serve_mpegts(port, 60, 100)
+
+
+def test_a_stream_that_stops_and_comes_back_is_reconnected():
+    """A local MPEG-TS server over TCP (PyAV listening on 127.0.0.1, in its own process: PyAV holds the GIL while it
+    opens an input) goes away and returns."""
+    import multiprocessing as mp
 
     from rtkp.pipeline.sources import Source, parse_source
 
     port = 5931
-
-    def serve(frames: int, offset: int):
-        with av.open(f"tcp://127.0.0.1:{port}?listen=1", "w", format="mpegts") as out:
-            stream = out.add_stream("mpeg2video", rate=30)
-            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-            for i in range(frames):
-                img = np.full((48, 64, 3), (offset + i) % 256, np.uint8)
-                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                    out.mux(packet)
-                time.sleep(1 / 60)
-            for packet in stream.encode():
-                out.mux(packet)
-
-    def server():
-        serve(40, 0)
-        time.sleep(1.0)  # gone for a second
-        serve(40, 100)
-
-    thread = threading.Thread(target=server, daemon=True)
-    thread.start()
-    time.sleep(0.5)
-    src = Source(parse_source(f"tcp://127.0.0.1:{port}"), max_frames=60, backoff_s=(0.2, 1.0))
-    frames = list(src)
-    thread.join(20)
-    assert len(frames) == 60 and src.reconnects >= 1
-    assert [f.index for f in frames] == list(range(60))
+    server = mp.get_context("spawn").Process(target=_flaky_server, args=(port,), daemon=True)
+    server.start()
+    time.sleep(1.5)
+    src = Source(parse_source(f"tcp://127.0.0.1:{port}"), backoff_s=(0.2, 1.0), give_up_s=4)
+    frames = []
+    try:
+        for frame in src:  # runs until the server is gone for good and the source gives up
+            frames.append((frame.index, int(frame.image.mean())))
+    except SourceError as exc:
+        assert "gave up after 4 s" in str(exc)
+    finally:
+        server.join(20)
+        if server.is_alive():
+            server.kill()
+    assert src.reconnects >= 1
+    assert [i for i, _ in frames] == list(range(len(frames)))  # indices continue across the reconnection
+    first = [v for _, v in frames if v < 80]
+    second = [v for _, v in frames if v >= 95]
+    assert len(first) >= 20 and len(second) >= 20  # frames from both server sessions
 
 
 def test_a_camera_that_does_not_exist(tiny_model):

@@ -62,6 +62,12 @@ def read_coco(ann_path: Path, images: Path | None = None, check_images: bool = T
             files[im["id"]] = str(im["file_name"])
         except (KeyError, TypeError):
             raise DataError(f"{ann_path}: an image entry lacks id or file_name: {im!r}"[:200]) from None
+    # Some sets (e.g. WFLW in MMPose) mark every labelled keypoint v = 1 and never use 2: there 1 means visible.
+    uses_two = any(
+        isinstance(a, dict) and isinstance(a.get("keypoints"), list) and 2 in a["keypoints"][2::3]
+        for a in doc["annotations"]
+    )
+    visible_flag = 2 if uses_two else 1
     samples = []
     for i, ann in enumerate(doc["annotations"]):
         try:
@@ -74,7 +80,7 @@ def read_coco(ann_path: Path, images: Path | None = None, check_images: bool = T
         if image_id not in files:
             raise DataError(f"{ann_path}: annotation #{i} refers to image id {image_id}, which is not listed")
         kp = kp.reshape(k, 3)
-        visible = kp[:, 2] == 2
+        visible = kp[:, 2] >= visible_flag
         if not visible.any():
             continue
         path = image_dir / files[image_id]
@@ -83,5 +89,5 @@ def read_coco(ann_path: Path, images: Path | None = None, check_images: bool = T
         box = np.asarray(ann["bbox"], np.float32) if "bbox" in ann else None
         samples.append(Sample(path, kp[:, :2].copy(), visible, files[image_id], box))
     if not samples:
-        raise DataError(f"{ann_path}: no annotation has a visible keypoint (v = 2)")
+        raise DataError(f"{ann_path}: no annotation has a visible keypoint")
     return Dataset(samples, names, skeleton, image_dir, "coco")

@@ -340,6 +340,9 @@ def run_pipeline(opts: RunOptions, on_frame=None) -> dict:
             dead = [n for n, p in procs.items() if not p.is_alive() and p.exitcode not in (0, None)]
             if dead:
                 errors.append(f"the {dead[0]} process died (exit code {procs[dead[0]].exitcode})")
+                stop.set()
+                # the stream cannot complete without that stage: a short grace for the others, then terminate
+                _shutdown(procs, grace_s=0.5)
                 break
             if errors:
                 stop.set()
@@ -376,9 +379,9 @@ def _collect(report, summary: dict, errors: list, on_frame, timeout: float) -> N
             summary[kind] = payload[0]
 
 
-def _shutdown(procs: dict) -> None:
-    """Join every process within JOIN_S in all; terminate, then kill, whatever is left."""
-    deadline = time.monotonic() + JOIN_S
+def _shutdown(procs: dict, grace_s: float = JOIN_S) -> None:
+    """Join every process within `grace_s` in all; terminate, then kill, whatever is left."""
+    deadline = time.monotonic() + grace_s
     for p in procs.values():
         if p.pid is not None:
             p.join(max(deadline - time.monotonic(), 0))

@@ -140,12 +140,14 @@ class Source:
         max_frames: int | None = None,
         reconnect: bool | None = None,
         backoff_s: tuple[float, float] = (0.5, 8.0),
+        give_up_s: float | None = None,
     ):
         self.spec = spec
         self.realtime = realtime
         self.max_frames = max_frames
         self.reconnect = spec.live if reconnect is None else reconnect
         self.backoff_s = backoff_s
+        self.give_up_s = give_up_s  # stop reconnecting after this long without a frame (None: never)
         self.skipped = 0
         self.errors: list[str] = []
         self.reconnects = 0
@@ -170,6 +172,9 @@ class Source:
             open_container(self.spec).close()
             self._opencv = False
         except SourceError:
+            file, fmt, _ = _camera_open_args(self.spec)
+            if fmt == "v4l2" and not os.path.exists(file):
+                raise  # no device at all: nothing for OpenCV to find either
             import cv2
 
             index = int(self.spec.target) if self.spec.target.isdigit() else self.spec.target
@@ -241,12 +246,15 @@ class Source:
 
         index = 0
         delay = self.backoff_s[0]
+        last_frame = time.monotonic()
         while True:
             try:
                 container = open_container(self.spec)
             except SourceError as exc:
                 if not self.reconnect or index == 0 and self.reconnects == 0:
                     raise
+                if self.give_up_s is not None and time.monotonic() - last_frame > self.give_up_s:
+                    raise SourceError(f"{exc} (gave up after {self.give_up_s:g} s without a frame)") from None
                 self._log(f"{exc}; retrying in {delay:.1f} s")
                 time.sleep(delay)
                 delay = min(delay * 2, self.backoff_s[1])
@@ -255,6 +263,7 @@ class Source:
             try:
                 for pts, image, ms in self._decode(container, av):
                     delay = self.backoff_s[0]
+                    last_frame = time.monotonic()
                     yield Frame(index, pts, time.monotonic_ns(), image, None, ms)
                     index += 1
                     if self.stopped:
