@@ -48,6 +48,8 @@ def evaluate(frames, gt, fps) -> dict:
                 reacq.append((found - end) / fps * 1000)
     return {
         "rmse_px": float(np.sqrt((err[vis] ** 2).mean())),
+        "median_px": float(np.median(err[vis])),
+        "p90_px": float(np.percentile(err[vis], 90)),
         "jitter_px": float(d2[ok2].mean()),
         "lag_ms": float(np.median(lags)) / fps * 1000,
         "reacquire_ms_median": float(np.median(reacq)) if reacq else None,
@@ -94,13 +96,14 @@ def main() -> None:
     for name, rows in totals.items():
         summary[name] = {
             k: round(float(np.mean([r[k] for r in rows if r[k] is not None])), 3)
-            for k in ("rmse_px", "jitter_px", "lag_ms", "reacquire_ms_median")
+            for k in ("rmse_px", "median_px", "p90_px", "jitter_px", "lag_ms", "reacquire_ms_median")
         }
-    print(f"{'mode':>9} {'RMSE px':>8} {'jitter px':>10} {'lag ms':>7} {'re-acquire ms':>14}")
+    print(
+        f"{'mode':>9} {'RMSE px':>8} {'median px':>10} {'p90 px':>7} {'jitter px':>10} {'lag ms':>7} {'re-acq ms':>10}"
+    )
     for name, r in summary.items():
-        print(
-            f"{name:>9} {r['rmse_px']:8.2f} {r['jitter_px']:10.3f} {r['lag_ms']:7.1f} {r['reacquire_ms_median']:14.1f}"
-        )
+        row = f"{name:>9} {r['rmse_px']:8.2f} {r['median_px']:10.2f} {r['p90_px']:7.2f} {r['jitter_px']:10.3f}"
+        print(f"{row} {r['lag_ms']:7.1f} {r['reacquire_ms_median']:10.1f}")
     if args.json:
         Path(args.json).write_text(
             json.dumps({"videos": args.videos, "summary": summary, "per_video": totals}, indent=1) + "\n"

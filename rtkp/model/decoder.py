@@ -28,9 +28,13 @@ class HypercolumnDecoder(nn.Module):
         )
         self.project = nn.Conv2d(channels, out_dim, 1)
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def merge(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """The hypercolumn before the final projection: (B, C, H/4, W/4)."""
         size = feats[0].shape[-2:]
         x = self.lateral[0](feats[0])
         for lat, f in zip(self.lateral[1:], feats[1:]):
             x = x + F.interpolate(lat(f), size=size, mode="bilinear", align_corners=False)
-        return self.project(self.refine(x))
+        return self.refine(x)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return self.project(self.merge(feats))

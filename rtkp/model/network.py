@@ -68,10 +68,18 @@ class KeypointNet(nn.Module):
 
         Returns (B, D, H/4, W/4) unit features (coke) or (B, K, H/4, W/4) heatmaps (heatmap).
         """
-        # The buffers' dtype is the network's: float32, or float16 after .half() (the FP16 export).
+        return self.head_out(self.body(images))
+
+    def body(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone and hypercolumn merge: (B, H, W, 3) -> (B, C, H/4, W/4), in the buffers' dtype."""
+        # The buffers' dtype is the body's: float32, or float16 in the FP16 export.
         x = images.permute(0, 3, 1, 2).to(self.mean.dtype)
         x = (x - self.mean) / self.std
-        feats = self.decoder(self.backbone(x))
+        return self.decoder.merge(self.backbone(x))
+
+    def head_out(self, merged: torch.Tensor) -> torch.Tensor:
+        """Final projection to D channels, then unit features (coke) or K heatmaps (heatmap)."""
+        feats = self.decoder.project(merged)
         if self.heatmap is not None:
             return self.heatmap(feats)
         return F.normalize(feats, dim=1)
