@@ -242,3 +242,45 @@ def test_a_backend_that_fails_in_its_process_is_reported_with_the_stage(tiny_mod
     video = write_video(tmp_path / "v.mp4", frames=5)
     with pytest.raises(PipelineError, match="infer stage: .*tensorrt"):
         run_pipeline(RunOptions(source=str(video), model=str(tiny_model), backend="tensorrt"))
+
+
+def test_lossless_batches_never_mix_up_frames(tmp_path):
+    """Frames that need no resizing reach the model as views into shared memory: a slot must not be reused before
+    the batch holding it has been copied (a real bug: results of other frames appeared under a frame's index)."""
+    import av
+    import cv2
+
+    from rtkp.backends import open_backend, read_model_info
+    from rtkp.cli import DEFAULT_MODEL
+    from rtkp.config import SmoothingConfig
+    from rtkp.demo.synth import render_sample
+    from rtkp.demo.target import render_target
+    from rtkp.tracker import Tracker
+
+    if not (DEFAULT_MODEL / "manifest.json").is_file():
+        pytest.skip("default model not built")
+    target = render_target(4.0)
+    video = tmp_path / "poses.mp4"
+    with av.open(str(video), "w") as out:  # 320x256 frames: the default model's letterbox is the identity
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 320, 256, "yuv420p"
+        stream.options = {"crf": "12"}
+        for i in range(24):
+            image = cv2.resize(render_sample(np.random.default_rng([5, i]), target)[0], (320, 256))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    got = []
+    opts = RunOptions(source=str(video), model=str(DEFAULT_MODEL), backend="onnxruntime", threads=1, collect=True)
+    opts = RunOptions(
+        **{**opts.__dict__, "run": type(opts.run)(slots=3, batch=4), "smoothing": SmoothingConfig("none")}
+    )
+    run_pipeline(opts, on_frame=got.append)
+    tracker = Tracker(open_backend(DEFAULT_MODEL, "onnxruntime", threads=1), read_model_info(DEFAULT_MODEL).manifest)
+    ref = [tracker.process(f).keypoints for f in Source(parse_source(str(video)))]
+    assert len(got) == 24
+    moved = [np.median(np.linalg.norm(a.keypoints - b, axis=1)) for a, b in zip(got[1:], ref[:-1])]
+    assert np.median(moved) > 5  # consecutive poses differ, so a mix-up would show
+    for kf, r in zip(got, ref):
+        assert np.median(np.linalg.norm(kf.keypoints - r, axis=1)) < 0.5  # batch-4 vs batch-1 numerics only

@@ -113,12 +113,16 @@ def infer_worker(opts: RunOptions, channel, results, ready, report, pixels_downs
             size = (frame.image.shape[1], frame.image.shape[0])
             meta = type(frame)(frame.index, frame.pts, frame.capture_ns, None, frame.name, frame.decode_ms)
             oversize = frame.image if slot < 0 and pixels_downstream else None
-            if not pixels_downstream:
-                channel.release(slot)
             timings = {"decode": frame.decode_ms, "preprocess": (time.perf_counter() - t0) * 1e3}
             rows.append((meta, size, timings, dropped, slot if pixels_downstream else None, oversize))
+        # np.stack copies: only after it may the slots go back, because a letterbox that changes nothing returns
+        # the frame itself, a view into shared memory that the decoder will overwrite
+        batch_input = np.stack(inputs)
+        if not pixels_downstream:
+            for _, slot, _ in batch:
+                channel.release(slot)
         t1 = time.perf_counter()
-        raw = tracker.infer(np.stack(inputs))
+        raw = tracker.infer(batch_input)
         infer_ms = (time.perf_counter() - t1) * 1e3
         for (meta, size, timings, dropped, slot, oversize), r in zip(rows, raw):
             timings.update(inference=infer_ms, batch=len(rows))
