@@ -290,12 +290,14 @@ def cmd_run(args) -> int:
     display = not args.headless and _has_display()
     if not args.headless and not display:
         print("rtkp run: no display found; running headless (pass --headless to silence this)", file=sys.stderr)
+    source, demo = resolve_source(args.source)
+    realtime = args.realtime or demo  # the demo video plays like a camera
     opts = RunOptions(
-        source=args.source,
+        source=source,
         model=args.model,
         backend=args.backend,
-        policy=pick_policy(args.source, args.realtime),
-        realtime=args.realtime,
+        policy=pick_policy(source, realtime),
+        realtime=realtime,
         max_frames=args.max_frames,
         publish=None if publish == "none" else publish,
         display=display,

@@ -99,3 +99,18 @@ def test_default_model_finds_the_target_in_a_generated_frame():
 
 def test_default_model_path_is_the_demo_model():
     assert Path(DEFAULT_MODEL).name == "target_coke"
+
+
+@pytest.mark.skipif(not (DEFAULT_MODEL / "manifest.json").is_file(), reason="default model not built yet")
+def test_run_source_demo_plays_the_cached_demo_video(tmp_path, monkeypatch, capsys):
+    from rtkp.demo import video
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(video, "DEMO_SECONDS", 2.0)  # a short demo keeps the test quick; the path logic is the same
+    assert main(["run", "--source", "demo", "--headless", "--publish", "none", "--max-frames", "30"]) == 0
+    import re
+
+    out = capsys.readouterr().out
+    frames, dropped = re.search(r"(\d+) frames in .* policy live, .* dropped (\d+)", out).groups()
+    assert int(frames) + int(dropped) == 30 and int(frames) >= 20
+    assert list((tmp_path / "rtkp").glob("demo-v1-*.mp4"))
