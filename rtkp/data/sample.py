@@ -30,13 +30,6 @@ class Sample:
         """The image as (H, W, 3) uint8 RGB."""
         return read_image(self.image_path)
 
-    def keypoint_box(self) -> np.ndarray:
-        """(x0, y0, x1, y1) of the visible keypoints: the object box used by PCK and the occlusion levels."""
-        pts = self.keypoints[self.visible]
-        if len(pts) == 0:
-            return np.zeros(4, np.float32)
-        return np.concatenate([pts.min(0), pts.max(0)]).astype(np.float32)
-
 
 @dataclass
 class Dataset:

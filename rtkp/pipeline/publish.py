@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from ..messages import SCHEMA_VERSION, KeypointFrame
 
 
@@ -122,8 +120,3 @@ class Publisher:
         self.sock.close(linger=0)
         if self.auth is not None:
             self.auth.stop()
-
-
-def as_array(points: list) -> np.ndarray:
-    """(K, 5) float array of a header's `kp` list (x, y, score, visible, state)."""
-    return np.asarray(points, np.float64).reshape(-1, 5)

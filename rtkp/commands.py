@@ -1,0 +1,312 @@
+"""The implementation of each `rtkp` subcommand: parsed arguments in, exit code out.
+
+Heavy packages are imported inside each command, so that `rtkp --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from .defaults import resolve_source
+from .errors import ConfigError, RtkpError
+
+
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .data.load import load_split
+    from .train import train
+
+    overrides = list(args.set) + ([f"model.head={args.head}"] if args.head else [])
+    cfg = load_config(args.config, overrides)
+    data = load_split(args.data, args.split, "train")
+    out = Path(args.out)
+    provenance = {
+        "data": str(Path(args.data).resolve()),
+        "split": str(Path(args.split).resolve()) if args.split else None,
+        "samples": len(data),
+        "command": "rtkp " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    }
+    print(f"training {cfg.model.head} on {len(data)} samples ({data.kind}), {cfg.train.steps} steps -> {out}")
+    if args.stop_after is not None and args.stop_after <= 0:
+        raise ConfigError(f"--stop-after must be a positive integer, got {args.stop_after}")
+    manifest = train(data, cfg, out, not args.no_resume, not args.quiet, provenance, args.stop_after)
+    if manifest is None:
+        print(f"stopped after {args.stop_after} steps; checkpoint in {out / 'checkpoint'} (run again to resume)")
+        return 0
+    if args.split and not args.no_eval:
+        from .evaluate import evaluate, format_report, record_in_manifest
+
+        test = load_split(args.data, args.split, "test")
+        report = evaluate(out, test, occlusion=True, progress=not args.quiet)
+        record_in_manifest(out, report, args.data, args.split)
+        print(format_report(report))
+    print(f"model written to {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .data.load import load_split
+    from .evaluate import evaluate, format_report, plot_report
+
+    data = load_split(args.data, args.split, "test")
+    report = evaluate(Path(args.model), data, occlusion=args.occlusion, progress=not args.quiet)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    if args.plot:
+        plot_report(report, Path(args.plot))
+    return 0
+
+
+def cmd_build_engine(args) -> int:
+    from .backends import read_model_info
+    from .export.onnx import export_onnx
+
+    info = read_model_info(args.model)
+    size = args.input_size or info.input_size
+    for fp16 in (False, True) if args.fp16 else (False,):
+        path = export_onnx(args.model, size, fp16=fp16)
+        print(f"onnx: {path}")
+    if args.debug:
+        print(f"onnx: {export_onnx(args.model, size, debug=True)}")
+    if args.backend == "tensorrt":
+        from .backends.tensorrt import TensorRTBackend
+
+        backend = TensorRTBackend(info, fp16=args.fp16, input_size=size)
+        engine, _ = backend.cache.paths(backend.key)
+        print(f"tensorrt engine: {engine}")
+    return 0
+
+
+def _has_display() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def cmd_run(args) -> int:
+    from .config import load_config
+    from .pipeline.run import RunOptions, describe, pick_policy, run_pipeline
+
+    overrides = list(args.set) + ([f"smoothing.filter={args.smooth}"] if args.smooth else [])
+    overrides += [f"run.curve_key={args.curve_key}"] if args.curve_key else []
+    overrides += [f"run.curve_clients={args.curve_clients}"] if args.curve_clients else []
+    cfg = load_config(args.config, overrides)
+    if args.max_frames is not None and args.max_frames <= 0:
+        raise ConfigError(f"--max-frames must be a positive integer, got {args.max_frames}")
+    publish = args.publish if args.publish is not None else cfg.run.publish
+    display = not args.headless and _has_display()
+    if not args.headless and not display:
+        print("rtkp run: no display found; running headless (pass --headless to silence this)", file=sys.stderr)
+    source, demo = resolve_source(args.source)
+    realtime = args.realtime or demo  # the demo video plays like a camera
+    opts = RunOptions(
+        source=source,
+        model=args.model,
+        backend=args.backend,
+        policy=pick_policy(source, realtime),
+        realtime=realtime,
+        max_frames=args.max_frames,
+        publish=None if publish == "none" else publish,
+        display=display,
+        record=args.record,
+        threads=args.threads or cfg.run.threads,
+        smoothing=cfg.smoothing,
+        run=cfg.run,
+    )
+    from .pipeline.run import Interrupted
+
+    try:
+        summary = run_pipeline(opts)
+    except Interrupted as exc:
+        # stopping a live run with Ctrl-C or SIGTERM is the normal way to end it: a clean stop, a summary, exit 0
+        summary = exc.summary
+        print(f"rtkp run: {exc}", file=sys.stderr)
+    print(describe(summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .config import load_config
+    from .offline import check_out_dir, expand_inputs, export_one, parse_formats
+    from .pipeline.run import Interrupted
+
+    cfg = load_config(args.config, args.set)
+    formats = parse_formats(args.format)
+    out = Path(args.out)
+    check_out_dir(out)
+    failures, done = 0, []
+    for source in expand_inputs(args.inputs):
+        try:
+            result = export_one(
+                source,
+                out,
+                args.model,
+                cfg,
+                formats,
+                args.video,
+                args.smooth,
+                args.backend,
+                args.overwrite,
+                not args.quiet,
+            )
+        except Interrupted:
+            print(f"rtkp export: interrupted during {source}; its outputs were not written", file=sys.stderr)
+            return 130
+        except RtkpError as exc:
+            failures += 1
+            print(f"rtkp export: error: {exc}", file=sys.stderr)
+            continue
+        done.append(result)
+        if result.get("skipped"):
+            print(f"{source}: skipped, {result['reason']}")
+            continue
+        extra = f", {result['skipped_frames']} undecodable packet(s) skipped" if result["skipped_frames"] else ""
+        if result["missing_frames"]:
+            extra += f", {result['missing_frames']} frame(s) listed in the file could not be read (truncated?)"
+        print(f"{source}: {result['frames']} frames in {result['seconds']:.1f} s ({result['fps']:.1f} fps){extra}")
+        for err in result["skipped_errors"][:5]:
+            print(f"  skipped: {err}")
+    total = sum(r.get("frames", 0) for r in done)
+    secs = sum(r.get("seconds", 0) for r in done)
+    print(f"exported {len(done)} input(s), {total} frames in {secs:.1f} s; {failures} failed")
+    return 1 if failures else 0
+
+
+def cmd_target(args) -> int:
+    from .demo.target import render_target, write_pdf, write_png
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".pdf", ".png"):
+        raise ConfigError(f"--out must end in .pdf or .png, got {out.name!r}")
+    if args.px_per_mm <= 0:
+        raise ConfigError(f"--px-per-mm must be positive, got {args.px_per_mm}")
+    target = render_target(args.px_per_mm)
+    try:
+        (write_pdf if out.suffix.lower() == ".pdf" else write_png)(target, out)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    print(f"wrote {out}: A4, {len(target.names)} keypoints; print at 100 % (no 'fit to page')")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from .demo.synth import write_coco_set
+    from .demo.video import render_video
+
+    if args.images < 0 or args.videos < 0 or args.seconds <= 0:
+        raise ConfigError("--images and --videos must be >= 0 and --seconds > 0")
+    out = Path(args.out)
+    levels = {"none": (0.0, 0.0)} if args.occlusion == "none" else None
+    if args.images:
+        path = write_coco_set(out, args.images, args.seed, levels, progress=not args.quiet)
+        print(f"wrote {args.images} images and {path}")
+    for v in range(args.videos):
+        path = render_video(
+            out / "videos" / f"gt_{args.seed}_{v:02d}.mp4",
+            args.seconds,
+            30.0,
+            args.seed * 1000 + v,
+            progress=not args.quiet,
+        )
+        print(f"wrote {path} and its ground truth {path.with_suffix('.gt.json').name}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .backends import read_model_info
+    from .bench import format_table, run_bench
+    from .config import load_config
+
+    if args.seconds <= 0:
+        raise ConfigError(f"--seconds must be positive, got {args.seconds}")
+    cfg = load_config(args.config)
+    read_model_info(args.model)
+    source, _ = resolve_source(args.source)
+    log = lambda msg: print(msg, file=sys.stderr)
+    result = run_bench(args.model, source, args.backend, args.seconds, args.threads, cfg, log)
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def cmd_subscribe(args) -> int:
+    import statistics
+    import time
+
+    from .client import Subscriber
+
+    sub = Subscriber(
+        args.endpoint, args.stream, args.latest_only, args.timeout or None, args.server_key, args.client_key
+    )
+    latencies, t0, n = [], time.monotonic(), 0
+    try:
+        for msg in sub:
+            n += 1
+            latencies.append(msg.latency_ms)
+            if args.json:
+                record = {
+                    "stream": msg.stream,
+                    "seq": msg.seq,
+                    "frame": msg.frame,
+                    "pts": msg.pts,
+                    "latency_ms": round(msg.latency_ms, 3),
+                    "keypoints": {k.name: [k.x, k.y, k.score, k.visible, k.state] for k in msg.keypoints},
+                }
+                print(json.dumps(record), flush=True)
+            else:
+                pts = " ".join(f"{k.name}=({k.x:.1f},{k.y:.1f}){'' if k.visible else '?'}" for k in msg.keypoints)
+                print(f"#{msg.seq} frame {msg.frame} {msg.latency_ms:.1f} ms {pts}", flush=True)
+            if args.count and n >= args.count:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sub.close()
+    secs = time.monotonic() - t0
+    lat = f", latency p50 {statistics.median(latencies):.2f} ms" if latencies else ""
+    print(
+        f"received {n} messages in {secs:.1f} s ({n / max(secs, 1e-9):.1f}/s){lat}, gaps {sub.gaps}, "
+        f"skipped {sub.skipped}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_keys(args) -> int:
+    from .client import write_keys
+
+    public, secret = write_keys(args.out, args.name)
+    print(f"public key (give to peers): {public}\nsecret key (keep private):  {secret}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from .backends import doctor
+
+    statuses = doctor()
+    for s in statuses:
+        print(f"{s.name:18} {'ok' if s.available else 'no':3} {s.detail}")
+    return 0 if any(s.available for s in statuses) else 1
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "build-engine": cmd_build_engine,
+    "run": cmd_run,
+    "export": cmd_export,
+    "target": cmd_target,
+    "synth": cmd_synth,
+    "bench": cmd_bench,
+    "subscribe": cmd_subscribe,
+    "keys": cmd_keys,
+    "doctor": cmd_doctor,
+}
