@@ -217,7 +217,8 @@ def _build(cls, data: dict, prefix: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(map(str, data)) - set(known))
     if unknown:
-        raise ConfigError(f"`{prefix}{unknown[0]}` is not a known setting (known: {', '.join(known)})")
+        key = unknown[0] if unknown[0].isprintable() else repr(unknown[0])  # keep the message on one line
+        raise ConfigError(f"`{prefix}{key}` is not a known setting (known: {', '.join(known)})")
     values = {}
     for name, f in known.items():
         if name not in data:

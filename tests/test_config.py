@@ -54,3 +54,11 @@ def test_bad_yaml_file(tmp_path):
         load_config(p)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_unknown_keys_with_control_characters_stay_on_one_line():
+    with pytest.raises(ConfigError) as err:
+        from rtkp.config import config_from_dict
+
+        config_from_dict({"model": {"\n": 1}})
+    assert "\n" not in str(err.value) and str(err.value).startswith("`model.")
