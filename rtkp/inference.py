@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .geometry import Letterbox
 from .model.checkpoint import load_model
 from .model.predictor import Predictor
+from .tracker import Matcher
 
 
 @dataclass(frozen=True)
@@ -37,17 +37,17 @@ class ImageModel:
             torch.set_num_threads(threads)
         net, self.manifest, self.prototypes, self.clutter = load_model(model_dir)
         self.predictor = Predictor(net).eval()
-        self.input_size = tuple(self.manifest["input_size"])
-        self.margin = float(self.manifest.get("visibility_margin", 0.0))
+        self.matcher = Matcher(self.manifest)
         self.keypoint_names = list(self.manifest["keypoint_names"])
 
     @torch.no_grad()
     def predict(self, images: list[np.ndarray]) -> list[Prediction]:
         """images: list of (H, W, 3) uint8 RGB, any sizes -> one Prediction each (run as one batch)."""
-        boxes = [Letterbox.fit(im.shape[1::-1], self.input_size) for im in images]
-        batch = torch.from_numpy(np.stack([lb.apply(im) for lb, im in zip(boxes, images)]))
-        out = self.predictor(batch, self.prototypes, self.clutter).numpy()
+        sizes = [(im.shape[1], im.shape[0]) for im in images]
+        batch = np.stack([self.matcher.letterbox(size).apply(im) for size, im in zip(sizes, images)])
+        out = self.predictor(torch.from_numpy(batch), self.prototypes, self.clutter).numpy()
         preds = []
-        for lb, o in zip(boxes, out):
-            preds.append(Prediction(lb.to_source(o[:, :2]), o[:, 2], o[:, 3], (o[:, 2] - o[:, 3]) > self.margin))
+        for size, o in zip(sizes, out):
+            xy, score, visible = self.matcher(o, size)
+            preds.append(Prediction(xy, score, o[:, 3], visible))
         return preds

@@ -153,3 +153,30 @@ def remux(src: Path, dst: Path, fmt: str | None = None, options: dict | None = N
                 packet.stream = stream
                 o.mux(packet)
     return dst
+
+
+def start_live_run(model: Path, publish: str = "none", *extra: str):
+    """`rtkp run` in its own process on a 30 fps real-time lavfi source (endless unless --max-frames is given)."""
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "rtkp",
+        "run",
+        "--source",
+        "lavfi:testsrc2=size=128x96:rate=30",
+        "--realtime",
+        "--model",
+        str(model),
+        "--backend",
+        "onnxruntime",
+        "--headless",
+        "--publish",
+        publish,
+        "--threads",
+        "1",
+        *extra,
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

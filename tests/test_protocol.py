@@ -11,6 +11,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from conftest import start_live_run
 
 from rtkp.client import ProtocolError, Subscriber, write_keys
 from rtkp.messages import KeypointFrame
@@ -161,33 +162,9 @@ def test_curve_admits_known_keys_and_ignores_unknown(tmp_path):
         s.close()
 
 
-def _start_run(model, endpoint, frames=300):
-    cmd = [
-        sys.executable,
-        "-m",
-        "rtkp",
-        "run",
-        "--source",
-        "lavfi:testsrc2=size=128x96:rate=30",
-        "--realtime",
-        "--model",
-        str(model),
-        "--backend",
-        "onnxruntime",
-        "--headless",
-        "--publish",
-        endpoint,
-        "--max-frames",
-        str(frames),
-        "--threads",
-        "1",
-    ]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def test_subscribe_command_against_a_live_run(tiny_model):
     ep = _endpoint()
-    run = _start_run(tiny_model, ep, frames=150)
+    run = start_live_run(tiny_model, ep, "--max-frames", "150")
     out = subprocess.run(
         [sys.executable, "-m", "rtkp", "subscribe", "--endpoint", ep, "--json", "--count", "20", "--timeout", "20"],
         capture_output=True,
@@ -215,7 +192,7 @@ def test_c_subscriber_reads_a_live_run(tiny_model, tmp_path):
     binary = tmp_path / "rtkp_sub"
     subprocess.run(["gcc", "-O2", "-o", str(binary), str(C_SOURCE), "-lzmq", "-lmsgpackc"], check=True)
     ep = _endpoint()
-    run = _start_run(tiny_model, ep, frames=200)
+    run = start_live_run(tiny_model, ep, "--max-frames", "200")
     out = subprocess.run([str(binary), ep, "40"], capture_output=True, text=True, timeout=60)
     run.wait(60)
     assert out.returncode == 0, out.stdout[-500:] + out.stderr

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_video
+from conftest import start_live_run, write_video
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +17,6 @@ from rtkp.errors import ConfigError, SourceError
 from rtkp.pipeline.shm import PREFIX
 
 REPO = Path(__file__).resolve().parent.parent
-LONG_SOURCE = "lavfi:testsrc2=size=128x96:rate=30"
 
 
 def _children(pid: int) -> list[int]:
@@ -52,27 +51,6 @@ def _start(args: list[str]) -> subprocess.Popen:
     )
 
 
-def _start_live_run(model) -> subprocess.Popen:
-    """`rtkp run` on an endless real-time source (it runs until signalled)."""
-    return _start(
-        [
-            "run",
-            "--source",
-            LONG_SOURCE,
-            "--realtime",
-            "--model",
-            str(model),
-            "--backend",
-            "onnxruntime",
-            "--headless",
-            "--publish",
-            "none",
-            "--threads",
-            "1",
-        ]
-    )
-
-
 def _wait_for_workers(proc, n=3, timeout=30.0) -> list[int]:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -97,7 +75,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="us
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_run_stops_cleanly(tiny_model, sig):
     before = _segments()
-    proc = _start_live_run(tiny_model)
+    proc = start_live_run(tiny_model)
     workers = _wait_for_workers(proc)
     t0 = time.monotonic()
     proc.send_signal(sig)
@@ -138,7 +116,7 @@ def test_sigint_during_export_leaves_no_complete_looking_output(tiny_model, tmp_
 @pytest.mark.parametrize("victim", [0, 1, 2])
 def test_a_killed_worker_is_detected_and_named(tiny_model, victim):
     before = _segments()
-    proc = _start_live_run(tiny_model)
+    proc = start_live_run(tiny_model)
     workers = sorted(_wait_for_workers(proc))
     t0 = time.monotonic()
     os.kill(workers[victim], signal.SIGKILL)

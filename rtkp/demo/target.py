@@ -9,7 +9,6 @@ same colours. Everything is deterministic: the same page, keypoints and names on
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,8 +179,3 @@ def write_pdf(target: Target, path, page_mm: tuple[float, float] = PAGE_MM) -> N
     out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
     with open(path, "wb") as fh:
         fh.write(bytes(out))
-
-
-def checksum(target: Target) -> str:
-    """A short fingerprint of the rendered page (changes if the design changes)."""
-    return f"{zlib.crc32(target.image.tobytes()):08x}"

@@ -53,7 +53,6 @@ class KeypointNet(nn.Module):
         for layer in self.backbone.features[: upto + 1]:
             for p in layer.parameters():
                 p.requires_grad_(False)
-        self.frozen_upto = upto
 
     def train(self, mode: bool = True):
         """Backbone BatchNorm keeps its ImageNet statistics (small batches of crops would corrupt them)."""
