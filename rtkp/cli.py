@@ -12,6 +12,14 @@ from .errors import RtkpError
 __all__ = ["BACKENDS", "DEFAULT_MODEL", "ENGINES", "build_parser", "cache_dir", "main", "resolve_source"]
 
 
+# The default model is the demo target's: name it, so nobody runs their mouse video through it unknowingly.
+MODEL_HELP = (
+    f"model folder (default: {DEFAULT_MODEL.name}, the printable demo target's model from `rtkp target`; "
+    "e.g. engines/dlc_mouse_coke for the DeepLabCut open-field mouse)"
+)
+IMAGES_HELP = "folder of a COCO file's images (default: <json folder>/images, then the JSON's folder)"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error in one line (and exit code 2) instead of the usage block."""
 
@@ -25,6 +33,7 @@ def _add_train(sub) -> None:
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--config", help="YAML profile (see configs/); defaults are built in")
     p.add_argument("--split", help="JSON with train/test lists; training uses `train` only")
+    p.add_argument("--images", metavar="DIR", help=IMAGES_HELP)
     p.add_argument("--head", choices=["coke", "heatmap"], help="override model.head")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--no-resume", action="store_true", help="ignore a checkpoint in --out and start over")
@@ -37,9 +46,10 @@ def _add_train(sub) -> None:
 
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model on labelled frames (RMSE, PCK, occlusion levels)")
-    p.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the shipped mouse model)")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument("--data", required=True, help="DeepLabCut project folder or COCO-keypoints JSON")
     p.add_argument("--split", help="JSON with train/test lists; evaluation uses `test` only")
+    p.add_argument("--images", metavar="DIR", help=IMAGES_HELP)
     p.add_argument("--occlusion", action="store_true", help="also evaluate under occlusion levels L0..L3")
     p.add_argument("--json", help="write the figures to this JSON file")
     p.add_argument("--plot", help="write PCK plots to this image file (.png/.pdf)")
@@ -58,7 +68,7 @@ def _input_size(text: str) -> tuple[int, int]:
 
 def _add_build_engine(sub) -> None:
     p = sub.add_parser("build-engine", help="export ONNX graphs and build a TensorRT engine for a model")
-    p.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the shipped mouse model)")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime")
     p.add_argument("--fp16", action="store_true", help="also export the FP16 graph / build an FP16 engine")
     p.add_argument("--input-size", type=_input_size, metavar="WxH", help="model input size (default: the manifest's)")
@@ -73,7 +83,7 @@ def _add_run(sub) -> None:
         help="camera0, /dev/videoN, a video file, rtsp://..., a folder, a glob, "
         "or lavfi:GRAPH (e.g. lavfi:testsrc2=size=640x480:rate=30)",
     )
-    p.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the shipped mouse model)")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default auto)")
     p.add_argument(
         "--publish",
@@ -96,7 +106,7 @@ def _add_export(sub) -> None:
     p = sub.add_parser("export", help="annotate videos and image folders offline (COCO, JSON lines, DLC CSV, MP4)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, image folders or globs")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the shipped mouse model)")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default auto)")
     p.add_argument("--format", default="coco,jsonl,csv", help="comma-separated: coco, jsonl, csv (default all)")
     p.add_argument("--video", action="store_true", help="also write an annotated MP4 per input")
@@ -132,7 +142,7 @@ def _add_synth(sub) -> None:
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="measure decode, model-only, pipeline (lossless, live) and a naive loop")
     p.add_argument("--source", default="demo", help="any --source of `rtkp run` (default: the demo video)")
-    p.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the shipped demo model)")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument(
         "--backend", default="auto", choices=BACKENDS, help="auto (model-only on every available backend) or one name"
     )

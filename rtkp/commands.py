@@ -18,11 +18,12 @@ from .errors import ConfigError, RtkpError
 def cmd_train(args) -> int:
     from .config import load_config
     from .data.load import load_split
-    from .train import train
+    from .train import few_frames_warning, train
 
     overrides = list(args.set) + ([f"model.head={args.head}"] if args.head else [])
     cfg = load_config(args.config, overrides)
-    data = load_split(args.data, args.split, "train")
+    images = getattr(args, "images", None)  # a COCO images folder (`--images`), when the parser offers one
+    data = load_split(args.data, args.split, "train", images)
     out = Path(args.out)
     provenance = {
         "data": str(Path(args.data).resolve()),
@@ -30,9 +31,12 @@ def cmd_train(args) -> int:
         "samples": len(data),
         "command": "rtkp " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     }
-    print(f"training {cfg.model.head} on {len(data)} samples ({data.kind}), {cfg.train.steps} steps -> {out}")
     if args.stop_after is not None and args.stop_after <= 0:
         raise ConfigError(f"--stop-after must be a positive integer, got {args.stop_after}")
+    warning = few_frames_warning(data)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    print(f"training {cfg.model.head} on {len(data)} samples ({data.kind}), {cfg.train.steps} steps -> {out}")
     manifest = train(data, cfg, out, not args.no_resume, not args.quiet, provenance, args.stop_after)
     if manifest is None:
         print(f"stopped after {args.stop_after} steps; checkpoint in {out / 'checkpoint'} (run again to resume)")
@@ -40,7 +44,7 @@ def cmd_train(args) -> int:
     if args.split and not args.no_eval:
         from .evaluate import evaluate, format_report, record_in_manifest
 
-        test = load_split(args.data, args.split, "test")
+        test = load_split(args.data, args.split, "test", images)
         report = evaluate(out, test, occlusion=True, progress=not args.quiet)
         record_in_manifest(out, report, args.data, args.split)
         print(format_report(report))
@@ -52,7 +56,7 @@ def cmd_eval(args) -> int:
     from .data.load import load_split
     from .evaluate import evaluate, format_report, plot_report
 
-    data = load_split(args.data, args.split, "test")
+    data = load_split(args.data, args.split, "test", args.images)
     report = evaluate(Path(args.model), data, occlusion=args.occlusion, progress=not args.quiet)
     print(format_report(report))
     if args.json:
@@ -90,7 +94,8 @@ def _has_display() -> bool:
 
 def cmd_run(args) -> int:
     from .config import load_config
-    from .pipeline.run import RunOptions, describe, pick_policy, run_pipeline
+    from .manifest import read_manifest
+    from .pipeline.run import Interrupted, RunOptions, describe, pick_policy, probe_frame_bytes, run_pipeline
 
     overrides = list(args.set) + ([f"smoothing.filter={args.smooth}"] if args.smooth else [])
     overrides += [f"run.curve_key={args.curve_key}"] if args.curve_key else []
@@ -98,11 +103,12 @@ def cmd_run(args) -> int:
     cfg = load_config(args.config, overrides)
     if args.max_frames is not None and args.max_frames <= 0:
         raise ConfigError(f"--max-frames must be a positive integer, got {args.max_frames}")
+    # the cheap checks a user's typo fails first: the source (a camera that does not exist), then the model folder
+    source, demo = resolve_source(args.source)
+    frame_bytes = probe_frame_bytes(source)
+    manifest = read_manifest(args.model)
     publish = args.publish if args.publish is not None else cfg.run.publish
     display = not args.headless and _has_display()
-    if not args.headless and not display:
-        print("rtkp run: no display found; running headless (pass --headless to silence this)", file=sys.stderr)
-    source, demo = resolve_source(args.source)
     realtime = args.realtime or demo  # the demo video plays like a camera
     opts = RunOptions(
         source=source,
@@ -118,10 +124,21 @@ def cmd_run(args) -> int:
         smoothing=cfg.smoothing,
         run=cfg.run,
     )
-    from .pipeline.run import Interrupted
+
+    def on_backend(backend: str) -> None:
+        # the first line says what is tracked with what: running a mouse video through the target model is obvious
+        names = manifest["keypoint_names"]
+        print(
+            f"rtkp run: model {Path(args.model).name} ({len(names)} keypoints: {', '.join(names)}), "
+            f"backend {backend}, source {args.source} ({opts.policy}), "
+            f"publishing on {opts.publish or 'nothing (--publish none)'}",
+            flush=True,
+        )
+        if not args.headless and not display:
+            print("rtkp run: no display found; running headless (pass --headless to silence this)", file=sys.stderr)
 
     try:
-        summary = run_pipeline(opts)
+        summary = run_pipeline(opts, on_backend=on_backend, frame_bytes=frame_bytes)
     except Interrupted as exc:
         # stopping a live run with Ctrl-C or SIGTERM is the normal way to end it: a clean stop, a summary, exit 0
         summary = exc.summary
@@ -237,20 +254,47 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def cmd_subscribe(args) -> int:
-    import statistics
+SUBSCRIBE_NOTICE_S = 3.0  # `rtkp subscribe` says what it waits for after this long without a message
+
+
+def _quiet_aware(sub, timeout_s: float | None, notice_s: float = SUBSCRIBE_NOTICE_S):
+    """The subscriber's messages; after `notice_s` without one, says on stderr what it waits for (once per quiet
+    spell); after `timeout_s` (None: never) without one, raises StreamTimeout."""
     import time
 
-    from .client import Subscriber
+    from .client import StreamTimeout
 
-    sub = Subscriber(
-        args.endpoint, args.stream, args.latest_only, args.timeout or None, args.server_key, args.client_key
-    )
-    latencies, t0, n = [], time.monotonic(), 0
+    hint = "--server-key FILE", "--client-key FILE"
+    quiet_since, told = time.monotonic(), False
+    while True:
+        now = time.monotonic()
+        limits = [1.0] + ([] if told else [quiet_since + notice_s - now])
+        limits += [quiet_since + timeout_s - now] if timeout_s else []
+        msg = sub.receive(max(min(limits), 0.0))
+        if msg is not None:
+            quiet_since, told = time.monotonic(), False
+            yield msg
+            continue
+        quiet = time.monotonic() - quiet_since
+        if timeout_s and quiet >= timeout_s:
+            raise StreamTimeout(f"no message for {quiet:.1f} s, stopping; {sub.waiting_for(*hint)}")
+        if not told and quiet >= notice_s:
+            print(f"rtkp subscribe: no message for {quiet:.1f} s; {sub.waiting_for(*hint)}", file=sys.stderr)
+            told = True
+
+
+def cmd_subscribe(args) -> int:
+    import statistics
+
+    from .client import StreamTimeout, Subscriber
+
+    sub = Subscriber(args.endpoint, args.stream, args.latest_only, None, args.server_key, args.client_key)
+    latencies, n, first_ns, last_ns, timed_out = [], 0, None, None, False
     try:
-        for msg in sub:
+        for msg in _quiet_aware(sub, args.timeout or None):
             n += 1
             latencies.append(msg.latency_ms)
+            first_ns, last_ns = first_ns or msg.receive_ns, msg.receive_ns
             if args.json:
                 record = {
                     "stream": msg.stream,
@@ -266,18 +310,23 @@ def cmd_subscribe(args) -> int:
                 print(f"#{msg.seq} frame {msg.frame} {msg.latency_ms:.1f} ms {pts}", flush=True)
             if args.count and n >= args.count:
                 break
+    except StreamTimeout as exc:
+        print(f"rtkp subscribe: {exc}", file=sys.stderr)
+        timed_out = True
     except KeyboardInterrupt:
         pass
     finally:
         sub.close()
-    secs = time.monotonic() - t0
+    # the rate covers first to last message received: time spent waiting for the stream is not part of it
+    secs = (last_ns - first_ns) / 1e9 if n > 1 else 0.0
+    span = f" in {secs:.2f} s from first to last ({(n - 1) / secs:.1f}/s)" if secs > 0 else ""
     lat = f", latency p50 {statistics.median(latencies):.2f} ms" if latencies else ""
+    unlabelled = f", unlabelled {sub.unlabelled}" if sub.unlabelled else ""
     print(
-        f"received {n} messages in {secs:.1f} s ({n / max(secs, 1e-9):.1f}/s){lat}, gaps {sub.gaps}, "
-        f"skipped {sub.skipped}",
+        f"received {n} messages{span}{lat}, gaps {sub.gaps}, skipped {sub.skipped}{unlabelled}",
         file=sys.stderr,
     )
-    return 0
+    return 1 if timed_out and n == 0 else 0
 
 
 def cmd_keys(args) -> int:

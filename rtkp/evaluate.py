@@ -135,7 +135,7 @@ def format_report(report: dict) -> str:
 def record_in_manifest(model_dir: Path, report: dict, data, split) -> None:
     """Store the held-out figures in the model's manifest."""
     from .files import write_json_atomic
-    from .model.checkpoint import MANIFEST
+    from .manifest import MANIFEST
 
     path = Path(model_dir) / MANIFEST
     manifest = json.loads(path.read_text())

@@ -96,22 +96,17 @@ def _total_frames(source: str) -> int | None:
         return None
 
 
-def _write_video(source: str, path: Path, frames: list[KeypointFrame], names, skeleton) -> None:
-    """Re-decode the source and draw the final (possibly offline-smoothed) keypoints on every frame."""
+def _write_video(source: str, path: Path, frames: list[KeypointFrame], names, skeleton, step=None) -> None:
+    """Re-decode the source and draw the final (possibly offline-smoothed) keypoints on every frame.
+
+    The MP4 keeps the source's rate and timestamps (VideoWriter.for_source). step(): called after each frame written.
+    """
     from .pipeline.record import VideoWriter
     from .pipeline.sources import Source, parse_source
     from .viz import draw_keypoints
 
     by_index = {kf.index: kf for kf in frames}
     writer = None
-    rate = 30.0
-    try:
-        import av
-
-        with av.open(source) as c:
-            rate = float(c.streams.video[0].average_rate or 30)
-    except Exception:
-        pass
     ok = False
     try:
         for frame in Source(parse_source(source)):
@@ -119,12 +114,45 @@ def _write_video(source: str, path: Path, frames: list[KeypointFrame], names, sk
             if kf is None:
                 continue
             if writer is None:
-                writer = VideoWriter(path, frame.image.shape[1::-1], rate)
+                writer = VideoWriter.for_source(path, frame.image.shape[1::-1], source)
             writer.write(draw_keypoints(frame.image, kf, names, skeleton), frame.pts)
+            if step is not None:
+                step()
         ok = True
     finally:
         if writer is not None:
             writer.close(keep=ok)
+
+
+class _Progress:
+    """One bar over all of an input's work, so it reaches 100 % only when everything is written.
+
+    Steps: one per frame tracked, one for offline smoothing, one per annotation file, one per frame drawn into the
+    annotated video, and a last one for finishing (the encoder's flush, the renames, the .done.json marker). The
+    description names the phase in progress ("tracking", "smoothing", "writing clip.csv", "encoding video").
+    """
+
+    def __init__(self, stem: str, frames: int | None, after: int, video: bool, enabled: bool):
+        from tqdm import tqdm
+
+        self.stem, self.after, self.video = stem, after, video
+        total = self._total(frames) if frames else None
+        self.bar = tqdm(total=total, desc=f"{stem} tracking", unit="step", disable=not enabled, file=sys.stderr)
+
+    def _total(self, frames: int) -> int:
+        return frames * (2 if self.video else 1) + self.after + 1
+
+    def step(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def phase(self, name: str, frames: int | None = None) -> None:
+        """Enter a phase; `frames` (after tracking): the frames actually tracked, which fixes the total."""
+        if frames is not None:
+            self.bar.total = self._total(frames)
+        self.bar.set_description(f"{self.stem} {name}")  # refreshes the bar
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def export_one(
@@ -140,8 +168,6 @@ def export_one(
     progress: bool,
 ) -> dict:
     """Export one input; returns its summary (or raises RtkpError with a one-line reason)."""
-    from tqdm import tqdm
-
     from .backends import read_model_info
     from .pipeline.run import RunOptions, run_pipeline
 
@@ -165,11 +191,12 @@ def export_one(
     smoothing = cfg.smoothing if smooth == "causal" else dataclasses.replace(cfg.smoothing, filter="none")
     frames: list[KeypointFrame] = []
     expected = _total_frames(source)
-    bar = tqdm(total=expected, desc=stem, unit="frame", disable=not progress, file=sys.stderr)
+    after = (1 if smooth == "offline" else 0) + sum(f in outputs for f in FORMATS)
+    bar = _Progress(stem, expected, after, video, progress)
 
     def collect(kf: KeypointFrame) -> None:
         frames.append(kf)
-        bar.update(1)
+        bar.step()
 
     t0 = time.monotonic()
     opts = RunOptions(
@@ -184,38 +211,47 @@ def export_one(
     )
     try:
         summary = run_pipeline(opts, on_frame=collect)
+        elapsed = time.monotonic() - t0
+        decode = summary.get("decode", {})
+        if not frames:
+            raise RtkpError(
+                f"{source}: no frame could be decoded" + (f" ({decode['errors'][0]})" if decode.get("errors") else "")
+            )
+        if smooth == "offline":
+            bar.phase("smoothing", len(frames))
+            frames = offline_smooth(frames, cfg.smoothing)
+            bar.step()
+        model_id = info.weights_sha256[:12]
+        writers = {
+            "coco": lambda path: write_coco(path, frames, names, skeleton, source, model_id),
+            "jsonl": lambda path: write_jsonl(path, frames, names),
+            "csv": lambda path: write_dlc_csv(path, frames, names, f"rtkp_{model_id}"),
+        }
+        for fmt in FORMATS:
+            if fmt in outputs:
+                bar.phase(f"writing {outputs[fmt].name}", len(frames))
+                writers[fmt](outputs[fmt])
+                bar.step()
+        if video:
+            bar.phase("encoding video", len(frames))
+            _write_video(source, outputs["video"], frames, names, skeleton, bar.step)
+        result = {
+            "source": source,
+            "frames": len(frames),
+            "skipped_frames": decode.get("skipped", 0),
+            # frames the container header lists but that never decoded (a truncated file)
+            "missing_frames": max(expected - len(frames), 0) if expected else 0,
+            "skipped_errors": decode.get("errors", []),
+            "seconds": round(elapsed, 2),
+            "fps": round(len(frames) / max(elapsed, 1e-9), 2),
+            "backend": summary.get("backend"),
+            "outputs": {k: str(v) for k, v in outputs.items()},
+        }
+        marker.write_text(json.dumps({"settings": settings, "result": result}, indent=1) + "\n")
+        bar.phase("done", len(frames))
+        bar.step()
     finally:
         bar.close()
-    elapsed = time.monotonic() - t0
-    if smooth == "offline":
-        frames = offline_smooth(frames, cfg.smoothing)
-    model_id = info.weights_sha256[:12]
-    if "coco" in outputs:
-        write_coco(outputs["coco"], frames, names, skeleton, source, model_id)
-    if "jsonl" in outputs:
-        write_jsonl(outputs["jsonl"], frames, names)
-    if "csv" in outputs:
-        write_dlc_csv(outputs["csv"], frames, names, f"rtkp_{model_id}")
-    if video:
-        _write_video(source, outputs["video"], frames, names, skeleton)
-    decode = summary.get("decode", {})
-    result = {
-        "source": source,
-        "frames": len(frames),
-        "skipped_frames": decode.get("skipped", 0),
-        # frames the container header lists but that never decoded (a truncated file)
-        "missing_frames": max(expected - len(frames), 0) if expected else 0,
-        "skipped_errors": decode.get("errors", []),
-        "seconds": round(elapsed, 2),
-        "fps": round(len(frames) / max(elapsed, 1e-9), 2),
-        "backend": summary.get("backend"),
-        "outputs": {k: str(v) for k, v in outputs.items()},
-    }
-    if not frames:
-        raise RtkpError(
-            f"{source}: no frame could be decoded" + (f" ({decode['errors'][0]})" if decode.get("errors") else "")
-        )
-    marker.write_text(json.dumps({"settings": settings, "result": result}, indent=1) + "\n")
     return result
 
 

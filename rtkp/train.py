@@ -26,6 +26,21 @@ from .model.checkpoint import load_training_state, save_model, save_training_sta
 from .model.loss import coke_loss, gaussian_targets, heatmap_loss, sample_features
 from .model.network import STRIDE, KeypointNet
 
+# Fewer labelled frames than this and the recipe overfits: the shipped mouse model trained on 92 frames (test RMSE
+# 4.1 px), while 12 frames of the same data gave an RMSE of 37.9 px.
+RECIPE_MIN_FRAMES = 50
+
+
+def few_frames_warning(data: Dataset) -> str | None:
+    """A one-line warning when `data` has fewer labelled frames (distinct images) than the recipe needs, else None."""
+    frames = len({s.image_path for s in data.samples if s.visible.any()})
+    if frames >= RECIPE_MIN_FRAMES:
+        return None
+    return (
+        f"rtkp train: warning: the recipe expects about {RECIPE_MIN_FRAMES}+ labelled frames; got {frames} "
+        "(expect a large error; label more frames, e.g. 50-100 spread over the videos)"
+    )
+
 
 @dataclass
 class Batch:

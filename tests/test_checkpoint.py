@@ -72,3 +72,26 @@ def test_weights_do_not_fit_manifest(tmp_path):
     save_model(folder, net, dict(_manifest("coke"), feature_dim=32), torch.zeros(2, 16), torch.zeros(3, 16))
     with pytest.raises(ModelError, match="do not fit"):
         load_model(folder)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
+def test_every_file_of_a_model_folder_follows_the_umask(tmp_path, umask):
+    import os
+
+    from conftest import make_tiny_model
+
+    from rtkp.model.checkpoint import save_training_state
+
+    old = os.umask(umask)
+    try:
+        folder = make_tiny_model(tmp_path / "m")
+        net = KeypointNet("coke", 2, 16, 8, pretrained=False)
+        optimizer = torch.optim.AdamW(net.parameters())
+        net(torch.zeros(1, 64, 64, 3, dtype=torch.uint8)).sum().backward()
+        optimizer.step()
+        save_training_state(tmp_path / "ckpt", 1, net, optimizer, {}, {})
+    finally:
+        os.umask(old)
+    for where in (folder, tmp_path / "ckpt"):
+        modes = {p.name: oct(p.stat().st_mode & 0o777) for p in where.iterdir()}
+        assert len(modes) == 2 and set(modes.values()) == {oct(0o666 & ~umask)}, modes

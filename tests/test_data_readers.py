@@ -29,6 +29,46 @@ def test_coco_reader_on_generated_file(coco_file):
     assert len(load_dataset(coco_file.parent)) == 4
 
 
+def test_coco_file_names_relative_to_the_json_folder_or_an_images_folder(coco_file, tmp_path):
+    # the common layout `"file_name": "images/0.jpg"`, relative to the JSON's folder
+    doc = json.loads(coco_file.read_text())
+    for im in doc["images"]:
+        im["file_name"] = "images/" + im["file_name"]
+    coco_file.write_text(json.dumps(doc))
+    data = load_dataset(coco_file)
+    assert len(data) == 4 and data.samples[0].name == "images/0.jpg"
+    assert data.samples[0].image_path == coco_file.parent / "images" / "0.jpg"
+    assert data.samples[0].load_image().shape == (96, 128, 3)
+    # bare names with the images in a folder of their own, given explicitly
+    for im in doc["images"]:
+        im["file_name"] = im["file_name"].removeprefix("images/")
+    coco_file.write_text(json.dumps(doc))
+    elsewhere = tmp_path / "pictures"
+    shutil.move(coco_file.parent / "images", elsewhere)
+    data = load_split(coco_file, None, "train", images=elsewhere)
+    assert len(data) == 4 and data.samples[3].image_path == elsewhere / "3.jpg"
+    with pytest.raises(DataError, match="images folder not found"):
+        load_dataset(coco_file, images=tmp_path / "nowhere")
+
+
+def test_missing_coco_image_error_names_every_place_looked(coco_file, tmp_path):
+    from rtkp.errors import RtkpError
+
+    doc = json.loads(coco_file.read_text())
+    doc["images"][2]["file_name"] = "images/2.jpg"
+    coco_file.write_text(json.dumps(doc))
+    (coco_file.parent / "images" / "2.jpg").unlink()
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    with pytest.raises(DataError) as err:
+        load_dataset(coco_file, images=extra)
+    message = str(err.value)
+    assert isinstance(err.value, RtkpError) and "\n" not in message
+    assert message.startswith("images/2.jpg: image file not found")
+    for candidate in (extra, coco_file.parent / "images", coco_file.parent):
+        assert str(candidate / "images" / "2.jpg") in message
+
+
 def test_split_selects_and_rejects(dlc_project, tmp_path):
     names = [f"labeled-data/clip/img{i:03d}.png" for i in range(12)]
     split = tmp_path / "split.json"

@@ -1,8 +1,10 @@
 """`rtkp export` on real files: every frame, every format, atomic outputs, skipping, bad inputs."""
 
 import csv
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -148,3 +150,38 @@ def test_unwritable_output_folder_even_as_root(inputs, tmp_path, tiny_model, cap
     blocker.write_text("not a folder")
     assert main(["export", str(inputs[0]), "--out", str(blocker / "x"), "--model", str(tiny_model), *COMMON]) == 2
     assert "not writable" in capsys.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    """What `rtkp export` shows on stderr, noting at each progress-bar update which outputs exist at that moment."""
+
+    def __init__(self, outputs):
+        super().__init__()
+        self.outputs, self.updates = outputs, []  # (description, n, total, outputs that exist)
+
+    def write(self, text):
+        for line in text.split("\r"):
+            m = re.search(r"^(.*?):\s+\d+%.*\|\s*(\d+)/(\d+) \[", line.strip("\x1b[A\n "))
+            if m:
+                exist = {p.name for p in self.outputs if p.is_file()}
+                self.updates.append((m.group(1), int(m.group(2)), int(m.group(3)), exist))
+        return super().write(text)
+
+
+def test_progress_reaches_100_percent_only_when_every_output_is_written(tmp_path, tiny_model, monkeypatch):
+    video = write_video(tmp_path / "clip.mp4", frames=12)
+    out = tmp_path / "out"
+    names = ["clip.coco.json", "clip.jsonl", "clip.csv", "clip.annotated.mp4", "clip.done.json"]
+    terminal = _Terminal([out / n for n in names])
+    monkeypatch.setattr(sys, "stderr", terminal)
+    args = ["export", str(video), "--out", str(out), "--model", str(tiny_model), "--video", "--smooth", "offline"]
+    assert main([*args, "--backend", "onnxruntime", "--set", "run.threads=1"]) == 0
+    updates = terminal.updates
+    assert updates, f"no progress bar on stderr: {terminal.getvalue()[-500:]!r}"
+    desc, n, total, _ = updates[-1]
+    assert n == total, updates[-1]
+    early = [u for u in updates if u[1] == u[2] and u[3] != set(names)]
+    assert not early, f"100 % shown while outputs were missing: {early[0][:3]}, existing: {sorted(early[0][3])}"
+    # and it covers the encoding of the annotated video: shown in progress, not at 100 %, after all frames tracked
+    encoding = [u for u in updates if "encoding" in u[0]]
+    assert encoding and all(12 <= n < total for _, n, total, _ in encoding)

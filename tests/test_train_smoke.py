@@ -114,3 +114,39 @@ def test_changed_recipe_refuses_to_resume(dlc_project, split, tmp_path, capsys):
     assert main(["train", "--stop-after", "1", *common]) == 0
     assert main(["train", "--set", "train.lr=0.5", *common]) == 2
     assert "another config" in capsys.readouterr().err
+
+
+def test_too_few_frames_warns_before_training_starts(dlc_project, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "m"
+    cmd = [sys.executable, "-u", "-m", "rtkp", "train", "--data", str(dlc_project), "--out", str(out)]
+    run = subprocess.run(
+        [*cmd, "--stop-after", "1", *SMALL], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stdout
+    lines = run.stdout.splitlines()
+    warnings = [i for i, line in enumerate(lines) if "warning" in line]
+    assert len(warnings) == 1, run.stdout
+    assert "the recipe expects about 50+ labelled frames; got 12" in lines[warnings[0]]
+    start = next(i for i, line in enumerate(lines) if line.startswith("training "))
+    assert warnings[0] < start
+    # a warning, not an error: training went ahead
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 1
+
+
+def test_enough_frames_train_without_the_warning(tmp_path, capsys):
+    from conftest import write_dlc_project
+
+    from rtkp.data.load import load_dataset
+    from rtkp.train import RECIPE_MIN_FRAMES, few_frames_warning
+
+    project = write_dlc_project(tmp_path / "p", n=RECIPE_MIN_FRAMES)
+    args = ["train", "--data", str(project), "--out", str(tmp_path / "m"), "--stop-after", "1", *SMALL]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "training " in captured.out and "warning" not in captured.err + captured.out
+    data = load_dataset(project)
+    fewer = data.subset([s.name for s in data.samples[1:]], "test")
+    assert f"got {RECIPE_MIN_FRAMES - 1}" in few_frames_warning(fewer)

@@ -55,7 +55,7 @@ def read_model_info(model_dir: str | Path) -> ModelInfo:
     """Manifest and banks of a model folder, via safetensors' numpy reader (no torch import)."""
     from safetensors import safe_open
 
-    from ..model.checkpoint import read_manifest
+    from ..manifest import read_manifest
 
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)

@@ -11,17 +11,32 @@ from ..errors import DataError
 from .sample import Dataset, Sample
 
 
-def _image_dir(ann_path: Path, images: Path | None) -> Path:
-    if images is not None:
-        return images
-    for candidate in (ann_path.parent / "images", ann_path.parent):
-        if candidate.is_dir():
-            return candidate
-    return ann_path.parent
+def _image_dirs(ann_path: Path, images: Path | None) -> list[Path]:
+    """Folders a `file_name` is resolved against, in order: `images` when given, <json folder>/images, the json folder.
+
+    So both common layouts work: `file_name` relative to the images folder ("f0.png" with the files in images/), and
+    relative to the JSON's folder ("images/f0.png").
+    """
+    dirs = [Path(images)] if images is not None else []
+    dirs += [ann_path.parent / "images", ann_path.parent]
+    return list(dict.fromkeys(dirs))
+
+
+def _resolve_image(file_name: str, dirs: list[Path]) -> tuple[Path, list[Path]]:
+    """(the first candidate path that is a file, or else the first candidate; every candidate tried)."""
+    if Path(file_name).is_absolute():
+        candidates = [Path(file_name)]
+    else:
+        candidates = list(dict.fromkeys(d / file_name for d in dirs))
+    found = next((c for c in candidates if c.is_file()), None)
+    return (found or candidates[0]), candidates
 
 
 def read_coco(ann_path: Path, images: Path | None = None, check_images: bool = True) -> Dataset:
     """Read a COCO-keypoints annotation file; one Sample per annotation with at least one labelled keypoint.
+
+    An image's `file_name` is looked for under `images` (when given), then <json folder>/images/, then the JSON's
+    folder; a missing image is a DataError naming every path tried.
 
     Keypoint names and skeleton come from `categories` (the first category with `keypoints`; skeleton is 1-based in
     COCO and becomes 0-based pairs here). Visibility flag v > 0 counts as labelled.
@@ -55,7 +70,10 @@ def read_coco(ann_path: Path, images: Path | None = None, check_images: bool = T
         if not (0 <= a < k and 0 <= b < k):
             raise DataError(f"{ann_path}: skeleton pair {pair} refers to a keypoint that does not exist (K={k})")
         skeleton.append((a, b))
-    image_dir = _image_dir(ann_path, images)
+    if images is not None and not Path(images).is_dir():
+        raise DataError(f"{images}: images folder not found")
+    dirs = _image_dirs(ann_path, images)
+    image_dir = next((d for d in dirs if d.is_dir()), ann_path.parent)
     files = {}
     for im in doc["images"]:
         try:
@@ -69,6 +87,7 @@ def read_coco(ann_path: Path, images: Path | None = None, check_images: bool = T
     )
     visible_flag = 2 if uses_two else 1
     samples = []
+    paths: dict = {}
     for i, ann in enumerate(doc["annotations"]):
         try:
             kp = np.asarray(ann["keypoints"], np.float32)
@@ -83,9 +102,14 @@ def read_coco(ann_path: Path, images: Path | None = None, check_images: bool = T
         visible = kp[:, 2] >= visible_flag
         if not visible.any():
             continue
-        path = image_dir / files[image_id]
+        if image_id not in paths:
+            paths[image_id] = _resolve_image(files[image_id], dirs)
+        path, tried = paths[image_id]
         if check_images and not path.is_file():
-            raise DataError(f"{path}: image file not found (listed in {ann_path.name})")
+            raise DataError(
+                f"{files[image_id]}: image file not found (listed in {ann_path}); looked for "
+                + ", ".join(str(c) for c in tried)
+            )
         box = np.asarray(ann["bbox"], np.float32) if "bbox" in ann else None
         samples.append(Sample(path, kp[:, :2].copy(), visible, files[image_id], box))
     if not samples:

@@ -11,21 +11,28 @@ from .dlc import read_dlc
 from .sample import Dataset
 
 
-def load_dataset(path: str | Path, check_images: bool = True) -> Dataset:
-    """Read a DeepLabCut project folder, a COCO annotation JSON, or a folder holding exactly one COCO JSON."""
+def load_dataset(path: str | Path, check_images: bool = True, images: str | Path | None = None) -> Dataset:
+    """Read a DeepLabCut project folder, a COCO annotation JSON, or a folder holding exactly one COCO JSON.
+
+    `images` is an extra folder a COCO file's `file_name`s are looked for in (before <json folder>/images and the
+    JSON's folder); a DeepLabCut project names its images relative to the project, so it takes none.
+    """
     path = Path(path)
+    images = Path(images) if images is not None else None
     if not path.exists():
         raise DataError(f"{path}: data path not found")
     if path.is_file():
         if path.suffix.lower() != ".json":
             raise DataError(f"{path}: expected a COCO .json file or a DeepLabCut project folder")
-        return read_coco(path, check_images=check_images)
+        return read_coco(path, images, check_images=check_images)
     if (path / "config.yaml").is_file() and (path / "labeled-data").is_dir():
+        if images is not None:
+            raise DataError(f"{path}: a DeepLabCut project keeps its own images; an images folder is for COCO data")
         return read_dlc(path, check_images)
     jsons = sorted(path.glob("*.json"))
     coco = [p for p in jsons if _looks_like_coco(p)]
     if len(coco) == 1:
-        return read_coco(coco[0], check_images=check_images)
+        return read_coco(coco[0], images, check_images=check_images)
     if len(coco) > 1:
         raise DataError(f"{path}: several COCO files here ({', '.join(p.name for p in coco)}); pass one of them")
     raise DataError(f"{path}: neither a DeepLabCut project (config.yaml + labeled-data/) nor a COCO-keypoints JSON")
@@ -59,9 +66,9 @@ def read_split(path: str | Path) -> dict[str, list[str]]:
     return {"train": doc["train"], "test": doc["test"]}
 
 
-def load_split(data: str | Path, split: str | Path | None, part: str) -> Dataset:
-    """The `part` ("train" or "test") of the data; with no split file, all of it."""
-    dataset = load_dataset(data)
+def load_split(data: str | Path, split: str | Path | None, part: str, images: str | Path | None = None) -> Dataset:
+    """The `part` ("train" or "test") of the data; with no split file, all of it. `images`: see load_dataset."""
+    dataset = load_dataset(data, images=images)
     if split is None:
         return dataset
     names = read_split(split)[part]

@@ -16,18 +16,23 @@ import torch
 
 from ..errors import ModelError
 from ..files import sha256, write_json_atomic
+from ..manifest import MANIFEST, MANIFEST_VERSION, WEIGHTS, read_manifest
 from .network import KeypointNet
-
-MANIFEST_VERSION = 1
-WEIGHTS = "model.safetensors"
-MANIFEST = "manifest.json"
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
+    """Write safetensors atomically (temporary file, then rename).
 
+    The bytes are written with an ordinary `open`, so the file gets the umask's default mode like every other file of
+    the folder (safetensors' own `save_file` creates its file 0600).
+    """
+    from safetensors.torch import save
+
+    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    tmp.unlink(missing_ok=True)  # a leftover from an interrupted write would keep its old mode
+    with open(tmp, "wb") as fh:
+        fh.write(data)
     os.replace(tmp, path)
 
 
@@ -55,27 +60,6 @@ def save_model(out: Path, net: KeypointNet, manifest: dict, prototypes=None, clu
     _save_tensors(out / WEIGHTS, tensors, {"format": "rtkp-model", "version": str(MANIFEST_VERSION)})
     manifest = dict(manifest, manifest_version=MANIFEST_VERSION, weights=WEIGHTS, weights_sha256=sha256(out / WEIGHTS))
     write_json_atomic(out / MANIFEST, manifest)
-
-
-def read_manifest(model_dir: Path) -> dict:
-    """The manifest of a model folder, checked for the fields inference needs."""
-    path = Path(model_dir) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{path}: not found; --model must be a folder made by `rtkp train`") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ModelError(f"{path}: corrupt manifest (not valid JSON)") from None
-    if not isinstance(manifest, dict):
-        raise ModelError(f"{path}: corrupt manifest (not a JSON object)")
-    if manifest.get("manifest_version") != MANIFEST_VERSION:
-        raise ModelError(
-            f"{path}: manifest version {manifest.get('manifest_version')!r}, this rtkp reads version {MANIFEST_VERSION}"
-        )
-    for key in ("head", "keypoint_names", "input_size", "feature_dim", "decoder_channels", "backbone"):
-        if key not in manifest:
-            raise ModelError(f"{path}: manifest lacks `{key}`")
-    return manifest
 
 
 def load_model(model_dir: str | Path) -> tuple[KeypointNet, dict, torch.Tensor | None, torch.Tensor | None]:

@@ -1,8 +1,10 @@
 """ZeroMQ publisher: multipart [topic, msgpack header]; never blocks the pipeline (docs/PROTOCOL.md).
 
-Topics: rtkp.<stream>.keypoints (every frame), rtkp.<stream>.meta (at start and every `meta_every_s`),
-rtkp.<stream>.status (once a second). Sending uses NOBLOCK: when the send high-water mark is reached ZeroMQ refuses the
-message on our side and it is counted in `dropped`; a PUB socket itself drops for slow subscribers without telling us.
+Topics: rtkp.<stream>.keypoints (every frame), rtkp.<stream>.meta (at start, every `meta_every_s`, and before the next
+message whenever a subscriber joins or re-sends its subscription), rtkp.<stream>.status (once a second). The socket is
+an XPUB: it behaves as a PUB for subscribers (they connect with SUB) and also reports their subscriptions to us.
+Sending uses NOBLOCK: when the send high-water mark is reached ZeroMQ refuses the message on our side and it is
+counted in `dropped`; the socket itself drops for slow subscribers without telling us.
 """
 
 from __future__ import annotations
@@ -34,7 +36,11 @@ def keypoints_header(kf: KeypointFrame, seq: int, stream: str, model_id: str) ->
 
 
 class Publisher:
-    """A bound PUB socket. Default endpoint is loopback only; `ipc://` works too."""
+    """A bound XPUB socket (a PUB that sees subscriptions). Default endpoint is loopback only; `ipc://` works too.
+
+    `joins` counts the subscriptions seen (each one is answered with `.meta`); `poll()` handles them without
+    publishing (publish() and status() call it).
+    """
 
     def __init__(
         self,
@@ -51,7 +57,8 @@ class Publisher:
 
         self.zmq = zmq
         self.ctx = zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.PUB)
+        self.sock = self.ctx.socket(zmq.XPUB)
+        self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # report every subscription, not only a topic's first subscriber
         self.sock.setsockopt(zmq.SNDHWM, send_hwm)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.auth = None
@@ -71,7 +78,8 @@ class Publisher:
         self.seq = 0
         self.sent = 0
         self.dropped = 0
-        self._last_meta = 0.0
+        self.joins = 0
+        self._last_meta = float("-inf")  # (not 0.0: the monotonic clock may be younger than meta_every_s)
         self.topic_kp = f"rtkp.{stream}.keypoints".encode()
         self.topic_meta = f"rtkp.{stream}.meta".encode()
         self.topic_status = f"rtkp.{stream}.status".encode()
@@ -103,7 +111,25 @@ class Publisher:
             self.dropped += 1
             return False
 
+    def poll(self) -> int:
+        """Read the subscriptions that arrived (never blocks); if any, send `.meta` now, so that a subscriber that
+        just joined gets the keypoint names before its next keypoints message. Returns how many arrived."""
+        zmq, joined = self.zmq, 0
+        while self.sock.get(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                event = self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if event[:1] == b"\x01":  # subscribe (b"\x00": unsubscribe)
+                joined += 1
+        if joined:
+            self.joins += joined
+            self._send(self.topic_meta, self.meta)
+            self._last_meta = time.monotonic()
+        return joined
+
     def publish(self, kf: KeypointFrame) -> None:
+        self.poll()
         now = time.monotonic()
         if now - self._last_meta >= self.meta_every_s:
             self._send(self.topic_meta, self.meta)
@@ -112,6 +138,7 @@ class Publisher:
         self._send(self.topic_kp, keypoints_header(kf, self.seq, self.stream, self.model_id))
 
     def status(self, status: dict) -> None:
+        self.poll()
         self._send(
             self.topic_status, dict(status, v=SCHEMA_VERSION, stream=self.stream, publish_ns=time.monotonic_ns())
         )

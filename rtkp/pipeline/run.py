@@ -23,7 +23,9 @@ from ..errors import RtkpError, SourceError
 from .shm import FrameRing, LatestChannel, LosslessChannel, sweep_stale
 
 POLL_S = 0.1
-JOIN_S = 3.0
+# After a stop, the stages have this long to finish before they are terminated (then killed 0.5 s later). The promise
+# is "SIGINT/SIGTERM -> exit within 3 s"; this leaves room for the terminate/kill steps and the parent's own exit.
+JOIN_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ def decode_worker(opts: RunOptions, channel, stop, ready, report) -> None:
                 "decode",
                 {
                     "frames": produced,
+                    "ring_full": channel.dropped_at_decode(),
                     "skipped": source.skipped,
                     "errors": source.errors[:20],
                     "reconnects": source.reconnects,
@@ -105,9 +108,12 @@ def infer_worker(opts: RunOptions, channel, results, ready, report, pixels_downs
         return
     report.put(("backend", backend.name))
     ready.set()
+    taken = superseded = 0
     for batch in _batches(channel, opts.run.batch):
         inputs, rows = [], []
+        taken += len(batch)
         for frame, slot, dropped in batch:
+            superseded += dropped
             t0 = time.perf_counter()
             inputs.append(tracker.preprocess(frame.image))
             size = (frame.image.shape[1], frame.image.shape[0])
@@ -128,6 +134,7 @@ def infer_worker(opts: RunOptions, channel, results, ready, report, pixels_downs
             timings.update(inference=infer_ms, batch=len(rows))
             results.put((meta, size, r, timings, dropped, slot, oversize))
     results.put(None)
+    report.put(("infer", {"frames": taken, "superseded": superseded, "unconsumed": channel.unconsumed()}))
     backend.close()
 
 
@@ -269,7 +276,7 @@ def _show_and_record(opts, image, kf, names, skeleton, hud, writer, stop):
         if writer is None:
             from .record import VideoWriter
 
-            writer = VideoWriter(opts.record, (image.shape[1], image.shape[0]))
+            writer = VideoWriter.for_source(opts.record, (image.shape[1], image.shape[0]), opts.source)
         writer.write(drawn, kf.pts)
     if opts.display:
         import cv2
@@ -304,16 +311,18 @@ class Interrupted(RtkpError):
         self.summary = summary
 
 
-def run_pipeline(opts: RunOptions, on_frame=None) -> dict:
+def run_pipeline(opts: RunOptions, on_frame=None, on_backend=None, frame_bytes: int | None = None) -> dict:
     """Run until the source ends, `max_frames`, a stop signal, or a failure; returns the summary.
 
     on_frame: called in the parent with each KeypointFrame when opts.collect is set.
+    on_backend: called in the parent with the backend's name once the inference stage has loaded the model.
+    frame_bytes: the source's frame size when the caller has already probed it (see probe_frame_bytes).
     """
     from ..backends import read_model_info
 
     sweep_stale()
     read_model_info(opts.model)  # a bad model folder fails here, in one line, before any process starts
-    frame_bytes = probe_frame_bytes(opts.source)
+    frame_bytes = frame_bytes or probe_frame_bytes(opts.source)
     ctx = mp.get_context("spawn")
     slot_bytes = max(frame_bytes, 1920 * 1080 * 3) if Path(opts.source).is_dir() else frame_bytes
     ring = FrameRing(opts.run.slots, slot_bytes)
@@ -339,8 +348,9 @@ def run_pipeline(opts: RunOptions, on_frame=None) -> dict:
     try:
         for p in procs.values():
             p.start()
+        stop_deadline = None
         while any(p.is_alive() for p in procs.values()):
-            _collect(report, summary, errors, on_frame, timeout=POLL_S)
+            _collect(report, summary, errors, on_frame, timeout=POLL_S, on_backend=on_backend)
             dead = [n for n, p in procs.items() if not p.is_alive() and p.exitcode not in (0, None)]
             if dead:
                 errors.append(f"the {dead[0]} process died (exit code {procs[dead[0]].exitcode})")
@@ -350,14 +360,20 @@ def run_pipeline(opts: RunOptions, on_frame=None) -> dict:
                 break
             if errors:
                 stop.set()
+            if stop.is_set():
+                # a stop (signal, error, window closed) must end the run within the promise, however busy the stages
+                stop_deadline = stop_deadline or time.monotonic() + JOIN_S
+                if time.monotonic() > stop_deadline:
+                    break
         stop.set()
-        _shutdown(procs)
-        _collect(report, summary, errors, on_frame, timeout=0.2)
+        _shutdown(procs, grace_s=0.0 if stop_deadline else JOIN_S)
+        _collect(report, summary, errors, on_frame, timeout=0.0)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
         _shutdown(procs)
         ring.close()
+    summary["counts"] = frame_counts(summary)
     if errors:
         raise PipelineError(errors[0])
     if interrupted:
@@ -365,7 +381,8 @@ def run_pipeline(opts: RunOptions, on_frame=None) -> dict:
     return summary
 
 
-def _collect(report, summary: dict, errors: list, on_frame, timeout: float) -> None:
+def _collect(report, summary: dict, errors: list, on_frame, timeout: float, on_backend=None) -> None:
+    """Handle every report queued now, waiting up to `timeout` s for the first (0: take what is there, return)."""
     import queue
 
     deadline = time.monotonic() + timeout
@@ -374,6 +391,7 @@ def _collect(report, summary: dict, errors: list, on_frame, timeout: float) -> N
             kind, *payload = report.get(timeout=max(deadline - time.monotonic(), 0.001))
         except queue.Empty:
             return
+        deadline = time.monotonic()  # more only if already queued
         if kind == "error":
             errors.append(f"{payload[0]} stage: {payload[1]}")
         elif kind == "frame":
@@ -381,6 +399,8 @@ def _collect(report, summary: dict, errors: list, on_frame, timeout: float) -> N
                 on_frame(payload[0])
         else:
             summary[kind] = payload[0]
+            if kind == "backend" and on_backend is not None:
+                on_backend(payload[0])
 
 
 def _shutdown(procs: dict, grace_s: float = JOIN_S) -> None:
@@ -398,19 +418,42 @@ def _shutdown(procs: dict, grace_s: float = JOIN_S) -> None:
             p.join(0.5)
 
 
+def frame_counts(summary: dict) -> dict:
+    """Where every decoded frame went: tracked (through the post stage: published, shown, recorded), dropped (and by
+    which stage) or still in flight when the run ended. Each figure is counted where it happens, so they add up only
+    if no frame is lost unaccounted for."""
+    dec, inf, post = summary.get("decode", {}), summary.get("infer", {}), summary.get("post", {})
+    return {
+        "decoded": dec.get("frames", 0),
+        "tracked": post.get("frames", 0),
+        "dropped_ring_full": dec.get("ring_full", 0),  # live: every slot busy when the decoder had a new frame
+        "dropped_superseded": inf.get("superseded", 0),  # live: a newer frame arrived before inference took it
+        # taken by inference but never finished by the post stage, or written but never taken
+        "in_flight_at_end": max(inf.get("frames", 0) - post.get("frames", 0), 0) + inf.get("unconsumed", 0),
+    }
+
+
 def describe(summary: dict) -> str:
-    """One paragraph for the terminal."""
+    """One paragraph for the terminal. Stage times are per frame, except inference: per batch (mean size given)."""
     post = summary.get("post", {})
     frames, secs = post.get("frames", 0), post.get("seconds", 0) or 1e-9
     lat = post.get("stages_ms", {}).get("capture_to_publish", {})
+    c = frame_counts(summary)
+    dropped = c["dropped_ring_full"] + c["dropped_superseded"]
     lines = [
         f"{frames} frames in {secs:.1f} s ({frames / secs:.1f} fps), policy {summary.get('policy')}, "
-        f"backend {summary.get('backend', '?')}, dropped {post.get('dropped', 0)}",
-        "capture->publish ms: " + ", ".join(f"{k} {v:.1f}" for k, v in lat.items()),
+        f"backend {summary.get('backend', '?')}",
+        f"{c['decoded']} decoded = {c['tracked']} tracked + {dropped} dropped "
+        f"({c['dropped_ring_full']} ring full at decode, {c['dropped_superseded']} superseded before inference) "
+        f"+ {c['in_flight_at_end']} in flight at the end",
+        "capture->publish ms per frame: " + ", ".join(f"{k} {v:.1f}" for k, v in lat.items()),
     ]
     for stage, pct in post.get("stages_ms", {}).items():
         if stage != "capture_to_publish" and pct:
-            lines.append(f"  {stage:>10}: " + ", ".join(f"{k} {v:.2f}" for k, v in pct.items()))
+            unit = f"ms per batch (mean batch {post.get('mean_batch', 1)})" if stage == "inference" else "ms per frame"
+            lines.append(f"  {stage:>10} {unit}: " + ", ".join(f"{k} {v:.2f}" for k, v in pct.items()))
+    if post.get("publish_dropped"):
+        lines.append(f"the publisher refused {post['publish_dropped']} message(s) (send buffer full)")
     dec = summary.get("decode", {})
     if dec.get("skipped"):
         lines.append(f"skipped {dec['skipped']} undecodable frame(s): {dec['errors'][0]}")

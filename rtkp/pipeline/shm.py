@@ -172,6 +172,14 @@ class LosslessChannel:
         """Whether another frame (or the end) is waiting right now."""
         return not self.ready.empty()
 
+    def dropped_at_decode(self) -> int:
+        """Never: the lossless producer waits for a free slot."""
+        return 0
+
+    def unconsumed(self) -> int:
+        """Frames put but never taken: none once the consumer has read the end, which comes after every frame."""
+        return 0
+
     def end(self) -> None:
         self.ready.put(None)
 
@@ -234,6 +242,15 @@ class LatestChannel:
     def queued(self) -> bool:
         """Never: the live policy hands out one newest frame at a time."""
         return False
+
+    def dropped_at_decode(self) -> int:
+        """Frames the producer could not write because every slot but the newest was held by a consumer."""
+        return self.dropped_at_producer.value
+
+    def unconsumed(self) -> int:
+        """Frames written after the last one this consumer took (call in the consumer, at the end)."""
+        with self.cond:
+            return self.ctrl[self.SEQ] - self.last_seq
 
     def end(self) -> None:
         with self.cond:
