@@ -136,6 +136,7 @@ def pipeline(
         "dropped": post["dropped"],
         "stages_ms": stages,
         "mean_batch": post.get("mean_batch", 1),
+        "counts": summary["counts"],
     }
     lat = stages.get("capture_to_publish", {})
     out["latency_ms"] = {k: lat.get(k) for k in ("p50", "p95", "p99")}

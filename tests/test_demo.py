@@ -1,7 +1,6 @@
 """The printable target, the synthetic generator's exact labels, demo videos, and the default model on them."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,8 +96,17 @@ def test_default_model_finds_the_target_in_a_generated_frame():
     assert np.median(errors) < 3.0 and (errors < 10).mean() > 0.9
 
 
-def test_default_model_path_is_the_demo_model():
-    assert Path(DEFAULT_MODEL).name == "target_coke"
+@pytest.mark.skipif(not (DEFAULT_MODEL / "manifest.json").is_file(), reason="default model not built yet")
+def test_default_model_is_the_demo_targets_model():
+    """What `rtkp run` uses without --model tracks the printable target's keypoints (and its help says so)."""
+    from rtkp.cli import build_parser
+    from rtkp.manifest import read_manifest
+
+    assert read_manifest(DEFAULT_MODEL)["keypoint_names"] == render_target(4.0).names
+    for command in ("run", "export", "eval", "build-engine", "bench"):
+        sub = build_parser()._subparsers._group_actions[0].choices[command]
+        text = " ".join(sub.format_help().split())
+        assert "mouse model" not in text and "demo target" in text, command
 
 
 @pytest.mark.skipif(not (DEFAULT_MODEL / "manifest.json").is_file(), reason="default model not built yet")
@@ -111,6 +119,18 @@ def test_run_source_demo_plays_the_cached_demo_video(tmp_path, monkeypatch, caps
     import re
 
     out = capsys.readouterr().out
-    frames, dropped = re.search(r"(\d+) frames in .* policy live, .* dropped (\d+)", out).groups()
-    assert int(frames) + int(dropped) == 30 and int(frames) >= 20
+    names = ", ".join(render_target(4.0).names)
+    assert out.splitlines()[0].startswith(f"rtkp run: model target_coke (12 keypoints: {names}), backend ")
+    assert re.search(r"\d+ frames in .* policy live", out)
+    # every decoded frame is accounted for: tracked, dropped by a named stage, or in flight at the end
+    decoded, tracked, dropped, full, superseded, flight = map(
+        int,
+        re.search(
+            r"(\d+) decoded = (\d+) tracked \+ (\d+) dropped \((\d+) ring full at decode, (\d+) superseded "
+            r"before inference\) \+ (\d+) in flight at the end",
+            out,
+        ).groups(),
+    )
+    assert decoded == 30 and tracked > 0 and dropped == full + superseded
+    assert decoded == tracked + dropped + flight
     assert list((tmp_path / "rtkp").glob("demo-v1-*.mp4"))

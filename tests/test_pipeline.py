@@ -175,8 +175,12 @@ def test_live_run_keeps_latency_bounded_and_counts_drops(tiny_model):
         threads=1,
     )
     summary = run_pipeline(opts)
-    post = summary["post"]
-    assert post["frames"] + post["dropped"] <= 120 and post["frames"] > 5
+    post, c = summary["post"], summary["counts"]
+    # every decoded frame is tracked, dropped by a named stage, or in flight at the end — counted where it happens
+    assert c["decoded"] == 120 and post["frames"] == c["tracked"] > 0
+    assert c["decoded"] == c["tracked"] + c["dropped_ring_full"] + c["dropped_superseded"] + c["in_flight_at_end"]
+    assert post["dropped"] == c["dropped_superseded"]
+    # bounded: the newest frame wins, so latency cannot build up over the run (a wide bound, not a speed figure)
     assert post["stages_ms"]["capture_to_publish"]["p50"] < 1000
 
 

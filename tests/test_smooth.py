@@ -77,9 +77,15 @@ def test_visible_keypoints_never_move_more_than_the_bound():
 
 
 def test_no_filter_passes_measurements_through():
-    s = KeypointSmoother(1, SmoothingConfig(filter="none"))
-    xy, v, st = s.update(0.0, np.array([[5.0, 6.0]]), np.array([False]))
-    assert not v[0] and st[0] == MISSING
+    s = KeypointSmoother(2, SmoothingConfig(filter="none"))
+    rng = np.random.default_rng(0)
+    for i in range(10):  # a jumpy track: any filtering, holding or deviation bound would change it
+        meas = rng.uniform(0, 500, (2, 2)).astype(np.float32)
+        vis = np.array([True, i % 3 == 0])
+        xy, v, st = s.update(i / 30, meas, vis)
+        np.testing.assert_array_equal(xy, meas)
+        np.testing.assert_array_equal(v, vis)
+        assert st[0] != MISSING and (st[1] == MISSING) == (not vis[1])
 
 
 def test_offline_rts_beats_causal_filters_and_bridges_gaps():
