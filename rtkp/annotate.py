@@ -1,31 +1,27 @@
-"""Offline annotation writers: COCO-keypoints JSON, JSON lines, DeepLabCut-style CSV.
+"""Offline annotation formats: COCO-keypoints JSON, JSON lines, DeepLabCut-style CSV; one record per frame, in order.
 
-Every writer produces exactly one record per frame, in order, and writes to a temporary file that is renamed into
-place only when complete, so an interrupted export never leaves a file that looks finished.
+Every format is produced record by record (`jsonl_line`, `csv_line`, `coco_line`), so that `rtkp export` streams it
+to disk while frames are tracked (pipeline/export_sinks.py). COCO's two arrays become one line per frame (image TAB
+annotation) that `join_coco` turns into the document at the end, reading the lines twice instead of holding them.
+The `write_*` functions write a whole list of frames at once (tools, tests) and produce the same bytes.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from .messages import KeypointFrame
-from .pipeline.smooth import PREDICTED
+from .smoothing import PREDICTED
 
 FORMATS = ("coco", "jsonl", "csv")
 SUFFIX = {"coco": ".coco.json", "jsonl": ".jsonl", "csv": ".csv"}
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(path.name + ".partial")
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
 
 
 def _coco_v(kf: KeypointFrame, k: int) -> int:
@@ -35,99 +31,138 @@ def _coco_v(kf: KeypointFrame, k: int) -> int:
     return 1 if kf.state[k] == PREDICTED else 2
 
 
-def write_coco(path: Path, frames: list[KeypointFrame], names: list[str], skeleton, source: str, model: str) -> None:
-    """images = frames (with frame_index, pts, file_name), one annotation per frame, categories with names/skeleton."""
-    images, anns = [], []
-    for i, kf in enumerate(frames):
-        w, h = kf.source_size
-        file_name = kf.name or f"{Path(source).stem}#{kf.index:06d}"
-        images.append(
-            {"id": i + 1, "file_name": file_name, "width": w, "height": h, "frame_index": kf.index, "pts": kf.pts}
-        )
-        flat = []
-        for k in range(len(names)):
-            flat += [round(float(kf.keypoints[k, 0]), 3), round(float(kf.keypoints[k, 1]), 3), _coco_v(kf, k)]
-        vis = kf.visible
-        score = float(kf.scores[vis].mean()) if vis.any() else 0.0
-        pts = kf.keypoints[vis]
-        bbox = (
-            [float(pts[:, 0].min()), float(pts[:, 1].min()), float(np.ptp(pts[:, 0])), float(np.ptp(pts[:, 1]))]
-            if len(pts)
-            else [0.0, 0.0, 0.0, 0.0]
-        )
-        anns.append(
-            {
-                "id": i + 1,
-                "image_id": i + 1,
-                "category_id": 1,
-                "keypoints": flat,
-                "num_keypoints": int(vis.sum()),
-                "score": round(score, 5),
-                "keypoint_scores": [round(float(s), 5) for s in kf.scores],
-                "bbox": bbox,
-                "iscrowd": 0,
-                "area": bbox[2] * bbox[3],
-            }
-        )
-    doc = {
-        "info": {"description": f"rtkp export of {source}", "model": model},
-        "images": images,
-        "annotations": anns,
-        "categories": [
-            {
-                "id": 1,
-                "name": "object",
-                "supercategory": "object",
-                "keypoints": list(names),
-                "skeleton": [[a + 1, b + 1] for a, b in skeleton],
-            }
-        ],
+def coco_line(kf: KeypointFrame, number: int, names: list[str], source: str) -> str:
+    """One frame's COCO image and annotation (both with id `number`, 1-based), as `image TAB annotation` + newline.
+
+    (json.dumps escapes control characters inside strings, so a TAB only ever separates the two.) x, y are written for
+    hidden keypoints too, with v = 0.
+    """
+    w, h = kf.source_size
+    file_name = kf.name or f"{Path(source).stem}#{kf.index:06d}"
+    image = {"id": number, "file_name": file_name, "width": w, "height": h, "frame_index": kf.index, "pts": kf.pts}
+    flat = []
+    for k in range(len(names)):
+        flat += [round(float(kf.keypoints[k, 0]), 3), round(float(kf.keypoints[k, 1]), 3), _coco_v(kf, k)]
+    vis = kf.visible
+    score = float(kf.scores[vis].mean()) if vis.any() else 0.0
+    pts = kf.keypoints[vis]
+    bbox = (
+        [float(pts[:, 0].min()), float(pts[:, 1].min()), float(np.ptp(pts[:, 0])), float(np.ptp(pts[:, 1]))]
+        if len(pts)
+        else [0.0, 0.0, 0.0, 0.0]
+    )
+    ann = {
+        "id": number,
+        "image_id": number,
+        "category_id": 1,
+        "keypoints": flat,
+        "num_keypoints": int(vis.sum()),
+        "score": round(score, 5),
+        "keypoint_scores": [round(float(s), 5) for s in kf.scores],
+        "bbox": bbox,
+        "iscrowd": 0,
+        "area": bbox[2] * bbox[3],
     }
-    tmp = _tmp(path)
-    tmp.write_text(json.dumps(doc))
-    _commit(tmp, path)
+    return json.dumps(image) + "\t" + json.dumps(ann) + "\n"
 
 
-def write_jsonl(path: Path, frames: list[KeypointFrame], names: list[str]) -> None:
+def join_coco(lines_path: Path, fh, names: list[str], skeleton, source: str, model: str) -> None:
+    """Write the COCO document to the text file `fh` from a file of coco_line lines, byte for byte what json.dumps of
+    the whole document gives: info, images (with frame_index, pts, file_name), annotations, categories."""
+    info = {"description": f"rtkp export of {source}", "model": model}
+    categories = [
+        {
+            "id": 1,
+            "name": "object",
+            "supercategory": "object",
+            "keypoints": list(names),
+            "skeleton": [[a + 1, b + 1] for a, b in skeleton],
+        }
+    ]
+    fh.write('{"info": ' + json.dumps(info))
+    for part, key in ((0, "images"), (1, "annotations")):
+        fh.write(f', "{key}": [')
+        with open(lines_path) as lines:
+            for i, line in enumerate(lines):
+                fh.write((", " if i else "") + line.rstrip("\n").split("\t")[part])
+        fh.write("]")
+    fh.write(', "categories": ' + json.dumps(categories) + "}")
+
+
+def jsonl_line(kf: KeypointFrame, names: list[str]) -> str:
     """One JSON object per frame: frame, pts, file, and per keypoint [x, y, score, visible, state]."""
-    tmp = _tmp(path)
-    with open(tmp, "w") as fh:
-        for kf in frames:
-            rec = {
-                "frame": kf.index,
-                "pts": kf.pts,
-                "file": kf.name,
-                "keypoints": {
-                    n: [
-                        round(float(kf.keypoints[k, 0]), 3),
-                        round(float(kf.keypoints[k, 1]), 3),
-                        round(float(kf.scores[k]), 5),
-                        bool(kf.visible[k]),
-                        int(kf.state[k]),
-                    ]
-                    for k, n in enumerate(names)
-                },
-            }
-            fh.write(json.dumps(rec) + "\n")
-    _commit(tmp, path)
+    rec = {
+        "frame": kf.index,
+        "pts": kf.pts,
+        "file": kf.name,
+        "keypoints": {
+            n: [
+                round(float(kf.keypoints[k, 0]), 3),
+                round(float(kf.keypoints[k, 1]), 3),
+                round(float(kf.scores[k]), 5),
+                bool(kf.visible[k]),
+                int(kf.state[k]),
+            ]
+            for k, n in enumerate(names)
+        },
+    }
+    return json.dumps(rec) + "\n"
 
 
-def write_dlc_csv(path: Path, frames: list[KeypointFrame], names: list[str], scorer: str) -> None:
-    """DeepLabCut's analysis CSV: rows scorer / bodyparts / coords (x, y, likelihood), then one row per frame.
+def _csv_text(rows: Iterable[list]) -> str:
+    buf = io.StringIO(newline="")
+    csv.writer(buf).writerows(rows)  # the csv module's quoting and \r\n line ends, as before
+    return buf.getvalue()
+
+
+def csv_header(names: list[str], scorer: str) -> str:
+    """DeepLabCut's analysis CSV header rows: scorer / bodyparts / coords (x, y, likelihood)."""
+    return _csv_text(
+        [
+            ["scorer"] + [scorer] * 3 * len(names),
+            ["bodyparts"] + [n for n in names for _ in range(3)],
+            ["coords"] + ["x", "y", "likelihood"] * len(names),
+        ]
+    )
+
+
+def csv_line(kf: KeypointFrame, names: list[str]) -> str:
+    """One CSV row: the file name (image folders) or frame index, then x, y, likelihood per keypoint.
 
     likelihood = the score clipped to [0, 1] for a visible keypoint and 0 for a hidden one, so DLC's `pcutoff`
     filtering drops what rtkp reports hidden.
     """
-    tmp = _tmp(path)
+    row = [kf.name or kf.index]
+    for k in range(len(names)):
+        like = float(np.clip(kf.scores[k], 0, 1)) if kf.visible[k] else 0.0
+        row += [f"{kf.keypoints[k, 0]:.3f}", f"{kf.keypoints[k, 1]:.3f}", f"{like:.5f}"]
+    return _csv_text([row])
+
+
+def _write_atomic(path: Path, text_chunks: Iterable[str]) -> None:
+    tmp = path.with_name(path.name + ".partial")
     with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["scorer"] + [scorer] * 3 * len(names))
-        w.writerow(["bodyparts"] + [n for n in names for _ in range(3)])
-        w.writerow(["coords"] + ["x", "y", "likelihood"] * len(names))
-        for kf in frames:
-            row = [kf.name or kf.index]
-            for k in range(len(names)):
-                like = float(np.clip(kf.scores[k], 0, 1)) if kf.visible[k] else 0.0
-                row += [f"{kf.keypoints[k, 0]:.3f}", f"{kf.keypoints[k, 1]:.3f}", f"{like:.5f}"]
-            w.writerow(row)
-    _commit(tmp, path)
+        for chunk in text_chunks:
+            fh.write(chunk)
+    os.replace(tmp, path)
+
+
+def write_coco(path: Path, frames: list[KeypointFrame], names: list[str], skeleton, source: str, model: str) -> None:
+    """The whole COCO document for a list of frames (see coco_line and join_coco)."""
+    lines = path.with_name(path.name + ".lines.partial")
+    _write_atomic(lines, (coco_line(kf, i + 1, names, source) for i, kf in enumerate(frames)))
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        with open(tmp, "w") as fh:
+            join_coco(lines, fh, names, skeleton, source, model)
+        os.replace(tmp, path)
+    finally:
+        lines.unlink(missing_ok=True)
+
+
+def write_jsonl(path: Path, frames: list[KeypointFrame], names: list[str]) -> None:
+    _write_atomic(path, (jsonl_line(kf, names) for kf in frames))
+
+
+def write_dlc_csv(path: Path, frames: list[KeypointFrame], names: list[str], scorer: str) -> None:
+    _write_atomic(path, [csv_header(names, scorer), *(csv_line(kf, names) for kf in frames)])

@@ -58,12 +58,18 @@ def _frames(source: str, n: int) -> list[np.ndarray]:
 
 
 def model_only(
-    model: str, backend_name: str, images: list[np.ndarray], seconds: float, threads: int, batch_size: int = 4
+    model: str,
+    backend_name: str,
+    images: list[np.ndarray],
+    seconds: float,
+    threads: int,
+    batch_size: int = 4,
+    precision: str | None = None,
 ) -> dict:
     """Batch-1 latency of backend.infer on preprocessed frames (after a warm-up)."""
     from .tracker import Tracker
 
-    backend = open_backend(model, backend_name, threads=threads)
+    backend = open_backend(model, backend_name, threads=threads, precision=precision)
     tracker = Tracker(backend, read_model_info(model).manifest)
     inputs = [tracker.preprocess(im)[None] for im in images]
     for x in inputs[:5]:
@@ -84,6 +90,7 @@ def model_only(
     backend.close()
     return {
         "backend": backend.name,
+        "precision": backend.precision,
         "fps": round(1000 / float(np.mean(lat)), 2),
         "batch": len(batch),
         "fps_batch": round(batch_fps, 2),
@@ -92,13 +99,16 @@ def model_only(
     }
 
 
-def naive_loop(model: str, backend_name: str, source: str, seconds: float, threads: int, cfg: Config) -> dict:
+def naive_loop(
+    model: str, backend_name: str, source: str, seconds: float, threads: int, cfg: Config, precision: str | None = None
+) -> dict:
     """Everything in one process, one frame at a time: what a quick script would do."""
     from .pipeline.publish import Publisher
     from .tracker import Tracker
 
     manifest = read_model_info(model).manifest
-    tracker = Tracker(open_backend(model, backend_name, threads=threads), manifest, cfg.smoothing)
+    backend = open_backend(model, backend_name, threads=threads, precision=precision)
+    tracker = Tracker(backend, manifest, cfg.smoothing)
     pub = Publisher("tcp://127.0.0.1:*", "bench", "naive", {"keypoints": manifest["keypoint_names"]})
     n, t0 = 0, time.perf_counter()
     for frame in Source(parse_source(source)):
@@ -108,11 +118,20 @@ def naive_loop(model: str, backend_name: str, source: str, seconds: float, threa
             break
     dt = time.perf_counter() - t0
     pub.close()
+    backend.close()
     return {"fps": round(n / dt, 2), "frames": n}
 
 
 def pipeline(
-    model: str, backend: str, source: str, seconds: float, threads: int, cfg: Config, live: bool, fps_hint: float
+    model: str,
+    backend: str,
+    source: str,
+    seconds: float,
+    threads: int,
+    cfg: Config,
+    live: bool,
+    fps_hint: float,
+    precision: str | None = None,
 ) -> dict:
     frames = max(int(seconds * fps_hint), 30)
     opts = RunOptions(
@@ -124,6 +143,7 @@ def pipeline(
         max_frames=frames,
         publish="tcp://127.0.0.1:*",
         threads=threads,
+        precision=precision,
         smoothing=cfg.smoothing,
         run=cfg.run,
     )
@@ -157,9 +177,21 @@ def source_rate(source: str) -> float:
         return 30.0
 
 
-def run_bench(model: str, source: str, backend: str, seconds: float, threads: int, cfg: Config, log=print) -> dict:
+def run_bench(
+    model: str,
+    source: str,
+    backend: str,
+    seconds: float,
+    threads: int,
+    cfg: Config,
+    log=print,
+    precision: str | None = None,
+) -> dict:
+    """Every measurement of the module docstring. precision: "fp32", "fp16" or None (each backend's own), for every
+    backend measured (a backend that cannot run it is reported with its error, like one that does not work here)."""
     images = _frames(source, 30)
     result: dict = {"model": model, "source": source, "seconds_per_test": seconds, "machine": machine_info()}
+    result["precision"] = precision
     log("decode only ...")
     result["decode_fps"] = decode_only(source, seconds)["fps"]
     names = [backend] if backend != "auto" else [s.name for s in doctor() if s.available]
@@ -167,23 +199,27 @@ def run_bench(model: str, source: str, backend: str, seconds: float, threads: in
     for name in names:
         log(f"model only: {name} ...")
         try:
-            per_backend[name] = model_only(model, name, images, seconds, threads, cfg.run.batch)
+            per_backend[name] = model_only(model, name, images, seconds, threads, cfg.run.batch, precision)
         except Exception as exc:  # report and go on: one broken backend must not hide the others
             per_backend[name] = {"error": str(exc).splitlines()[0]}
-    chosen = open_backend(model, backend, threads=threads).name if backend == "auto" else backend
+    chosen = backend
+    if backend == "auto":
+        probe = open_backend(model, backend, threads=threads, precision=precision)
+        chosen = probe.name
+        probe.close()
     key = next((n for n, v in per_backend.items() if v.get("backend") == chosen), names[0])
     result["backends"] = per_backend
     result["model_only"] = per_backend[key]
     run_backend = key
     log(f"pipeline lossless ({run_backend}) ...")
     result["lossless"] = pipeline(
-        model, run_backend, source, seconds, threads, cfg, False, result["model_only"].get("fps", 30)
+        model, run_backend, source, seconds, threads, cfg, False, result["model_only"].get("fps", 30), precision
     )
     log(f"naive single-process loop ({run_backend}) ...")
-    result["naive"] = naive_loop(model, run_backend, source, seconds, threads, cfg)
+    result["naive"] = naive_loop(model, run_backend, source, seconds, threads, cfg, precision)
     rate = source_rate(source)
     log(f"pipeline live at {rate:g} fps ({run_backend}) ...")
-    result["live"] = pipeline(model, run_backend, source, seconds, threads, cfg, True, rate)
+    result["live"] = pipeline(model, run_backend, source, seconds, threads, cfg, True, rate, precision)
     result["live"]["source_fps"] = rate
     mo = result["model_only"]
     result["ratios"] = {

@@ -1,8 +1,8 @@
 """Choose the visibility margin on augmented *training* crops (never on test data).
 
-A keypoint is reported visible when score − clutter_score > margin. The margin is the threshold that maximises
-balanced accuracy (mean of the visible and the hidden recall) over crops with occluders pasted on, where the labels say
-which keypoints are covered or cut off.
+A keypoint is reported visible when score − clutter_score > margin (the rule: rtkp.visibility). The margin is the
+threshold that maximises balanced accuracy (mean of the visible and the hidden recall) over crops with occluders pasted
+on, where the labels say which keypoints are covered or cut off.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from .config import Config
-from .model.predictor import Predictor
+from .model.graph import InferenceGraph
+from .visibility import evidence as visibility_evidence
 
 
 def best_threshold(evidence: np.ndarray, visible: np.ndarray) -> float:
@@ -34,14 +35,15 @@ def calibrate_margin(net, maker, cfg: Config, prototypes, clutter, batches: int 
     aug = dataclasses.replace(cfg.augment, occluder=1.0)
     maker_cfg = maker.cfg
     maker.cfg = dataclasses.replace(cfg, augment=aug)
-    predictor = Predictor(net).eval()
+    # the FP32 inference graph that the backends run, so the margin is chosen on the figures they report
+    graph = InferenceGraph(net).eval()
     evidence, visible = [], []
     try:
         for i in range(batches):
             rng = np.random.default_rng([seed, i])
             batch = maker.draw(rng, cfg.train.batch_size)
-            out = predictor(batch.images, prototypes, clutter)
-            evidence.append((out[..., 2] - out[..., 3]).flatten().numpy())
+            rows = graph(batch.images, prototypes, clutter)  # (B, K, 4)
+            evidence.append(visibility_evidence(rows).flatten().numpy())
             visible.append(batch.visible.flatten().numpy())
     finally:
         maker.cfg = maker_cfg

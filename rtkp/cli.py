@@ -18,6 +18,16 @@ MODEL_HELP = (
     "e.g. engines/dlc_mouse_coke for the DeepLabCut open-field mouse)"
 )
 IMAGES_HELP = "folder of a COCO file's images (default: <json folder>/images, then the JSON's folder)"
+PRECISIONS = ("fp32", "fp16")  # rtkp.backends.PRECISIONS (not imported: `rtkp --help` stays free of numpy)
+
+
+def _add_precision(p) -> None:
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="graph precision (default: the backend's own, fp16 on GPU backends and fp32 on the CPU; "
+        "fp16 on the CPU runs the FP16 graph in ONNX Runtime)",
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +60,10 @@ def _add_eval(sub) -> None:
     p.add_argument("--data", required=True, help="DeepLabCut project folder or COCO-keypoints JSON")
     p.add_argument("--split", help="JSON with train/test lists; evaluation uses `test` only")
     p.add_argument("--images", metavar="DIR", help=IMAGES_HELP)
+    p.add_argument(
+        "--backend", default="auto", choices=BACKENDS, help="inference backend (default auto, as `rtkp run` picks)"
+    )
+    _add_precision(p)
     p.add_argument("--occlusion", action="store_true", help="also evaluate under occlusion levels L0..L3")
     p.add_argument("--json", help="write the figures to this JSON file")
     p.add_argument("--plot", help="write PCK plots to this image file (.png/.pdf)")
@@ -85,6 +99,7 @@ def _add_run(sub) -> None:
     )
     p.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default auto)")
+    _add_precision(p)
     p.add_argument(
         "--publish",
         help="ZeroMQ endpoint to publish on (default from the config: tcp://127.0.0.1:5555; 'none' to disable)",
@@ -108,6 +123,7 @@ def _add_export(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default auto)")
+    _add_precision(p)
     p.add_argument("--format", default="coco,jsonl,csv", help="comma-separated: coco, jsonl, csv (default all)")
     p.add_argument("--video", action="store_true", help="also write an annotated MP4 per input")
     p.add_argument("--smooth", choices=["none", "causal", "offline"], default="none")
@@ -146,6 +162,7 @@ def _add_bench(sub) -> None:
     p.add_argument(
         "--backend", default="auto", choices=BACKENDS, help="auto (model-only on every available backend) or one name"
     )
+    _add_precision(p)
     p.add_argument("--seconds", type=float, default=10.0, help="length of each measurement (default 10)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
     p.add_argument("--json", help="write the results here")

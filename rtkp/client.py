@@ -10,16 +10,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import RtkpError
+from .errors import ProtocolError, RtkpError, StreamTimeout
 from .messages import SCHEMA_VERSION
-
-
-class ProtocolError(RtkpError):
-    """A message this client cannot read (e.g. another schema version)."""
-
-
-class StreamTimeout(RtkpError):
-    """No keypoints message came within the Subscriber's timeout_s (the message says what it waited for)."""
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,8 @@ def cmd_train(args) -> int:
         from .evaluate import evaluate, format_report, record_in_manifest
 
         test = load_split(args.data, args.split, "test", images)
-        report = evaluate(out, test, occlusion=True, progress=not args.quiet)
+        # through a backend like `rtkp eval` (auto: what `rtkp run` would pick here); the report names which
+        report = evaluate(out, test, occlusion=True, progress=not args.quiet, backend="auto")
         record_in_manifest(out, report, args.data, args.split)
         print(format_report(report))
     print(f"model written to {out}")
@@ -57,7 +58,14 @@ def cmd_eval(args) -> int:
     from .evaluate import evaluate, format_report, plot_report
 
     data = load_split(args.data, args.split, "test", args.images)
-    report = evaluate(Path(args.model), data, occlusion=args.occlusion, progress=not args.quiet)
+    report = evaluate(
+        Path(args.model),
+        data,
+        occlusion=args.occlusion,
+        progress=not args.quiet,
+        backend=args.backend,
+        precision=args.precision,
+    )
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
@@ -68,7 +76,7 @@ def cmd_eval(args) -> int:
 
 def cmd_build_engine(args) -> int:
     from .backends import read_model_info
-    from .export.onnx import export_onnx
+    from .graphs.onnx import export_onnx
 
     info = read_model_info(args.model)
     size = args.input_size or info.input_size
@@ -94,8 +102,9 @@ def _has_display() -> bool:
 
 def cmd_run(args) -> int:
     from .config import load_config
+    from .errors import Interrupted
     from .manifest import read_manifest
-    from .pipeline.run import Interrupted, RunOptions, describe, pick_policy, probe_frame_bytes, run_pipeline
+    from .pipeline.run import RunOptions, describe, pick_policy, probe_frame_bytes, run_pipeline
 
     overrides = list(args.set) + ([f"smoothing.filter={args.smooth}"] if args.smooth else [])
     overrides += [f"run.curve_key={args.curve_key}"] if args.curve_key else []
@@ -121,6 +130,7 @@ def cmd_run(args) -> int:
         display=display,
         record=args.record,
         threads=args.threads or cfg.run.threads,
+        precision=args.precision,
         smoothing=cfg.smoothing,
         run=cfg.run,
     )
@@ -150,34 +160,36 @@ def cmd_run(args) -> int:
 
 
 def cmd_export(args) -> int:
+    """Export every input; a failed input is reported and the others still run (ExportFailed at the end). Interrupted
+    (exit 130) keeps the input's partial outputs: its message says to run the same command again to resume."""
     from .config import load_config
-    from .offline import check_out_dir, expand_inputs, export_one, parse_formats
-    from .pipeline.run import Interrupted
+    from .errors import ExportFailed, Interrupted
+    from .offline import ExportOptions, check_out_dir, expand_inputs, export_one, parse_formats
 
     cfg = load_config(args.config, args.set)
-    formats = parse_formats(args.format)
     out = Path(args.out)
     check_out_dir(out)
-    failures, done = 0, []
-    for source in expand_inputs(args.inputs):
+    opts = ExportOptions(
+        out=out,
+        model=args.model,
+        cfg=cfg,
+        formats=tuple(parse_formats(args.format)),
+        video=args.video,
+        smooth=args.smooth,
+        backend=args.backend,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        precision=args.precision,
+    )
+    inputs = expand_inputs(args.inputs)
+    failed, done = [], []
+    for source in inputs:
         try:
-            result = export_one(
-                source,
-                out,
-                args.model,
-                cfg,
-                formats,
-                args.video,
-                args.smooth,
-                args.backend,
-                args.overwrite,
-                not args.quiet,
-            )
+            result = export_one(source, opts)
         except Interrupted:
-            print(f"rtkp export: interrupted during {source}; its outputs were not written", file=sys.stderr)
-            return 130
+            raise  # cli.main prints it (how to resume) and exits 130; the next inputs wait for that re-run
         except RtkpError as exc:
-            failures += 1
+            failed.append(source)
             print(f"rtkp export: error: {exc}", file=sys.stderr)
             continue
         done.append(result)
@@ -187,13 +199,17 @@ def cmd_export(args) -> int:
         extra = f", {result['skipped_frames']} undecodable packet(s) skipped" if result["skipped_frames"] else ""
         if result["missing_frames"]:
             extra += f", {result['missing_frames']} frame(s) listed in the file could not be read (truncated?)"
+        if len(result["segments"]) > 1:
+            extra += f", resumed at frame {result['segments'][-1]['start']}"
         print(f"{source}: {result['frames']} frames in {result['seconds']:.1f} s ({result['fps']:.1f} fps){extra}")
         for err in result["skipped_errors"][:5]:
             print(f"  skipped: {err}")
     total = sum(r.get("frames", 0) for r in done)
     secs = sum(r.get("seconds", 0) for r in done)
-    print(f"exported {len(done)} input(s), {total} frames in {secs:.1f} s; {failures} failed")
-    return 1 if failures else 0
+    print(f"exported {len(done)} input(s), {total} frames in {secs:.1f} s; {len(failed)} failed")
+    if failed:
+        raise ExportFailed(f"{len(failed)} of {len(inputs)} input(s) failed: {', '.join(failed)}")
+    return 0
 
 
 def cmd_target(args) -> int:
@@ -247,7 +263,7 @@ def cmd_bench(args) -> int:
     read_model_info(args.model)
     source, _ = resolve_source(args.source)
     log = lambda msg: print(msg, file=sys.stderr)
-    result = run_bench(args.model, source, args.backend, args.seconds, args.threads, cfg, log)
+    result = run_bench(args.model, source, args.backend, args.seconds, args.threads, cfg, log, args.precision)
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
@@ -289,7 +305,7 @@ def cmd_subscribe(args) -> int:
     from .client import StreamTimeout, Subscriber
 
     sub = Subscriber(args.endpoint, args.stream, args.latest_only, None, args.server_key, args.client_key)
-    latencies, n, first_ns, last_ns, timed_out = [], 0, None, None, False
+    latencies, n, first_ns, last_ns, timed_out = [], 0, None, None, None
     try:
         for msg in _quiet_aware(sub, args.timeout or None):
             n += 1
@@ -311,8 +327,7 @@ def cmd_subscribe(args) -> int:
             if args.count and n >= args.count:
                 break
     except StreamTimeout as exc:
-        print(f"rtkp subscribe: {exc}", file=sys.stderr)
-        timed_out = True
+        timed_out = exc
     except KeyboardInterrupt:
         pass
     finally:
@@ -326,7 +341,11 @@ def cmd_subscribe(args) -> int:
         f"received {n} messages{span}{lat}, gaps {sub.gaps}, skipped {sub.skipped}{unlabelled}",
         file=sys.stderr,
     )
-    return 1 if timed_out and n == 0 else 0
+    if timed_out is not None and n == 0:
+        raise timed_out  # nothing came at all: an error (cli.main prints it and exits with its code)
+    if timed_out is not None:
+        print(f"rtkp subscribe: {timed_out}", file=sys.stderr)
+    return 0
 
 
 def cmd_keys(args) -> int:

@@ -144,7 +144,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SmoothingConfig:
-    """Temporal smoothing (pipeline/smooth.py). Times in seconds, distances in source pixels.
+    """Temporal smoothing (smoothing.py). Times in seconds, distances in source pixels.
 
     One Euro defaults (min_cutoff 1 Hz, beta 0.05 Hz per px/s) were chosen on a 157 px/s circular track with 1.5 px
     noise: jitter halves while RMSE stays within 1.5x of the raw measurements (tests/test_smooth.py). MediaPipe's

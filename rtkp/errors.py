@@ -47,6 +47,28 @@ class MissingDependencyError(RtkpError):
     exit_code = 7
 
 
+class PipelineError(RtkpError):
+    """A stage of a run failed or died (the message names it)."""
+
+
+class Interrupted(RtkpError):
+    """SIGINT or SIGTERM stopped a run; `summary` holds what was done until then."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, summary: dict | None = None):
+        super().__init__(message)
+        self.summary = summary or {}
+
+
+class ProtocolError(RtkpError):
+    """A stream message this client cannot read (e.g. another schema version)."""
+
+
+class StreamTimeout(RtkpError):
+    """No keypoints message came within the subscriber's timeout (the message says what it waited for)."""
+
+
 def require(module: str, extra: str):
     """Import an optional module or raise MissingDependencyError naming the pip extra that provides it."""
     import importlib
@@ -57,3 +79,7 @@ def require(module: str, extra: str):
         raise MissingDependencyError(
             f"this command needs the Python package '{module}': pip install 'rtkp[{extra}]' ({exc})"
         ) from None
+
+
+class ExportFailed(RtkpError):
+    """`rtkp export` could not finish: an output that cannot be written, or inputs that failed (the message says)."""

@@ -5,6 +5,9 @@ Occlusion: occluders cover 0, 20–40, 40–60, 60–80 % of the object's box (p
 PCK is measured on the keypoints left uncovered, visibility accuracy on the covered ones (reported hidden = correct).
 Each image is occluded OCCLUSION_DRAWS times per level (more samples than the few test images give), from generators
 seeded by (image index, level, draw), so every model sees exactly the same occluded images.
+
+Predictions go through the same backend and Tracker as `rtkp run` and `rtkp export` (rtkp.backends.open_backend,
+rtkp.tracker.Tracker), so the figures are those of the graph and precision that actually run; the report names both.
 """
 
 from __future__ import annotations
@@ -19,15 +22,21 @@ from .data.occlude import LEVELS, covered, object_box, paste_occluders
 from .data.sample import Dataset
 
 THRESHOLDS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
-BATCH = 8
 OCCLUSION_DRAWS = 4
 
 
-def _predict_all(model, images: list[np.ndarray]):
-    out = []
-    for i in range(0, len(images), BATCH):
-        out += model.predict(images[i : i + BATCH])
-    return out
+def _predict_all(backend, manifest: dict, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """images: list of (H, W, 3) uint8 RGB, any sizes -> (keypoints (N, K, 2) source px, visible (N, K) bool)."""
+    from .messages import Frame
+    from .tracker import Tracker
+
+    xy, visible = [], []
+    for i, image in enumerate(images):
+        # a fresh Tracker per image: test images are unrelated, so no smoothing state may carry over between them
+        result = Tracker(backend, manifest).process(Frame(i, None, 0, image))
+        xy.append(result.keypoints)
+        visible.append(result.visible)
+    return np.stack(xy), np.stack(visible)
 
 
 def _pck(errors: np.ndarray, scale: np.ndarray, thr: float) -> float:
@@ -55,49 +64,75 @@ def position_figures(pred_xy: np.ndarray, gt_xy: np.ndarray, labelled: np.ndarra
     return report
 
 
-def evaluate(model_dir: Path, data: Dataset, occlusion: bool = False, progress: bool = True) -> dict:
-    """Figures for `model_dir` on `data` (use the test split). See the module docstring for definitions."""
-    from tqdm import tqdm
+def evaluate(
+    model_dir: Path,
+    data: Dataset,
+    occlusion: bool = False,
+    progress: bool = True,
+    backend: str = "auto",
+    precision: str | None = None,
+    threads: int = 0,
+) -> dict:
+    """Figures for `model_dir` on `data` (use the test split). See the module docstring for definitions.
 
-    from .inference import ImageModel
+    backend, precision, threads: as for rtkp.backends.open_backend ("auto": what `rtkp run` would pick).
+    """
+    from .backends import open_backend, read_model_info
 
-    model = ImageModel(model_dir)
-    if model.keypoint_names != data.keypoint_names:
+    manifest = read_model_info(model_dir).manifest
+    names = list(manifest["keypoint_names"])
+    if names != data.keypoint_names:
         from .errors import DataError
 
-        raise DataError(f"the model's keypoints {model.keypoint_names} differ from the data's {data.keypoint_names}")
+        raise DataError(f"the model's keypoints {names} differ from the data's {data.keypoint_names}")
+    runtime = open_backend(model_dir, backend, threads=threads, precision=precision)
+    try:
+        return _figures(runtime, manifest, str(model_dir), data, occlusion, progress)
+    finally:
+        runtime.close()
+
+
+def _figures(backend, manifest: dict, model: str, data: Dataset, occlusion: bool, progress: bool) -> dict:
+    from tqdm import tqdm
+
     images = [s.load_image() for s in tqdm(data.samples, desc="load", disable=not progress, file=sys.stderr)]
     gt = np.stack([s.keypoints for s in data.samples])
     labelled = np.stack([s.visible for s in data.samples])
     scale = np.array([max(float(np.ptp(s.keypoints[s.visible], 0).max()), 1.0) for s in data.samples])
-    preds = _predict_all(model, images)
-    report = {"model": str(model_dir), "head": model.manifest["head"], "images": len(images)}
-    report.update(position_figures(np.stack([p.keypoints for p in preds]), gt, labelled, scale, data.keypoint_names))
-    report["visible_rate"] = float(np.stack([p.visible for p in preds])[labelled].mean())
+    pred_xy, pred_visible = _predict_all(backend, manifest, images)
+    report = {
+        "model": model,
+        "head": manifest["head"],
+        "backend": backend.name,
+        "precision": backend.precision,
+        "images": len(images),
+    }
+    report.update(position_figures(pred_xy, gt, labelled, scale, data.keypoint_names))
+    report["visible_rate"] = float(pred_visible[labelled].mean())
     if occlusion:
         report["occlusion"] = {}
         for li, (level, cov) in enumerate(
             tqdm(LEVELS.items(), desc="occlusion", disable=not progress, file=sys.stderr)
         ):
             draws = 1 if level == "L0" else OCCLUSION_DRAWS
-            hidden, occ_preds = [], []
-            for d in range(draws):
+            hidden, pxy, vis = [], [], []
+            for d in range(draws):  # one draw's occluded images at a time: memory stays at one copy of the data
                 occ_images = []
                 for i, (im, s) in enumerate(zip(images, data.samples)):
                     rng = np.random.default_rng([1234, i, li, d])
                     im2, mask = paste_occluders(rng, im, object_box(s.keypoints, s.visible), cov)
                     occ_images.append(im2)
                     hidden.append(covered(mask, s.keypoints) & s.visible)
-                occ_preds += _predict_all(model, occ_images)
-            hidden = np.stack(hidden)
-            pxy = np.stack([p.keypoints for p in occ_preds])
-            vis = np.stack([p.visible for p in occ_preds])
+                xy, v = _predict_all(backend, manifest, occ_images)
+                pxy.append(xy)
+                vis.append(v)
+            hidden, pxy, vis = np.stack(hidden), np.concatenate(pxy), np.concatenate(vis)
             lab, g, sc = np.tile(labelled, (draws, 1)), np.tile(gt, (draws, 1, 1)), np.tile(scale, draws)
             uncovered = lab & ~hidden
             fig = position_figures(pxy, g, uncovered, sc, data.keypoint_names)
             report["occlusion"][level] = {
                 "coverage": list(cov),
-                "images": len(occ_preds),
+                "images": len(pxy),
                 "pck": {k: fig["pck"][k] for k in ("0.05", "0.1")},
                 "rmse_px": fig["rmse_px"],
                 "uncovered": int(uncovered.sum()),
@@ -114,8 +149,10 @@ def evaluate(model_dir: Path, data: Dataset, occlusion: bool = False, progress: 
 
 def format_report(report: dict) -> str:
     """A short human-readable table."""
+    # reports recorded before evaluation ran through a backend name neither
+    ran = f" ({report['backend']}, {report['precision']})" if "backend" in report else ""
     lines = [
-        f"{report['head']} on {report['images']} images: RMSE {report['rmse_px']:.2f} px, "
+        f"{report['head']} on {report['images']} images{ran}: RMSE {report['rmse_px']:.2f} px, "
         f"PCK@0.05 {report['pck']['0.05']:.3f}, PCK@0.1 {report['pck']['0.1']:.3f}",
     ]
     for name, k in report["per_keypoint"].items():

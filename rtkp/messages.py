@@ -45,3 +45,25 @@ class KeypointFrame:
     timings_ms: dict = field(default_factory=dict)
     dropped: int = 0
     name: str | None = None
+    bank_version: int = 0  # the keypoint bank (prototypes and names) that produced it; changes when keypoints do
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """Inference → post stage: one frame's graph rows and what the post stage needs to finish it.
+
+    frame: the decoded frame's metadata (its `image` is None: pixels stay in the ring); source_size: (W, H);
+    rows: (K, 4) float32 x, y (model-input px), score, clutter_score; timings_ms: decode, preprocess, inference (per
+    batch), batch; dropped: frames the live policy skipped before this one; bank_version: see KeypointFrame;
+    slot: the ring slot still holding the pixels for sinks that draw (None: released already);
+    image: the pixels when they came through the pipe instead of the ring (frames larger than a slot), else None.
+    """
+
+    frame: Frame
+    source_size: tuple[int, int]
+    rows: np.ndarray
+    timings_ms: dict
+    dropped: int = 0
+    bank_version: int = 0
+    slot: int | None = None
+    image: np.ndarray | None = None

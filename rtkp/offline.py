@@ -1,9 +1,14 @@
 """`rtkp export`: annotate recorded videos and image folders, every frame, in the formats labs use.
 
 Each input runs through the multi-process runner with the `lossless` policy (decode and inference overlap; one record
-per decoded frame, in order) and the same Tracker as `rtkp run`. Smoothing: `none`, `causal` (the live filter) or
-`offline` (forward Kalman + Rauch–Tung–Striebel backward pass, which uses future frames). Outputs are written under
-temporary names and renamed when complete; a `<stem>.done.json` marker written last lets a re-run skip finished inputs.
+per decoded frame, in order) and the same Tracker as `rtkp run`. The writer sink (pipeline/export_sinks.py) streams
+the records to `<out>/<stem>.partial/` as frames are tracked, so memory stays flat however long the video, and an
+interrupted export resumes from the frame after the last one written (same input, model and settings; otherwise it
+starts over). When tracking reaches the end, the outputs are finished in that folder (COCO joined, smoothing, the
+annotated video), renamed into place, and a `<stem>.done.json` marker written last lets a re-run skip the input.
+
+Smoothing: `none`, `causal` (the live filter, run in the writer sink so that a resume can replay it) or `offline`
+(forward Kalman + Rauch–Tung–Striebel backward pass over the whole track, which uses future frames).
 """
 
 from __future__ import annotations
@@ -12,16 +17,36 @@ import dataclasses
 import glob
 import json
 import os
+import shutil
 import sys
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .annotate import FORMATS, SUFFIX, write_coco, write_dlc_csv, write_jsonl
+from .annotate import FORMATS, SUFFIX, coco_line, csv_header, csv_line, join_coco, jsonl_line
 from .config import Config
-from .errors import ConfigError, RtkpError
+from .errors import ConfigError, ExportFailed, Interrupted, RtkpError
 from .messages import KeypointFrame
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How `rtkp export` treats every input. formats: a subset of annotate.FORMATS; video: also an annotated MP4;
+    smooth: none | causal | offline; overwrite: redo complete outputs and ignore partial ones; progress: show bars."""
+
+    out: Path
+    model: str
+    cfg: Config = field(default_factory=Config)
+    formats: tuple[str, ...] = FORMATS
+    video: bool = False
+    smooth: str = "none"
+    backend: str = "auto"
+    overwrite: bool = False
+    progress: bool = True
+    precision: str | None = None  # fp32 | fp16 | None: the backend's own choice (see rtkp.backends.open_backend)
 
 
 def expand_inputs(items: list[str]) -> list[str]:
@@ -57,7 +82,7 @@ def _fingerprint(source: str) -> dict:
     return {"files": len(files), "newest_ns": max((os.stat(f).st_mtime_ns for f in files), default=0)}
 
 
-def _outputs(out_dir: Path, stem: str, formats: list[str], video: bool) -> dict[str, Path]:
+def _outputs(out_dir: Path, stem: str, formats, video: bool) -> dict[str, Path]:
     paths = {f: out_dir / f"{stem}{SUFFIX[f]}" for f in formats}
     if video:
         paths["video"] = out_dir / f"{stem}.annotated.mp4"
@@ -73,8 +98,8 @@ def _complete(marker: Path, outputs: dict[str, Path], settings: dict) -> bool:
 
 
 def offline_smooth(frames: list[KeypointFrame], cfg) -> list[KeypointFrame]:
-    """Replace positions/visibility/state by the RTS smoother's (see pipeline/offline_smooth.py)."""
-    from .pipeline.offline_smooth import rts_smooth
+    """Replace positions/visibility/state by the RTS smoother's (see offline_smoothing.py)."""
+    from .offline_smoothing import rts_smooth
 
     if not frames:
         return frames
@@ -96,22 +121,27 @@ def _total_frames(source: str) -> int | None:
         return None
 
 
-def _write_video(source: str, path: Path, frames: list[KeypointFrame], names, skeleton, step=None) -> None:
-    """Re-decode the source and draw the final (possibly offline-smoothed) keypoints on every frame.
+def _write_video(source: str, path: Path, frames: Iterable[KeypointFrame], names, skeleton, step=None) -> None:
+    """Re-decode the source and draw the final (possibly smoothed) keypoints on each frame that has a record.
 
-    The MP4 keeps the source's rate and timestamps (VideoWriter.for_source). step(): called after each frame written.
+    frames: the records in index order (a stream, merged with the decoded frames by index). The MP4 keeps the source's
+    rate and timestamps (VideoWriter.for_source). step(): called after each frame written.
     """
     from .pipeline.record import VideoWriter
     from .pipeline.sources import Source, parse_source
     from .viz import draw_keypoints
 
-    by_index = {kf.index: kf for kf in frames}
+    records = iter(frames)
+    kf = next(records, None)
     writer = None
     ok = False
     try:
         for frame in Source(parse_source(source)):
-            kf = by_index.get(frame.index)
+            while kf is not None and kf.index < frame.index:
+                kf = next(records, None)
             if kf is None:
+                break
+            if kf.index != frame.index:
                 continue
             if writer is None:
                 writer = VideoWriter.for_source(path, frame.image.shape[1::-1], source)
@@ -127,23 +157,31 @@ def _write_video(source: str, path: Path, frames: list[KeypointFrame], names, sk
 class _Progress:
     """One bar over all of an input's work, so it reaches 100 % only when everything is written.
 
-    Steps: one per frame tracked, one for offline smoothing, one per annotation file, one per frame drawn into the
-    annotated video, and a last one for finishing (the encoder's flush, the renames, the .done.json marker). The
-    description names the phase in progress ("tracking", "smoothing", "writing clip.csv", "encoding video").
+    Steps: one per frame tracked (a resumed export starts at the frames already written), one for offline smoothing,
+    one per annotation file, one per frame drawn into the annotated video, and a last one for finishing (the renames,
+    the .done.json marker). The description names the phase ("tracking", "smoothing", "writing clip.csv",
+    "encoding video").
     """
 
-    def __init__(self, stem: str, frames: int | None, after: int, video: bool, enabled: bool):
+    def __init__(self, stem: str, frames: int | None, after: int, video: bool, enabled: bool, done: int = 0):
         from tqdm import tqdm
 
         self.stem, self.after, self.video = stem, after, video
         total = self._total(frames) if frames else None
-        self.bar = tqdm(total=total, desc=f"{stem} tracking", unit="step", disable=not enabled, file=sys.stderr)
+        self.bar = tqdm(
+            total=total, initial=done, desc=f"{stem} tracking", unit="step", disable=not enabled, file=sys.stderr
+        )
 
     def _total(self, frames: int) -> int:
         return frames * (2 if self.video else 1) + self.after + 1
 
     def step(self, n: int = 1) -> None:
         self.bar.update(n)
+
+    def to(self, n: int) -> None:
+        """Tracking: `n` frames done in all."""
+        if n > self.bar.n:
+            self.bar.update(n - self.bar.n)
 
     def phase(self, name: str, frames: int | None = None) -> None:
         """Enter a phase; `frames` (after tracking): the frames actually tracked, which fixes the total."""
@@ -155,104 +193,187 @@ class _Progress:
         self.bar.close()
 
 
-def export_one(
-    source: str,
-    out_dir: Path,
-    model: str,
-    cfg: Config,
-    formats: list[str],
-    video: bool,
-    smooth: str,
-    backend: str,
-    overwrite: bool,
-    progress: bool,
-) -> dict:
-    """Export one input; returns its summary (or raises RtkpError with a one-line reason)."""
-    from .backends import read_model_info
-    from .pipeline.run import RunOptions, run_pipeline
-
-    info = read_model_info(model)
-    names = list(info.manifest["keypoint_names"])
-    skeleton = [tuple(p) for p in info.manifest.get("skeleton", [])]
-    stem = output_stem(source)
-    outputs = _outputs(out_dir, stem, formats, video)
-    marker = out_dir / f"{stem}.done.json"
+def _settings(source: str, weights_sha256: str, opts: ExportOptions) -> dict:
+    """What outputs (finished or partial) belong to: reused only when a re-run has the same."""
     settings = {
         "source": str(Path(source).resolve()),
         "input": _fingerprint(source),
-        "model": info.weights_sha256,
-        "formats": formats,
-        "video": video,
-        "smooth": smooth,
+        "model": weights_sha256,
+        "formats": list(opts.formats),
+        "video": opts.video,
+        "smooth": opts.smooth,
     }
-    if not overwrite and _complete(marker, outputs, settings):
+    if opts.smooth != "none":
+        settings["smoothing"] = dataclasses.asdict(opts.cfg.smoothing)
+    if opts.precision is not None:  # another precision gives other numbers: never mixed with, or skipped as, these
+        settings["precision"] = opts.precision
+    return settings
+
+
+def export_one(source: str, opts: ExportOptions) -> dict:
+    """Export one input (resuming its partial outputs when they match); returns its summary.
+
+    Raises RtkpError with a one-line reason; Interrupted (SIGINT/SIGTERM, Ctrl-C) keeps the partial folder.
+    """
+    from .backends import read_model_info
+    from .pipeline.export_sinks import Partial
+
+    info = read_model_info(opts.model)
+    stem = output_stem(source)
+    outputs = _outputs(opts.out, stem, opts.formats, opts.video)
+    marker = opts.out / f"{stem}.done.json"
+    settings = _settings(source, info.weights_sha256, opts)
+    if not opts.overwrite and _complete(marker, outputs, settings):
         return {"source": source, "skipped": True, "reason": "outputs complete (use --overwrite to redo)"}
     marker.unlink(missing_ok=True)
-    smoothing = cfg.smoothing if smooth == "causal" else dataclasses.replace(cfg.smoothing, filter="none")
-    frames: list[KeypointFrame] = []
+    live = () if opts.smooth == "offline" else tuple(f for f in FORMATS if f in opts.formats)
+    raw = ("raw",) if opts.smooth != "none" or opts.video else ()
+    partial = Partial(opts.out / f"{stem}.partial", settings, live + raw)
+    if opts.overwrite or not partial.matches():
+        partial.reset()
+    kept, start = (partial.records(), None) if partial.tracked else partial.resume()
     expected = _total_frames(source)
-    after = (1 if smooth == "offline" else 0) + sum(f in outputs for f in FORMATS)
-    bar = _Progress(stem, expected, after, video, progress)
-
-    def collect(kf: KeypointFrame) -> None:
-        frames.append(kf)
-        bar.step()
-
-    t0 = time.monotonic()
-    opts = RunOptions(
-        source=source,
-        model=model,
-        backend=backend,
-        policy="lossless",
-        collect=True,
-        smoothing=smoothing,
-        run=cfg.run,
-        threads=cfg.run.threads,
-    )
+    after = (1 if opts.smooth == "offline" else 0) + len(opts.formats)
+    bar = _Progress(stem, expected, after, opts.video, opts.progress, kept)
     try:
-        summary = run_pipeline(opts, on_frame=collect)
-        elapsed = time.monotonic() - t0
-        decode = summary.get("decode", {})
-        if not frames:
-            raise RtkpError(
-                f"{source}: no frame could be decoded" + (f" ({decode['errors'][0]})" if decode.get("errors") else "")
-            )
-        if smooth == "offline":
-            bar.phase("smoothing", len(frames))
-            frames = offline_smooth(frames, cfg.smoothing)
-            bar.step()
-        model_id = info.weights_sha256[:12]
-        writers = {
-            "coco": lambda path: write_coco(path, frames, names, skeleton, source, model_id),
-            "jsonl": lambda path: write_jsonl(path, frames, names),
-            "csv": lambda path: write_dlc_csv(path, frames, names, f"rtkp_{model_id}"),
-        }
-        for fmt in FORMATS:
-            if fmt in outputs:
-                bar.phase(f"writing {outputs[fmt].name}", len(frames))
-                writers[fmt](outputs[fmt])
-                bar.step()
-        if video:
-            bar.phase("encoding video", len(frames))
-            _write_video(source, outputs["video"], frames, names, skeleton, bar.step)
-        result = {
-            "source": source,
-            "frames": len(frames),
-            "skipped_frames": decode.get("skipped", 0),
-            # frames the container header lists but that never decoded (a truncated file)
-            "missing_frames": max(expected - len(frames), 0) if expected else 0,
-            "skipped_errors": decode.get("errors", []),
-            "seconds": round(elapsed, 2),
-            "fps": round(len(frames) / max(elapsed, 1e-9), 2),
-            "backend": summary.get("backend"),
-            "outputs": {k: str(v) for k, v in outputs.items()},
-        }
-        marker.write_text(json.dumps({"settings": settings, "result": result}, indent=1) + "\n")
-        bar.phase("done", len(frames))
-        bar.step()
+        if not partial.tracked:
+            _track(source, opts, info, partial, kept, start, bar)
+        return _finish(source, opts, info, partial, outputs, marker, expected, bar)
+    except KeyboardInterrupt:  # outside the runner (which turns signals into Interrupted): finishing, probing
+        raise Interrupted(_resume_hint(source, partial)) from None
+    except Interrupted:
+        raise
+    except RtkpError:
+        if partial.folder.is_dir() and not partial.records():
+            shutil.rmtree(partial.folder, ignore_errors=True)  # nothing to resume from: leave no litter
+        raise
     finally:
         bar.close()
+
+
+def _resume_hint(source: str, partial) -> str:
+    done = partial.records() if partial.folder.is_dir() else 0
+    return (
+        f"interrupted during {source} after {done} frame(s); they are kept in {partial.folder}: "
+        "run the same command again to resume"
+    )
+
+
+def _track(source: str, opts: ExportOptions, info, partial, kept: int, start: int, bar: _Progress) -> None:
+    """Run the pipeline from frame `start` with the writer sink appending to the partial folder."""
+    from .pipeline.export_sinks import ExportSpec
+    from .pipeline.run import RunOptions, run_pipeline
+
+    causal = opts.smooth == "causal"
+    spec = ExportSpec(
+        str(partial.folder),
+        partial.bodies,
+        source,
+        f"rtkp_{info.weights_sha256[:12]}",
+        kept + 1,
+        opts.cfg.smoothing if causal else None,
+        replay=causal and kept > 0,
+    )
+    run = RunOptions(
+        source=source,
+        model=opts.model,
+        backend=opts.backend,
+        precision=opts.precision,
+        policy="lossless",
+        smoothing=dataclasses.replace(opts.cfg.smoothing, filter="none"),  # causal: in the sink (ExportSpec)
+        run=opts.cfg.run,
+        threads=opts.cfg.run.threads,
+        sinks=(spec,),
+        start_frame=start,
+    )
+    t0 = time.monotonic()
+    summary: dict = {}
+    try:
+        summary = run_pipeline(run, on_progress=lambda n: bar.to(kept + n))
+    except Interrupted as exc:
+        summary = exc.summary
+        raise Interrupted(_resume_hint(source, partial), exc.summary) from None
+    finally:
+        decode, seconds = summary.get("decode", {}), round(time.monotonic() - t0, 2)
+        segment = {"start": start, "frames": summary.get("post", {}).get("frames", 0), "seconds": seconds}
+        segment.update(backend=summary.get("backend"), skipped=decode.get("skipped", 0))
+        partial.add_segment(dict(segment, errors=decode.get("errors", [])))
+    partial.mark_tracked()
+
+
+def _finish(source: str, opts: ExportOptions, info, partial, outputs: dict, marker: Path, expected, bar) -> dict:
+    """Build every output in the partial folder (`ready.*`), rename them into place, write the marker, remove the
+    folder. Each step is skipped when a previous, interrupted run already did it."""
+    from .pipeline.export_sinks import PublishedRecords
+
+    frames, segments = partial.records(), partial.segments()
+    skipped = sum(s["skipped"] for s in segments)
+    errors = [e for s in segments for e in s["errors"]]
+    if not frames:
+        shutil.rmtree(partial.folder, ignore_errors=True)
+        raise ExportFailed(f"{source}: no frame could be decoded" + (f" ({errors[0]})" if errors else ""))
+    names = list(info.manifest["keypoint_names"])
+    skeleton = [tuple(p) for p in info.manifest.get("skeleton", [])]
+    folder, offline = partial.folder, opts.smooth == "offline"
+    bar.phase("smoothing" if offline else "writing", frames)
+    # offline: the RTS pass over the whole track runs here, once (arrays only, see PublishedRecords)
+    final = PublishedRecords(partial.path("raw"), frames, len(names), opts.smooth, opts.cfg.smoothing)
+    bar.step(1 if offline else 0)
+    model_id = info.weights_sha256[:12]
+    for fmt in (f for f in FORMATS if f in opts.formats):
+        bar.phase(f"writing {outputs[fmt].name}", frames)
+        ready, body = folder / f"ready{SUFFIX[fmt]}", partial.path(fmt)
+        if not ready.exists():
+            if offline:  # the bodies hold nothing yet: the records are written now, smoothed
+                lines = {
+                    "jsonl": lambda: (jsonl_line(kf, names) for kf in final),
+                    "csv": lambda: (csv_header(names, f"rtkp_{model_id}"), *(csv_line(kf, names) for kf in final)),
+                    "coco": lambda: (coco_line(kf, i + 1, names, source) for i, kf in enumerate(final)),
+                }[fmt]()
+                _write_atomic(body, lambda fh, lines=lines: fh.writelines(lines))
+            if fmt == "coco":
+                _write_atomic(ready, lambda fh, lines=body: join_coco(lines, fh, names, skeleton, source, model_id))
+            elif body.exists():
+                os.replace(body, ready)
+            # else: renamed into place already, by a run interrupted while publishing
+        bar.step()
+    if opts.video:
+        bar.phase("encoding video", frames)
+        ready = folder / "ready.annotated.mp4"
+        if ready.exists():
+            bar.step(frames)
+        else:
+            _write_video(source, ready, final, names, skeleton, bar.step)
+    for key, path in outputs.items():
+        ready = folder / ("ready.annotated.mp4" if key == "video" else f"ready{SUFFIX[key]}")
+        if ready.exists():
+            os.replace(ready, path)
+    result = {
+        "source": source,
+        "frames": frames,
+        "skipped_frames": skipped,
+        # frames the container header lists but that never decoded (a truncated file)
+        "missing_frames": max(expected - frames, 0) if expected else 0,
+        "skipped_errors": errors,
+        "seconds": round(sum(s["seconds"] for s in segments), 2),
+        "fps": round(sum(s["frames"] for s in segments) / max(sum(s["seconds"] for s in segments), 1e-9), 2),
+        "backend": next((s["backend"] for s in reversed(segments) if s["backend"]), None),
+        "segments": [{"start": s["start"], "frames": s["frames"]} for s in segments],
+        "outputs": {k: str(v) for k, v in outputs.items()},
+    }
+    marker.write_text(json.dumps({"settings": partial.settings, "result": result}, indent=1) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    bar.phase("done", frames)
+    bar.step()
     return result
+
+
+def _write_atomic(path: Path, write) -> None:
+    """write(fh) into a temporary name, renamed to `path` when it returns (a half-built file never has the name)."""
+    tmp = path.with_name(path.name + ".building")
+    with open(tmp, "w", newline="") as fh:
+        write(fh)
+    os.replace(tmp, path)
 
 
 def check_out_dir(out: Path) -> None:

@@ -1,26 +1,33 @@
 """The synchronous Tracker: the single definition of what a frame becomes.
 
-preprocess (letterbox to the model size) -> backend (the exported graph) -> match (model px -> source px, visibility
-rule) -> smooth (optional, stateful). The multi-process runner calls the same stages in different processes and the
-offline exporter calls `process`, so live and offline output cannot drift apart.
+    letterbox → graph (through a backend) → keypoints in source pixels → visibility → smoothing → KeypointFrame
+    └──────────── ModelStage ───────────┘   └──────────────── KeypointStage ──────────────────┘
+
+`rtkp eval`, `rtkp bench`'s naive loop and tests call `Tracker.process`; the multi-process runner calls the two stages
+in two processes (inference and post). Each stage is whole in the process that runs it: no stage is built half-empty.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
 
 from .geometry import Letterbox
-from .messages import Frame, KeypointFrame
-from .pipeline.smooth import KeypointSmoother, SmoothingConfig
+from .messages import Frame, KeypointFrame, ModelResult
+from .smoothing import KeypointSmoother, SmoothingConfig
+from .visibility import manifest_margin, visible
 
 
-class Matcher:
-    """Turns the graph's (K, 4) rows into source-pixel keypoints with the manifest's visibility rule."""
+class KeypointMapper:
+    """The graph's (K, 4) rows in model-input pixels → source-pixel keypoints, scores and the visibility rule.
+
+    The visibility rule is rtkp.visibility's, with the manifest's margin.
+    """
 
     def __init__(self, manifest: dict):
-        self.margin = float(manifest.get("visibility_margin", 0.0))
+        self.margin = manifest_margin(manifest)
         self.input_size = tuple(manifest["input_size"])
         self._boxes: dict[tuple[int, int], Letterbox] = {}
 
@@ -30,60 +37,98 @@ class Matcher:
             self._boxes[size] = Letterbox.fit(size, self.input_size)
         return self._boxes[size]
 
-    def __call__(self, raw: np.ndarray, size: tuple[int, int]):
-        """raw: (K, 4) -> (keypoints (K, 2) source px, scores (K,), visible (K,))."""
-        xy = self.letterbox(size).to_source(raw[:, :2])
-        return xy, raw[:, 2].astype(np.float32), (raw[:, 2] - raw[:, 3]) > self.margin
+    def __call__(self, rows: np.ndarray, size: tuple[int, int]):
+        """rows: (K, 4) -> (keypoints (K, 2) source px, scores (K,), visible (K,))."""
+        xy = self.letterbox(size).to_source(rows[:, :2])
+        return xy, rows[:, 2].astype(np.float32), visible(rows, self.margin)
 
 
-class Tracker:
-    """backend + matcher + smoother. `process(frame)` runs every stage; the stages are public for the runner."""
+class ModelStage:
+    """Frames → graph rows: the letterbox and the backend (the inference process runs this one)."""
 
-    def __init__(self, backend, manifest: dict, smoothing: SmoothingConfig | None = None):
+    def __init__(self, backend, manifest: dict):
         self.backend = backend
-        self.manifest = manifest
-        self.matcher = Matcher(manifest)
-        self.keypoint_names = list(manifest["keypoint_names"])
-        self.smoother = KeypointSmoother(len(self.keypoint_names), smoothing or SmoothingConfig(filter="none"))
+        self.mapper = KeypointMapper(manifest)
+        self.bank_version = 0  # bumped whenever the prototypes change (set_prototypes)
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (h, w, 3) uint8 model input."""
-        return self.matcher.letterbox((image.shape[1], image.shape[0])).apply(image)
+        return self.mapper.letterbox((image.shape[1], image.shape[0])).apply(image)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """(B, h, w, 3) uint8 -> (B, K, 4)."""
         return self.backend.infer(batch)
 
-    def finish(self, frame_meta: Frame, size: tuple[int, int], raw: np.ndarray, timings: dict, dropped: int = 0):
-        """match + smooth one frame's (K, 4) result into a KeypointFrame (stateful: call in frame order)."""
+    def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> int:
+        """Swap the keypoint bank without rebuilding anything; returns the new bank version."""
+        self.backend.set_prototypes(prototypes, clutter)
+        self.bank_version += 1
+        return self.bank_version
+
+
+class KeypointStage:
+    """Graph rows → KeypointFrame: source pixels, visibility, smoothing (the post process runs this one).
+
+    Stateful (the smoother): call in frame order.
+    """
+
+    def __init__(self, manifest: dict, smoothing: SmoothingConfig | None = None):
+        self.mapper = KeypointMapper(manifest)
+        self.keypoint_names = list(manifest["keypoint_names"])
+        self.smoother = KeypointSmoother(len(self.keypoint_names), smoothing or SmoothingConfig(filter="none"))
+
+    def finish(self, result: ModelResult) -> KeypointFrame:
         t0 = time.perf_counter()
-        xy, scores, visible = self.matcher(raw, size)
+        xy, scores, visible = self.mapper(result.rows, result.source_size)
         t1 = time.perf_counter()
-        latency = (time.monotonic_ns() - frame_meta.capture_ns) / 1e9
-        t = frame_meta.pts if frame_meta.pts is not None else frame_meta.capture_ns / 1e9
+        frame = result.frame
+        latency = (time.monotonic_ns() - frame.capture_ns) / 1e9
+        t = frame.pts if frame.pts is not None else frame.capture_ns / 1e9
         xy, visible, state = self.smoother.update(t, xy, visible, latency)
         t2 = time.perf_counter()
-        timings = dict(timings, match=(t1 - t0) * 1e3, smooth=(t2 - t1) * 1e3)
+        timings = dict(result.timings_ms, match=(t1 - t0) * 1e3, smooth=(t2 - t1) * 1e3)
         return KeypointFrame(
-            frame_meta.index,
-            frame_meta.pts,
-            frame_meta.capture_ns,
-            size,
+            frame.index,
+            frame.pts,
+            frame.capture_ns,
+            result.source_size,
             xy,
             scores,
             visible,
             state,
             timings,
-            dropped,
-            frame_meta.name,
+            result.dropped,
+            frame.name,
+            result.bank_version,
         )
 
+
+class Tracker:
+    """Both stages in one process. `process(frame)` runs every stage for one frame."""
+
+    def __init__(self, backend, manifest: dict, smoothing: SmoothingConfig | None = None):
+        self.manifest = manifest
+        self.model = ModelStage(backend, manifest)
+        self.keypoints = KeypointStage(manifest, smoothing)
+        self.keypoint_names = self.keypoints.keypoint_names
+
+    @property
+    def backend(self):
+        return self.model.backend
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        return self.model.preprocess(image)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self.model.infer(batch)
+
     def process(self, frame: Frame) -> KeypointFrame:
-        """Every stage for one frame, in this process."""
         t0 = time.perf_counter()
-        model_input = self.preprocess(frame.image)
+        model_input = self.model.preprocess(frame.image)
         t1 = time.perf_counter()
-        raw = self.infer(model_input[None])[0]
+        rows = self.model.infer(model_input[None])[0]
         t2 = time.perf_counter()
         size = (frame.image.shape[1], frame.image.shape[0])
-        return self.finish(frame, size, raw, {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3})
+        timings = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3}
+        meta = dataclasses.replace(frame, image=None)
+        return self.keypoints.finish(ModelResult(meta, size, rows, timings, 0, self.model.bank_version))

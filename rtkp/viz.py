@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .messages import KeypointFrame
-from .pipeline.smooth import PREDICTED
+from .smoothing import PREDICTED
 
 _PALETTE = [
     (230, 25, 75),

@@ -16,7 +16,7 @@ from rtkp.backends.onnxruntime import OnnxRuntimeBackend
 from rtkp.backends.tensorrt import TensorRTBackend
 from rtkp.backends.torch import TorchBackend
 from rtkp.cli import main
-from rtkp.export.onnx import export_onnx
+from rtkp.graphs.onnx import export_onnx
 
 SIZE = (128, 96)
 

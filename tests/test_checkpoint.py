@@ -5,8 +5,8 @@ import torch
 
 from rtkp.errors import ModelError
 from rtkp.model.checkpoint import load_model, save_model
+from rtkp.model.graph import InferenceGraph
 from rtkp.model.network import KeypointNet
-from rtkp.model.predictor import Predictor
 
 
 def _manifest(head):
@@ -32,8 +32,8 @@ def test_round_trip_gives_the_same_predictions(tmp_path, head):
     assert manifest["head"] == head and manifest["weights_sha256"]
     images = torch.randint(0, 255, (2, 64, 64, 3), dtype=torch.uint8)
     with torch.no_grad():
-        a = Predictor(net)(images, protos, clutter)
-        b = Predictor(net2)(images, p2, c2)
+        a = InferenceGraph(net)(images, protos, clutter)
+        b = InferenceGraph(net2)(images, p2, c2)
     # weights are stored in fp16: positions agree to a fraction of a pixel, scores closely
     assert (a[..., :2] - b[..., :2]).abs().max() < 1.0
     assert (a[..., 2:] - b[..., 2:]).abs().max() < 0.02

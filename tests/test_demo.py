@@ -82,14 +82,17 @@ def test_ground_truth_video(tmp_path):
 
 @pytest.mark.skipif(not (DEFAULT_MODEL / "manifest.json").is_file(), reason="default model not built yet")
 def test_default_model_finds_the_target_in_a_generated_frame():
-    from rtkp.inference import ImageModel
+    from rtkp.backends import open_backend, read_model_info
+    from rtkp.messages import Frame
+    from rtkp.tracker import Tracker
 
-    model = ImageModel(DEFAULT_MODEL, threads=2)
+    backend = open_backend(DEFAULT_MODEL, "onnxruntime", threads=2)
+    manifest = read_model_info(DEFAULT_MODEL).manifest
     t = render_target(4.0)
     errors = []
     for seed in range(4):
         image, kps, vis, _ = render_sample(np.random.default_rng([99, seed]), t)
-        pred = model.predict([image])[0]
+        pred = Tracker(backend, manifest).process(Frame(seed, None, 0, image))
         errors.append(np.linalg.norm(pred.keypoints[vis] - kps[vis], axis=1))
         assert pred.visible[vis].mean() > 0.7
     errors = np.concatenate(errors)

@@ -133,9 +133,10 @@ def test_bad_inputs_are_reported_and_the_rest_exported(inputs, tmp_path, tiny_mo
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 1
     errors = [line for line in res.stderr.splitlines() if "error" in line]
-    assert len(errors) == 2 and "missing.mp4" in errors[0] and "junk.mp4" in errors[1]
+    assert len(errors) == 3 and "missing.mp4" in errors[0] and "junk.mp4" in errors[1]
+    assert "2 of 3 input(s) failed" in errors[2]  # the summary, from the one place that maps errors to exit codes
     assert "Traceback" not in res.stderr
-    assert (tmp_path / "out" / "clip.csv").is_file()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.csv", "clip.done.json"]  # no litter
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")

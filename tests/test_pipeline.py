@@ -127,7 +127,11 @@ def test_sweep_removes_only_dead_owners_segments():
 
 
 def _shm_segments():
-    return {n for n in os.listdir("/dev/shm") if n.startswith(PREFIX)} if os.path.isdir("/dev/shm") else set()
+    """This process's rtkp segments (named rtkp_<creator pid>_...): other runs on the machine are not ours to count."""
+    import os
+
+    prefix = f"rtkp_{os.getpid()}_"
+    return {n for n in os.listdir("/dev/shm") if n.startswith(prefix)} if os.path.isdir("/dev/shm") else set()
 
 
 def test_lossless_run_gives_one_result_per_frame_in_order(tiny_model, tmp_path):

@@ -42,10 +42,6 @@ def _publisher(endpoint, **kw):
     return Publisher(endpoint, "cam", "abc", {"keypoints": ["a", "b", "c"], "skeleton": []}, **kw)
 
 
-def _settle():
-    time.sleep(0.3)  # a SUB socket needs a moment to connect and send its subscription (raw PUB: no other signal)
-
-
 def _wait_until(condition, what, timeout_s=10.0):
     """Poll `condition` until it holds; fail naming `what` after timeout_s."""
     deadline = time.monotonic() + timeout_s
@@ -103,10 +99,11 @@ def test_latest_only_delivers_only_the_newest_message():
 
 def test_schema_mismatch_is_a_clear_error():
     ep = _endpoint()
-    sock = zmq.Context.instance().socket(zmq.PUB)
+    sock = zmq.Context.instance().socket(zmq.XPUB)  # a raw publisher that also sees the subscription arrive
+    sock.setsockopt(zmq.RCVTIMEO, 10_000)
     sock.bind(ep)
     sub = Subscriber(ep, timeout_s=2)
-    _settle()
+    assert sock.recv()[:1] == b"\x01"  # the subscription: from now on the subscriber receives what is sent
     sock.send_multipart([b"rtkp.cam.keypoints", msgpack.packb({"v": 99, "seq": 1})])
     with pytest.raises(ProtocolError, match="schema version 99"):
         sub.receive(2)

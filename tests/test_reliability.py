@@ -45,8 +45,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _segments() -> set:
-    return {n for n in os.listdir("/dev/shm") if n.startswith(PREFIX)} if os.path.isdir("/dev/shm") else set()
+def _segments(pid: int) -> set:
+    """The rtkp segments process `pid` created (named rtkp_<pid>_...): other runs on the machine do not count."""
+    prefix = f"{PREFIX}{pid}_"
+    return {n for n in os.listdir("/dev/shm") if n.startswith(prefix)} if os.path.isdir("/dev/shm") else set()
 
 
 def _start(args: list[str]) -> subprocess.Popen:
@@ -110,19 +112,20 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="us
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_run_stops_cleanly(tiny_model, sig):
-    before = _segments()
     proc = start_live_run(tiny_model)
     workers, out, err = _tracking(proc)
+    assert _segments(proc.pid)  # the run's ring exists while it runs (so the check after the stop means something)
     proc.send_signal(sig)
     proc.wait(timeout=EXITS_WITHIN_S)
     out, err = out.rest(), err.rest()
     assert proc.returncode == 0 and "frames in" in out and "Traceback" not in err
     assert f"stopped by {sig.name}" in err
     assert not [w for w in workers if _alive(w)]
-    assert _segments() == before
+    assert _segments(proc.pid) == set()
 
 
 def test_sigint_during_export_leaves_no_complete_looking_output(tiny_model, tmp_path):
+    """What was tracked stays, for a resume, under names no finished output has: one `<stem>.partial` folder."""
     video = write_video(tmp_path / "long.mp4", frames=900)
     out = tmp_path / "out"
     proc = _start(
@@ -146,12 +149,15 @@ def test_sigint_during_export_leaves_no_complete_looking_output(tiny_model, tmp_
     proc.wait(timeout=EXITS_WITHIN_S)
     err = err.rest()
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
-    assert sorted(p.name for p in out.iterdir()) == []  # nothing that looks finished, no partial files either
+    assert "run the same command again to resume" in err
+    assert [p.name for p in out.iterdir()] == ["long.partial"]  # no output name, no .done.json marker
+    partial = out / "long.partial"
+    assert partial.is_dir() and not [p for p in partial.iterdir() if p.name.startswith("ready")]
+    assert (partial / "settings.json").is_file() and (partial / "frames.partial").is_file()  # kept for a resume
 
 
 @pytest.mark.parametrize("victim", [0, 1, 2])
 def test_a_killed_worker_is_detected_and_named(tiny_model, victim):
-    before = _segments()
     proc = start_live_run(tiny_model)
     workers, out, err = _tracking(proc)
     workers = sorted(workers)
@@ -162,7 +168,7 @@ def test_a_killed_worker_is_detected_and_named(tiny_model, victim):
     lines = [line for line in err.splitlines() if "error" in line]
     assert len(lines) == 1 and "process died" in lines[0] and "Traceback" not in err
     assert not [w for w in workers if _alive(w)]
-    assert _segments() == before
+    assert _segments(proc.pid) == set()
 
 
 def _serve_mpegts(port: int, frames: int, offset: int) -> None:

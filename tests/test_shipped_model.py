@@ -40,7 +40,9 @@ def test_recorded_figures_reproduce(test_frames):
     from rtkp.evaluate import evaluate
 
     data, _ = test_frames
-    report = evaluate(MODEL, data, occlusion=False, progress=False)
+    # the figures were recorded by the FP32 graph in PyTorch (any GPU here would make "auto" pick FP16)
+    report = evaluate(MODEL, data, occlusion=False, progress=False, backend="torch", precision="fp32")
+    assert (report["backend"], report["precision"]) == ("torch-cpu", "fp32")
     recorded = json.loads((MODEL / "manifest.json").read_text())["evaluation"]
     assert report["rmse_px"] == pytest.approx(recorded["rmse_px"], abs=1e-3)
     assert report["pck"] == pytest.approx(recorded["pck"], abs=1e-6)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rtkp.pipeline.smooth import (
+from rtkp.smoothing import (
     MISSING,
     PREDICTED,
     SMOOTHED,
@@ -89,7 +89,7 @@ def test_no_filter_passes_measurements_through():
 
 
 def test_offline_rts_beats_causal_filters_and_bridges_gaps():
-    from rtkp.pipeline.offline_smooth import rts_smooth
+    from rtkp.offline_smoothing import rts_smooth
 
     t, truth, meas = _track(noise=1.5)
     vis = np.ones((len(t), 1), bool)

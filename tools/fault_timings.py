@@ -4,7 +4,9 @@
 
 Starts `rtkp run` on a real-time lavfi source, waits until its three workers run, then sends SIGINT or SIGTERM to it,
 or SIGKILL to one worker, and measures the time until `rtkp run` has exited (and whether anything was left behind).
-With --repeat N each action is tried N times and the distribution (p50, p95, max) is printed; --busy keeps one core
+With --cold --warmup 0 the signal arrives while the inference stage is still exporting and loading the graph (what
+the test suite does on its first run). With --repeat N each action is tried N times and the distribution (p50, p95,
+max) is printed; --busy keeps one core
 busy with another process (`python -c "while True: pass"`) for the whole measurement, ended by its PID afterwards.
 The promise these figures check: SIGINT/SIGTERM -> exit within 3 s at p95, also with one core busy.
 """
@@ -40,11 +42,27 @@ def workers(pid: int) -> list[int]:
     return sorted(out)
 
 
-def segments() -> set:
-    return {n for n in os.listdir("/dev/shm") if n.startswith("rtkp_")}
+def segments(pid: int | None = None) -> set:
+    """rtkp's shared-memory segments (named rtkp_<creator pid>_...), only those `pid` created when given: other runs
+    on the machine must not count as left behind by this one."""
+    prefix = "rtkp_" if pid is None else f"rtkp_{pid}_"
+    return {n for n in os.listdir("/dev/shm") if n.startswith(prefix)}
 
 
-def trial(model: str, action: str, size: str, warmup_s: float) -> dict:
+def cold_copy(model: str) -> str:
+    """A copy of the model folder without its ONNX exports: the inference stage must export the graph while it
+    starts, as on a first run (signals that arrive while a stage is still loading are the slow case)."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="rtkp_cold_")) / "model"
+    shutil.copytree(model, folder, ignore=shutil.ignore_patterns("onnx", "exports.json", "engines"))
+    return str(folder)
+
+
+def trial(model: str, action: str, size: str, warmup_s: float, cold: bool = False) -> dict:
+    if cold:
+        model = cold_copy(model)
     cmd = [
         sys.executable,
         "-m",
@@ -87,7 +105,7 @@ def trial(model: str, action: str, size: str, warmup_s: float) -> dict:
         "workers_s": [round(gone.get(k, dt), 3) for k in kids],  # decode, infer, post (PID order)
         "rc": proc.returncode,
         "orphans": len(left),
-        "shm_left": len(segments() - before),
+        "shm_left": len(segments(proc.pid) - before),
         "stderr": err.strip().splitlines()[-1:] if err.strip() else [],
     }
 
@@ -105,7 +123,10 @@ def main() -> None:
     ap.add_argument("--busy", action="store_true", help="keep one core busy with another process meanwhile")
     ap.add_argument("--actions", default="SIGINT,SIGTERM,SIGKILL worker 0,SIGKILL worker 1,SIGKILL worker 2")
     ap.add_argument("--size", default="640x480", help="lavfi frame size (default 640x480)")
-    ap.add_argument("--warmup", type=float, default=1.5, help="seconds of tracking before the fault (default 1.5)")
+    ap.add_argument(
+        "--warmup", type=float, default=1.5, help="seconds after the workers appear before the fault (default 1.5)"
+    )
+    ap.add_argument("--cold", action="store_true", help="a copy of the model without its ONNX exports per trial")
     ap.add_argument("--json", help="write every trial and the summary here")
     args = ap.parse_args()
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
@@ -114,7 +135,7 @@ def main() -> None:
         for action in args.actions.split(","):
             times = []
             for _ in range(args.repeat):
-                t = trial(args.model, action, args.size, args.warmup)
+                t = trial(args.model, action, args.size, args.warmup, args.cold)
                 trials.append(t)
                 times.append(t["exit_s"])
                 if args.repeat == 1:

@@ -60,10 +60,10 @@ def evaluate(frames, gt, fps) -> dict:
 def main() -> None:
     from rtkp.backends import open_backend, read_model_info
     from rtkp.config import SmoothingConfig
-    from rtkp.messages import Frame
+    from rtkp.messages import Frame, ModelResult
     from rtkp.offline import offline_smooth
     from rtkp.pipeline.sources import Source, parse_source
-    from rtkp.tracker import Tracker
+    from rtkp.tracker import KeypointStage, ModelStage
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("videos", nargs="+")
@@ -72,7 +72,7 @@ def main() -> None:
     args = ap.parse_args()
     info = read_model_info(args.model)
     backend = open_backend(args.model, "onnxruntime")
-    pre = Tracker(backend, info.manifest)
+    pre = ModelStage(backend, info.manifest)
     modes = {
         "raw": SmoothingConfig(filter="none"),
         "one_euro": SmoothingConfig(filter="one_euro"),
@@ -87,8 +87,8 @@ def main() -> None:
             metas.append(Frame(frame.index, frame.pts, time.monotonic_ns(), None))
             size = frame.image.shape[1::-1]
         for name, cfg in modes.items():
-            tracker = Tracker(backend, info.manifest, cfg)
-            frames = [tracker.finish(m, size, r, {}) for m, r in zip(metas, raws)]
+            stage = KeypointStage(info.manifest, cfg)
+            frames = [stage.finish(ModelResult(m, size, r, {})) for m, r in zip(metas, raws)]
             totals[name].append(evaluate(frames, gt, gt["fps"]))
             if name == "raw":
                 totals["offline"].append(evaluate(offline_smooth(frames, SmoothingConfig()), gt, gt["fps"]))

@@ -1,7 +1,8 @@
 """Inference backends, one file per runtime, behind one interface (backends.base.Backend).
 
-open_backend(model, prefer="auto") picks TensorRT > PyTorch CUDA > ONNX Runtime CPU by what works here; `doctor()`
-reports every backend and why it does or does not.
+open_backend(model, prefer="auto", precision=None) picks TensorRT > PyTorch CUDA > ONNX Runtime CPU by what works
+here; `doctor()` reports every backend and why it does or does not. Each backend runs rtkp.model.graph.InferenceGraph:
+PyTorch directly, the others as its ONNX export (rtkp.graphs); `backend.name` and `backend.precision` say which.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ..errors import ConfigError, EngineError
 from .base import Backend, ModelInfo, read_model_info
 
 CHOICES = ("auto", "tensorrt", "torch", "torch-cuda", "onnxruntime", "onnxruntime-cuda")
+PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
@@ -99,16 +101,19 @@ def open_backend(
     model: str | Path,
     prefer: str = "auto",
     threads: int = 0,
-    fp16: bool | None = None,
+    precision: str | None = None,
     input_size: tuple[int, int] | None = None,
 ) -> Backend:
     """Open a backend for a model folder.
 
     prefer: "auto" (TensorRT > PyTorch CUDA > ONNX Runtime CPU, first that works), or one name from CHOICES.
-    fp16: default True on GPUs, False on the CPU.
+    precision: "fp32" or "fp16"; None is each backend's natural choice (fp16 on GPUs, fp32 on the CPU). FP16 on the
+    CPU is ONNX Runtime running the FP16 graph (the one TensorRT 11 builds from), to check its figures without a GPU.
     """
     if prefer not in CHOICES:
         raise ConfigError(f"`backend` must be one of {', '.join(CHOICES)}, got {prefer!r}")
+    if precision not in (None, *PRECISIONS):
+        raise ConfigError(f"`precision` must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     info = read_model_info(model)
     order = ["tensorrt", "torch-cuda", "onnxruntime"] if prefer == "auto" else [prefer]
     status = {s.name: s for s in doctor(tuple(order))}
@@ -118,7 +123,7 @@ def open_backend(
             errors.append(f"{name}: {status[name].detail}")
             continue
         try:
-            return _open(name, info, threads, fp16, input_size)
+            return _open(name, info, threads, precision, input_size)
         except EngineError as exc:
             if prefer != "auto":
                 raise
@@ -126,9 +131,9 @@ def open_backend(
     raise EngineError(f"no usable backend for {prefer!r} ({'; '.join(errors)})")
 
 
-def _open(name: str, info: ModelInfo, threads: int, fp16: bool | None, input_size) -> Backend:
+def _open(name: str, info: ModelInfo, threads: int, precision: str | None, input_size) -> Backend:
     gpu = name in ("tensorrt", "torch-cuda", "onnxruntime-cuda")
-    half = gpu if fp16 is None else fp16
+    half = gpu if precision is None else precision == "fp16"
     if name == "tensorrt":
         from .tensorrt import TensorRTBackend
 
@@ -142,4 +147,4 @@ def _open(name: str, info: ModelInfo, threads: int, fp16: bool | None, input_siz
     return OnnxRuntimeBackend(info, threads, "cuda" if gpu else "cpu", half, input_size)
 
 
-__all__ = ["Backend", "BackendStatus", "CHOICES", "doctor", "open_backend", "read_model_info"]
+__all__ = ["Backend", "BackendStatus", "CHOICES", "PRECISIONS", "doctor", "open_backend", "read_model_info"]

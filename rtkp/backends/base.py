@@ -12,14 +12,16 @@ from ..errors import ModelError
 
 
 class Backend(Protocol):
-    """One runtime executing the exported graph.
+    """One runtime executing the inference graph (rtkp.model.graph.InferenceGraph, or its ONNX export).
 
+    name says runtime, device and precision (e.g. "onnxruntime-cpu-fp16"); precision is "fp32" or "fp16".
     infer: images (B, H, W, 3) uint8 RGB at `input_size` -> (B, K, 4) float32 (x, y, score, clutter_score) in
     model-input pixels. set_prototypes swaps the keypoint prototypes (K, D) and clutter summary (S, D) without
     rebuilding anything.
     """
 
     name: str
+    precision: str
     input_size: tuple[int, int]
 
     def infer(self, images: np.ndarray) -> np.ndarray: ...

@@ -9,11 +9,11 @@ from .base import ModelInfo
 
 def ensure_onnx(info: ModelInfo, input_size: tuple[int, int], fp16: bool) -> Path:
     """Path of an up-to-date ONNX export for these settings, exporting it first when missing or stale."""
-    from ..export.registry import find_export
+    from ..graphs.exports_index import find_export
 
     found = find_export(info.path, input_size, fp16)
     if found is not None:
         return found
-    from ..export.onnx import export_onnx
+    from ..graphs.onnx import export_onnx
 
     return export_onnx(info.path, input_size, fp16)

@@ -1,4 +1,8 @@
-"""ONNX Runtime backend: the CPU default (explicit thread count, no spinning), CUDA provider when present."""
+"""ONNX Runtime backend: the CPU default (explicit thread count, no spinning), CUDA provider when present.
+
+FP16 runs the FP16 ONNX graph (float32 inputs and outputs, half inside) on either device: on the CPU that is slower
+than FP32, but it is how the figures of the graph TensorRT 11 builds from are checked without a GPU.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ class OnnxRuntimeBackend:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise EngineError(f"{path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0]})") from None
         self.name = f"onnxruntime-{device}{'-fp16' if fp16 else ''}"
+        self.precision = "fp16" if fp16 else "fp32"
         self.prototypes, self.clutter = info.prototypes, info.clutter
 
     def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> None:

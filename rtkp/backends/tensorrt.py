@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import EngineError, require
-from ..export.tensorrt import EngineCache, EngineKey, build_serialized, onnx_precision_for
+from ..graphs.tensorrt import EngineCache, EngineKey, build_serialized, onnx_precision_for
 from .base import ModelInfo
 from .onnx_cache import ensure_onnx
 
@@ -34,7 +34,7 @@ class TensorRTBackend:
         self.device = torch.device(device)
         self.input_size = tuple(input_size or info.input_size)
         self.max_batch = max_batch
-        precision = "fp16" if fp16 else "fp32"
+        self.precision = precision = "fp16" if fp16 else "fp32"
         gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "host"
         clutter = tuple(info.clutter.shape) if info.is_coke else None
         self.key = EngineKey(

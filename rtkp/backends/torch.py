@@ -1,4 +1,5 @@
-"""PyTorch backend: the reference. CPU or CUDA; FP16 on CUDA; optional CUDA graphs for fixed batch sizes."""
+"""PyTorch backend: the inference graph itself, in PyTorch. CPU or CUDA; FP16 on CUDA; optional CUDA graphs for fixed
+batch sizes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from .base import ModelInfo
 
 
 class TorchBackend:
-    """Runs the same ExportGraph that is exported to ONNX, in PyTorch. See backends.base.Backend."""
+    """Runs rtkp.model.graph.InferenceGraph, the module that is exported to ONNX. See backends.base.Backend."""
 
     def __init__(
         self,
@@ -22,19 +23,22 @@ class TorchBackend:
     ):
         import torch
 
-        from ..export.onnx import ExportGraph
         from ..model.checkpoint import load_model
+        from ..model.graph import InferenceGraph
 
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise EngineError("PyTorch here has no CUDA device (CPU-only build or no GPU): use --backend onnxruntime")
         if fp16 and not device.startswith("cuda"):
-            raise EngineError("FP16 in the PyTorch backend needs CUDA; on the CPU use the FP32 graph")
+            # PyTorch's CPU half kernels are neither what any deployment runs nor fast; ONNX Runtime runs the FP16
+            # graph itself on the CPU.
+            raise EngineError("FP16 in the PyTorch backend needs CUDA; on the CPU use --backend onnxruntime for FP16")
         if threads:
             torch.set_num_threads(threads)
         net, _, protos, clutter = load_model(info.path)
         self.torch = torch
         self.device = torch.device(device)
-        self.graph = ExportGraph(net, fp16=fp16).eval().to(self.device)
+        self.graph = InferenceGraph(net, fp16=fp16).eval().to(self.device)
+        self.precision = "fp16" if fp16 else "fp32"
         self.info = info
         self.input_size = tuple(input_size or info.input_size)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"

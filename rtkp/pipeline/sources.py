@@ -2,17 +2,21 @@
 
 Every frame carries its index, PTS (seconds) and capture time (time.monotonic_ns() when it left the decoder). A source
 that cannot be opened raises SourceError naming the source and the reason, in one line. Live sources (cameras,
-streams) reconnect with exponential backoff; files end.
+streams) reconnect with exponential backoff; files end. `Source(spec, start=N)` begins at frame N with the index and PTS
+a full decode gives it (resumed exports, and chunks of a long video); `frame_table` lists a file's frames without
+decoding them.
 """
 
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -125,12 +129,63 @@ def _image_files(spec: SourceSpec) -> list[Path]:
     return files
 
 
+@dataclass(frozen=True)
+class FrameTable:
+    """A video file's frames from its packets alone (demuxed, not decoded), in presentation order.
+
+    pts: (N,) int64 ticks of `time_base` seconds; keyframe: (N,) bool. exact: every frame has its own pts, so a position
+    can be found by pts after a seek (False: a packet without pts, or two with the same one).
+    """
+
+    pts: np.ndarray
+    keyframe: np.ndarray
+    time_base: Fraction
+    exact: bool
+
+    def __len__(self) -> int:  # frames
+        return len(self.pts)
+
+    def keyframes_up_to(self, n: int) -> list[int]:
+        """Indices of the keyframes at or before frame n, nearest first."""
+        return [int(k) for k in np.flatnonzero(self.keyframe[: n + 1])[::-1]]
+
+
+def frame_table(path: str | Path) -> FrameTable:
+    """Demux a video file's video stream without decoding (about the cost of reading the file once).
+
+    Frame i is the packet with the i-th smallest pts: what a decoder outputs, in that order, when every packet decodes.
+    Packets the container marks to be discarded (edit lists) are left out, as the decoder drops their frames too.
+    """
+    import av
+
+    spec = SourceSpec("file", str(path), str(path))
+    with open_container(spec) as container:
+        if not container.streams.video:
+            raise SourceError(f"source {str(path)!r}: has no video stream")
+        stream = container.streams.video[0]
+        try:
+            rows = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size and not p.is_discard]
+        except av.FFmpegError:
+            rows = []  # an unreadable tail: no table, Source counts frames instead
+        time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1)
+    exact = bool(rows) and None not in (p for p, _ in rows) and len({p for p, _ in rows}) == len(rows)
+    rows.sort(key=lambda r: (r[0] is None, r[0] or 0))
+    pts = np.array([p if p is not None else -1 for p, _ in rows], np.int64)
+    return FrameTable(pts, np.array([k for _, k in rows], bool), time_base, exact)
+
+
 class Source:
     """Iterates Frames from a SourceSpec.
 
     realtime: pace file-like sources by their timestamps (what a camera would do), so that the `live` policy can be
     exercised with files and lavfi graphs. max_frames: stop after that many frames. `skipped` counts frames that failed
     to decode (files continue past them); `errors` keeps their messages.
+
+    start: the first frame to yield; frames N, N+1, ... come with the index, PTS and pixels of a full decode. Video
+    files: seek to the keyframe at or before frame N (frame_table), decode from it, discard until N's pts; when a seek
+    lands elsewhere or the table is not exact, decode from the start and discard N frames. (Undecodable packets before
+    N: the table counts their frames, a full decode does not.) Image folders: from file N (an image's index is its
+    position in the sorted list). lavfi: N frames are generated and discarded.
     """
 
     def __init__(
@@ -141,17 +196,19 @@ class Source:
         reconnect: bool | None = None,
         backoff_s: tuple[float, float] = (0.5, 8.0),
         give_up_s: float | None = None,
+        start: int = 0,
     ):
+        if start and spec.live:
+            raise SourceError(f"source {spec.text!r}: a live source cannot start at frame {start}")
         self.spec = spec
+        self.start = max(int(start), 0)
         self.realtime = realtime
         self.max_frames = max_frames
         self.reconnect = spec.live if reconnect is None else reconnect
         self.backoff_s = backoff_s
         self.give_up_s = give_up_s  # stop reconnecting after this long without a frame (None: never)
-        self.skipped = 0
+        self.skipped, self.reconnects, self.stopped = 0, 0, False
         self.errors: list[str] = []
-        self.reconnects = 0
-        self.stopped = False
         self._opencv: bool | None = None
 
     def check(self) -> None:
@@ -212,8 +269,7 @@ class Source:
             frames = self._opencv_camera()
         else:
             frames = self._video()
-        count = 0
-        t0 = None
+        count, t0 = 0, None
         for frame in frames:
             if self.realtime and frame.pts is not None:
                 if t0 is None:
@@ -231,7 +287,8 @@ class Source:
         from ..data.sample import read_image
         from ..errors import DataError
 
-        for i, path in enumerate(_image_files(self.spec)):
+        files = _image_files(self.spec)
+        for i, path in enumerate(files[self.start :], self.start):
             t0 = time.perf_counter()
             try:
                 image = read_image(path)
@@ -244,14 +301,12 @@ class Source:
     def _video(self) -> Iterator[Frame]:
         import av
 
-        index = 0
-        delay = self.backoff_s[0]
-        last_frame = time.monotonic()
+        index, delay, last_frame = self.start, self.backoff_s[0], time.monotonic()
         while True:
             try:
                 container = open_container(self.spec)
             except SourceError as exc:
-                if not self.reconnect or index == 0 and self.reconnects == 0:
+                if not self.reconnect or index == self.start and self.reconnects == 0:
                     raise
                 if self.give_up_s is not None and time.monotonic() - last_frame > self.give_up_s:
                     raise SourceError(f"{exc} (gave up after {self.give_up_s:g} s without a frame)") from None
@@ -261,7 +316,8 @@ class Source:
                 self.reconnects += 1
                 continue
             try:
-                for pts, image, ms in self._decode(container, av):
+                frames = self._decode_from(container, av) if index == self.start else self._decode(container, av)
+                for pts, image, ms in frames:
                     delay = self.backoff_s[0]
                     last_frame = time.monotonic()
                     yield Frame(index, pts, time.monotonic_ns(), image, None, ms)
@@ -282,13 +338,20 @@ class Source:
             delay = min(delay * 2, self.backoff_s[1])
             self.reconnects += 1
 
-    def _decode(self, container, av) -> Iterator[tuple[float | None, np.ndarray, float]]:
-        """(pts seconds, RGB image, decode ms) per decodable frame; corrupt packets are counted and skipped."""
+    def _decode(self, container, av, ticks: bool = False, from_key: bool = False) -> Iterator[tuple]:
+        """(pts seconds, RGB image, decode ms) per decodable frame; corrupt packets are counted and skipped. ticks:
+        prefix the pts in stream ticks. from_key: decode nothing before the first keyframe packet (after a seek: no
+        frame is decoded from missing references)."""
         if not container.streams.video:
             raise SourceError(f"source {self.spec.text!r}: has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        if not stream.codec_context.is_open:  # (a retry after a seek decodes on the open codec)
+            stream.thread_type = "AUTO"
         for packet in container.demux(stream):
+            if from_key:
+                if packet.size and not packet.is_keyframe:
+                    continue
+                from_key = False
             t0 = time.perf_counter()
             try:
                 decoded = packet.decode()
@@ -299,8 +362,36 @@ class Source:
             for frame in decoded:
                 pts = float(frame.time) if frame.time is not None else None
                 image = frame.to_ndarray(format="rgb24")
-                yield pts, image, (time.perf_counter() - t0) * 1e3
+                ms = (time.perf_counter() - t0) * 1e3
+                yield (frame.pts, pts, image, ms) if ticks else (pts, image, ms)
                 t0 = time.perf_counter()
+
+    def _decode_from(self, container, av) -> Iterator[tuple[float | None, np.ndarray, float]]:
+        """_decode's frames from frame `self.start` on (see the class docstring)."""
+        if self.start == 0:
+            yield from self._decode(container, av)
+            return
+        table = frame_table(self.spec.target) if self.spec.kind == "file" else None
+        if table is not None and table.exact:
+            if self.start >= len(table):
+                return
+            target, stream = int(table.pts[self.start]), container.streams.video[0]
+            # the nearest keyframe first; an earlier one when the demuxer's seek lands after the target
+            for key in table.keyframes_up_to(self.start)[:3]:
+                try:
+                    container.seek(int(table.pts[key]), stream=stream, backward=True)
+                except av.FFmpegError:
+                    break
+                frames = self._decode(container, av, ticks=True, from_key=True)
+                first = next((f for f in frames if f[0] is None or f[0] >= target), None)
+                if first is not None and first[0] == target:
+                    yield first[1:]
+                    yield from (f[1:] for f in frames)
+                    return
+        with open_container(self.spec) as fresh:  # the safe way: decode from the beginning, count, discard
+            frames = self._decode(fresh, av)
+            next(itertools.islice(frames, self.start, self.start), None)  # consumes the first `start` frames
+            yield from frames
 
     @staticmethod
     def _log(message: str) -> None:

@@ -1,0 +1,61 @@
+"""Export a model folder to ONNX.
+
+The graph is rtkp.model.graph.InferenceGraph (its docstring has the contract: uint8 images, prototypes and clutter in;
+(B, K, 4) keypoint rows out; the FP16 and debug variants). The batch and the clutter summary's size are dynamic axes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..model.checkpoint import load_model
+from ..model.graph import InferenceGraph
+from .exports_index import OPSET, onnx_name, record_export
+
+
+def export_onnx(
+    model_dir: str | Path,
+    input_size: tuple[int, int] | None = None,
+    fp16: bool = False,
+    debug: bool = False,
+    out_dir: Path | None = None,
+) -> Path:
+    """Write the ONNX graph for `model_dir` (into `model_dir/onnx/` by default) and record it in exports.json."""
+    model_dir = Path(model_dir)
+    net, manifest, protos, clutter = load_model(model_dir)
+    size = tuple(input_size or manifest["input_size"])
+    out_dir = Path(out_dir or model_dir / "onnx")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / onnx_name(size, fp16, debug)
+    graph = InferenceGraph(net, fp16, debug).eval()
+    images = torch.zeros(1, size[1], size[0], 3, dtype=torch.uint8)
+    coke = manifest["head"] == "coke"
+    args = (images, protos.float(), clutter.float()) if coke else (images,)
+    inputs = ["images", "prototypes", "clutter"] if coke else ["images"]
+    outputs = ["keypoints", "similarity"] if debug else ["keypoints"]
+    axes = {"images": {0: "batch"}, "keypoints": {0: "batch"}}
+    if coke:
+        axes["clutter"] = {0: "clutter"}
+    if debug:
+        axes["similarity"] = {0: "batch"}
+    tmp = path.with_name(path.name + ".tmp")
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of torch.export; it is the one this graph's parity tests
+        # were run with, and it is still part of torch 2.x.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            graph,
+            args,
+            str(tmp),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    tmp.replace(path)
+    record_export(model_dir, path, manifest, size, "fp16" if fp16 else "fp32", debug, torch.__version__)
+    return path

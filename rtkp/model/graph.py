@@ -1,0 +1,61 @@
+"""The network's inference graph: the one forward definition that every runtime executes.
+
+The PyTorch backend runs it, `graphs.onnx` exports it (and TensorRT builds from that export), and calibration runs it
+on training crops; evaluation goes through a backend, so it measures exactly what `rtkp run` executes.
+
+  inputs   images      (B, H, W, 3) uint8 RGB at the model size (normalisation is inside the graph)
+           prototypes  (K, D) float32   (CoKe only: keypoints can be swapped at run time without re-exporting)
+           clutter     (S, D) float32   (CoKe only: the clutter summary)
+  outputs  keypoints   (B, K, 4) float32 = x, y (model-input pixels, sub-pixel refined), score, clutter_score
+           similarity  (B, K, H/4, W/4) float32 (CoKe similarity maps, or the heatmaps), only in the debug variant
+
+A keypoint is visible when score − clutter_score > margin (rtkp.visibility; the margin lives in the manifest).
+
+The FP16 variant runs the backbone and the decoder's merge in half precision between float32 inputs and outputs
+(TensorRT 11 builds strongly typed networks only, so precision must be in the graph); the final projection,
+normalisation, matching, peak finding and sub-pixel refinement stay float32, because the peak and the quadratic fit
+depend on small differences of similarities near 1.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .decode import coke_keypoints, heatmap_keypoints
+from .network import STRIDE, KeypointNet
+
+
+class InferenceGraph(nn.Module):
+    """(B, H, W, 3) uint8 (+ prototypes (K, D), clutter (S, D) for CoKe) -> (B, K, 4); see the module docstring.
+
+    Takes `net` over: its dtypes are set in place (float32, or the FP16 split), so pass a net that nothing else
+    still trains or runs in another precision.
+    """
+
+    def __init__(self, net: KeypointNet, fp16: bool = False, debug: bool = False):
+        super().__init__()
+        self.net = net.float()
+        if fp16:
+            # half precision for the body only; the last 1×1 projection, normalisation and heads stay float32.
+            # Measured on the 96 DLC test keypoints: all-FP16 moved one by 4.2 px; this split moves two by 3.3 px
+            # (a near-tie between two cells of CoKe's flat similarity peak), the other 94 by < 0.5 px (median
+            # 0.03 px); keeping the decoder float32 as well changed nothing, so it runs in FP16 too.
+            self.net.backbone.half()
+            self.net.decoder.half()
+            self.net.decoder.project.float()
+            self.net.mean, self.net.std = self.net.mean.half(), self.net.std.half()
+        self.fp16 = fp16
+        self.debug = debug
+
+    def forward(
+        self, images: torch.Tensor, prototypes: torch.Tensor | None = None, clutter: torch.Tensor | None = None
+    ):
+        """-> keypoints (B, K, 4), or (keypoints, similarity (B, K, H/4, W/4)) in the debug variant."""
+        # .float() is a no-op in FP32 and the half -> float boundary in FP16
+        out = self.net.head_out(self.net.body(images).float())
+        if self.net.head == "heatmap":
+            kp = heatmap_keypoints(out, STRIDE)
+            return (kp, out) if self.debug else kp
+        kp, sim = coke_keypoints(out, prototypes, clutter, STRIDE)
+        return (kp, sim) if self.debug else kp
