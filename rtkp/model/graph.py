@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .decode import coke_keypoints, heatmap_keypoints
+from .peaks import coke_keypoints, heatmap_keypoints
 from .network import STRIDE, KeypointNet
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import TAP_CHANNELS, build_backbone
-from .decoder import HypercolumnDecoder
+from .hypercolumn import HypercolumnDecoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rtkp.model.decode import coke_keypoints, grid_to_pixels, heatmap_keypoints, refine_peaks
+from rtkp.model.peaks import coke_keypoints, grid_to_pixels, heatmap_keypoints, refine_peaks
 
 
 @pytest.mark.parametrize("x0, y0", [(7.3, 4.8), (10.0, 10.0), (3.62, 12.41), (15.49, 2.51)])
