@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .peaks import coke_keypoints, heatmap_keypoints
 from .network import STRIDE, KeypointNet
+from .peaks import coke_keypoints, heatmap_keypoints
 
 
 class InferenceGraph(nn.Module):
