@@ -358,11 +358,14 @@ def cmd_keys(args) -> int:
 
 def cmd_doctor(args) -> int:
     from .backends import doctor
+    from .errors import EngineError
 
     statuses = doctor()
     for s in statuses:
         print(f"{s.name:18} {'ok' if s.available else 'no':3} {s.detail}")
-    return 0 if any(s.available for s in statuses) else 1
+    if not any(s.available for s in statuses):
+        raise EngineError("no inference backend works here: pip install onnxruntime (see the list above)")
+    return 0
 
 
 COMMANDS = {

@@ -67,3 +67,36 @@ class ModelResult:
     bank_version: int = 0
     slot: int | None = None
     image: np.ndarray | None = None
+
+
+# Stage -> parent reports (the run's report queue). KeypointFrames travel on it too, for CollectSink.
+
+
+@dataclass(frozen=True)
+class StageError:
+    """A stage could not go on: `stage` is decode, infer or post; `message` is one line for the user."""
+
+    stage: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StageSummary:
+    """A stage's figures at its end (counters, timings), merged into the run summary under `stage`."""
+
+    stage: str
+    figures: dict
+
+
+@dataclass(frozen=True)
+class BackendReady:
+    """The inference stage has loaded the model on this backend (its name says the precision too)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Frames the post stage has finished so far."""
+
+    frames: int

@@ -155,6 +155,16 @@ def remux(src: Path, dst: Path, fmt: str | None = None, options: dict | None = N
     return dst
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (fixed ports collide with other runs on the machine,
+    e.g. a second test suite)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start_live_run(model: Path, publish: str = "none", *extra: str):
     """`rtkp run` in its own process on a 30 fps real-time lavfi source (endless unless --max-frames is given)."""
     import subprocess

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import remux, write_video
+from conftest import free_port, remux, write_video
 
 from rtkp.errors import ModelError, SourceError
 from rtkp.messages import Frame
@@ -194,7 +194,7 @@ def test_run_publishes_over_zeromq(tiny_model, tmp_path):
     import msgpack
     import zmq
 
-    endpoint = "tcp://127.0.0.1:5731"
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
     received = []
     ctx = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)

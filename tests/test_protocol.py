@@ -11,18 +11,17 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from conftest import start_live_run
+from conftest import free_port, start_live_run
 
 from rtkp.client import ProtocolError, Subscriber, write_keys
 from rtkp.messages import KeypointFrame
 from rtkp.pipeline.publish import Publisher
 
 REPO = Path(__file__).resolve().parent.parent
-_port = iter(range(5800, 5900))
 
 
 def _endpoint():
-    return f"tcp://127.0.0.1:{next(_port)}"
+    return f"tcp://127.0.0.1:{free_port()}"
 
 
 def _kf(i, k=3):

@@ -12,7 +12,7 @@ from contextlib import redirect_stderr
 from pathlib import Path
 
 import pytest
-from conftest import start_live_run, write_video
+from conftest import free_port, start_live_run, write_video
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -213,7 +213,7 @@ def test_a_stream_that_stops_and_comes_back_is_reconnected():
 
     from rtkp.pipeline.sources import Source, parse_source
 
-    port = 5931
+    port = free_port()
     server = mp.get_context("spawn").Process(target=_flaky_server, args=(port,), daemon=True)
     server.start()
     _wait_listening(port)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..config import RunConfig, SmoothingConfig
 from ..errors import Interrupted, PipelineError, SourceError
+from ..messages import BackendReady, KeypointFrame, Progress, StageError, StageSummary
 from .shm import FrameRing, LatestChannel, LosslessChannel, sweep_stale
 from .stages import decode_worker, infer_worker, post_worker
 
@@ -145,22 +146,24 @@ def _collect(report, summary: dict, errors: list, callbacks, timeout: float) -> 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            kind, *payload = report.get(timeout=max(deadline - time.monotonic(), 0.001))
+            msg = report.get(timeout=max(deadline - time.monotonic(), 0.001))
         except queue.Empty:
             return
         deadline = time.monotonic()  # more only if already queued
-        if kind == "error":
-            errors.append(f"{payload[0]} stage: {payload[1]}")
-        elif kind == "frame":
+        if isinstance(msg, StageError):
+            errors.append(f"{msg.stage} stage: {msg.message}")
+        elif isinstance(msg, KeypointFrame):
             if on_frame is not None:
-                on_frame(payload[0])
-        elif kind == "progress":
+                on_frame(msg)
+        elif isinstance(msg, Progress):
             if on_progress is not None:
-                on_progress(payload[0])
-        else:
-            summary[kind] = payload[0]
-            if kind == "backend" and on_backend is not None:
-                on_backend(payload[0])
+                on_progress(msg.frames)
+        elif isinstance(msg, BackendReady):
+            summary["backend"] = msg.name
+            if on_backend is not None:
+                on_backend(msg.name)
+        elif isinstance(msg, StageSummary):
+            summary[msg.stage] = msg.figures
 
 
 def _shutdown(procs: dict, grace_s: float = JOIN_S) -> None:

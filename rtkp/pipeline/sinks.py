@@ -139,7 +139,7 @@ class CollectSink:
         self.report = report
 
     def write(self, item: SinkItem) -> None:
-        self.report.put(("frame", item.kf))
+        self.report.put(item.kf)
 
     def close(self, complete: bool) -> dict:
         return {}

@@ -2,8 +2,8 @@
 
 Each function is a process's whole life: build its part of the Tracker, move frames, report a summary at the end.
 What a frame becomes is the Tracker's business (tracker.py: ModelStage here in inference, KeypointStage in post);
-where it goes is the sinks' (sinks.py). Messages: ModelResult (inference → post), tuples (kind, payload) on the
-report queue (→ parent).
+where it goes is the sinks' (sinks.py). Messages (messages.py, frozen dataclasses): ModelResult (inference → post);
+StageError, StageSummary, BackendReady, Progress and KeypointFrame on the report queue (→ parent).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from ..errors import RtkpError
-from ..messages import ModelResult
+from ..messages import BackendReady, ModelResult, Progress, StageError, StageSummary
 
 PROGRESS_EVERY_S = 0.2  # how often the post stage tells the parent how many frames are done
 
@@ -48,11 +48,11 @@ def decode_worker(opts, channel, stop, ready, report) -> None:
                 source.stopped = True
                 break
     except RtkpError as exc:
-        report.put(("error", "decode", str(exc)))
+        report.put(StageError("decode", str(exc)))
     finally:
         channel.end()
         report.put(
-            (
+            StageSummary(
                 "decode",
                 {
                     "frames": produced,
@@ -75,12 +75,12 @@ def infer_worker(opts, channel, results, ready, report, pixels_downstream: bool)
         backend = open_backend(opts.model, opts.backend, threads=opts.threads, precision=opts.precision)
         stage = ModelStage(backend, read_model_info(opts.model).manifest)
     except RtkpError as exc:
-        report.put(("error", "infer", str(exc)))
+        report.put(StageError("infer", str(exc)))
         ready.set()
         _drain(channel)
         results.put(None)
         return
-    report.put(("backend", backend.name))
+    report.put(BackendReady(backend.name))
     ready.set()
     taken = superseded = 0
     for batch in _batches(channel, opts.run.batch):
@@ -115,7 +115,7 @@ def infer_worker(opts, channel, results, ready, report, pixels_downstream: bool)
             timings.update(inference=infer_ms, batch=len(pending))
             results.put(ModelResult(meta, size, r, timings, dropped, stage.bank_version, slot, image))
     results.put(None)
-    report.put(("infer", {"frames": taken, "superseded": superseded, "unconsumed": channel.unconsumed()}))
+    report.put(StageSummary("infer", {"frames": taken, "superseded": superseded, "unconsumed": channel.unconsumed()}))
     backend.close()
 
 
@@ -221,7 +221,7 @@ def post_worker(opts, results, channel, ring, report, stop) -> None:
     try:
         sinks = _open_sinks(opts, context, report, stop, status)
     except RtkpError as exc:
-        report.put(("error", "post", str(exc)))
+        report.put(StageError("post", str(exc)))
         stop.set()
         sinks = []
     pixels = any(s.needs_pixels for s in sinks)
@@ -247,7 +247,7 @@ def post_worker(opts, results, channel, ring, report, stop) -> None:
             try:
                 sink.write(item)
             except RtkpError as exc:  # e.g. a full disk: say so and stop the run rather than track on for nothing
-                report.put(("error", "post", f"{sink.name}: {exc}"))
+                report.put(StageError("post", f"{sink.name}: {exc}"))
                 stop.set()
             stats.add(sink.name, (time.perf_counter() - t0) * 1e3)
             if sink.name == "publish":
@@ -258,7 +258,7 @@ def post_worker(opts, results, channel, ring, report, stop) -> None:
             channel.release(result.slot)
         if last_progress is None or time.monotonic() - last_progress >= PROGRESS_EVERY_S:
             last_progress = time.monotonic()
-            report.put(("progress", frames))
+            report.put(Progress(frames))
     complete = not stop.is_set()
     summary = {
         "frames": frames,
@@ -274,6 +274,6 @@ def post_worker(opts, results, channel, ring, report, stop) -> None:
         try:
             summary.update(sink.close(complete))
         except RtkpError as exc:
-            report.put(("error", "post", f"{sink.name}: {exc}"))
-    report.put(("progress", frames))
-    report.put(("post", summary))
+            report.put(StageError("post", f"{sink.name}: {exc}"))
+    report.put(Progress(frames))
+    report.put(StageSummary("post", summary))
