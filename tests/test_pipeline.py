@@ -292,3 +292,22 @@ def test_lossless_batches_never_mix_up_frames(tmp_path):
     assert np.median(moved) > 5  # consecutive poses differ, so a mix-up would show
     for kf, r in zip(got, ref):
         assert np.median(np.linalg.norm(kf.keypoints - r, axis=1)) < 0.5  # batch-4 vs batch-1 numerics only
+
+
+def _set_later(flag, delay):
+    time.sleep(delay)
+    flag.set()
+
+
+def test_flag_crosses_processes_without_a_lock():
+    """stop/ready are lock-free shared bytes: a stage killed while using one cannot leave the parent hanging on it."""
+    from rtkp.pipeline.shm import Flag
+
+    ctx = mp.get_context("spawn")
+    flag = Flag(ctx)
+    assert not flag.is_set() and not flag.wait(0.05)
+    p = ctx.Process(target=_set_later, args=(flag, 0.2))
+    p.start()
+    assert flag.wait(30) and flag.is_set()
+    p.join(30)
+    assert not hasattr(flag, "_lock") and not any("Lock" in type(v).__name__ for v in vars(flag).values())

@@ -87,6 +87,20 @@ class _Output:
         return self.text
 
 
+def _wait_exit(proc, *outputs: _Output) -> None:
+    """Wait for `proc` to exit; if it does not within EXITS_WITHIN_S, end it (and its workers) and fail showing what
+    it printed, rather than leave a hung run behind."""
+    try:
+        proc.wait(timeout=EXITS_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        for pid in [*_children(proc.pid), proc.pid]:
+            os.kill(pid, signal.SIGKILL)
+        proc.wait()
+        raise AssertionError(
+            f"did not exit within {EXITS_WITHIN_S} s; it printed {[o.rest() for o in outputs]}"
+        ) from None
+
+
 def _workers(proc, n=3) -> list[int]:
     kids = [k for k in _children(proc.pid) if _is_worker(k)]
     assert len(kids) == n, f"expected {n} worker processes, found {kids}"
@@ -116,7 +130,7 @@ def test_signal_during_run_stops_cleanly(tiny_model, sig):
     workers, out, err = _tracking(proc)
     assert _segments(proc.pid)  # the run's ring exists while it runs (so the check after the stop means something)
     proc.send_signal(sig)
-    proc.wait(timeout=EXITS_WITHIN_S)
+    _wait_exit(proc, out, err)
     out, err = out.rest(), err.rest()
     assert proc.returncode == 0 and "frames in" in out and "Traceback" not in err
     assert f"stopped by {sig.name}" in err
@@ -146,7 +160,7 @@ def test_sigint_during_export_leaves_no_complete_looking_output(tiny_model, tmp_
     err.wait_for(r"tracking.*\| *[1-9]\d*/")  # the progress bar shows frames done: the pipeline is running
     _workers(proc)
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=EXITS_WITHIN_S)
+    _wait_exit(proc, err)
     err = err.rest()
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     assert "run the same command again to resume" in err
@@ -162,7 +176,7 @@ def test_a_killed_worker_is_detected_and_named(tiny_model, victim):
     workers, out, err = _tracking(proc)
     workers = sorted(workers)
     os.kill(workers[victim], signal.SIGKILL)
-    proc.wait(timeout=EXITS_WITHIN_S)
+    _wait_exit(proc, out, err)
     err = err.rest()
     assert proc.returncode != 0
     lines = [line for line in err.splitlines() if "error" in line]

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..config import RunConfig, SmoothingConfig
 from ..errors import Interrupted, PipelineError, SourceError
 from ..messages import BackendReady, KeypointFrame, Progress, StageError, StageSummary
-from .shm import FrameRing, LatestChannel, LosslessChannel, sweep_stale
+from .shm import Flag, FrameRing, LatestChannel, LosslessChannel, sweep_stale
 from .stages import decode_worker, infer_worker, post_worker
 
 POLL_S = 0.1
@@ -80,7 +80,7 @@ def run_pipeline(
     slot_bytes = max(frame_bytes, 1920 * 1080 * 3) if Path(opts.source).is_dir() else frame_bytes
     ring = FrameRing(opts.run.slots, slot_bytes)
     channel = (LatestChannel if opts.policy == "live" else LosslessChannel)(ctx, ring)
-    stop, ready, report, results = ctx.Event(), ctx.Event(), ctx.Queue(), ctx.SimpleQueue()
+    stop, ready, report, results = Flag(ctx), Flag(ctx), ctx.Queue(), ctx.SimpleQueue()
     pixels = opts.display or bool(opts.record)
     procs = {
         "decode": ctx.Process(target=decode_worker, args=(opts, channel, stop, ready, report), name="rtkp-decode"),

@@ -17,6 +17,7 @@ import os
 import secrets
 import struct
 import sys
+import time
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -129,6 +130,30 @@ class FrameRing:
                 self.shm.unlink()
             except FileNotFoundError:
                 pass
+
+
+class Flag:
+    """A cross-process yes/no (the run's stop and ready signals) in shared memory, with no lock.
+
+    A multiprocessing Event guards its flag with a lock; a stage killed while inside `is_set()` or `set()` leaves that
+    lock taken, and the parent, which must still be able to stop the run, would hang on it for ever. A byte that is
+    only ever written from 0 to 1 needs no lock. `wait` polls (every 10 ms): fine for start-up and stop signals.
+    """
+
+    def __init__(self, ctx):
+        self._value = ctx.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._value.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._value.value)
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self._value.value and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.is_set()
 
 
 class LosslessChannel:
