@@ -67,11 +67,11 @@ def model_only(
     precision: str | None = None,
 ) -> dict:
     """Batch-1 latency of backend.infer on preprocessed frames (after a warm-up)."""
-    from .tracker import Tracker
+    from .tracker import ModelStage
 
     backend = open_backend(model, backend_name, threads=threads, precision=precision)
-    tracker = Tracker(backend, read_model_info(model).manifest)
-    inputs = [tracker.preprocess(im)[None] for im in images]
+    stage = ModelStage(backend, read_model_info(model).manifest)
+    inputs = [stage.preprocess(im)[None] for im in images]
     for x in inputs[:5]:
         backend.infer(x)
     lat, t0, i = [], time.perf_counter(), 0

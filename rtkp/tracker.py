@@ -112,16 +112,6 @@ class Tracker:
         self.keypoints = KeypointStage(manifest, smoothing)
         self.keypoint_names = self.keypoints.keypoint_names
 
-    @property
-    def backend(self):
-        return self.model.backend
-
-    def preprocess(self, image: np.ndarray) -> np.ndarray:
-        return self.model.preprocess(image)
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self.model.infer(batch)
-
     def process(self, frame: Frame) -> KeypointFrame:
         t0 = time.perf_counter()
         model_input = self.model.preprocess(frame.image)

@@ -91,15 +91,14 @@ def infer_worker(opts, channel, results, ready, report, pixels_downstream: bool)
             t0 = time.perf_counter()
             inputs.append(stage.preprocess(frame.image))
             timings = {"decode": frame.decode_ms, "preprocess": (time.perf_counter() - t0) * 1e3}
-            keep = pixels_downstream
             pending.append(
                 (
                     dataclasses.replace(frame, image=None),
                     (frame.image.shape[1], frame.image.shape[0]),
                     timings,
                     dropped,
-                    slot if keep and slot >= 0 else None,
-                    frame.image if keep and slot < 0 else None,  # came through the pipe: travels on
+                    slot if pixels_downstream and slot >= 0 else None,
+                    frame.image if pixels_downstream and slot < 0 else None,  # came through the pipe: travels on
                 )
             )
         # np.stack copies: only after it may the slots go back, because a letterbox that changes nothing returns
@@ -225,6 +224,8 @@ def post_worker(opts, results, channel, ring, report, stop) -> None:
         stop.set()
         sinks = []
     pixels = any(s.needs_pixels for s in sinks)
+    # capture->publish is taken right after the publisher (first in line, see _open_sinks), else after every sink
+    latency_after = 0 if sinks and sinks[0].name == "publish" else len(sinks) - 1
     for result in iter(results.get, None):
         kf = stage.finish(result)
         now_ns = time.monotonic_ns()
@@ -240,19 +241,18 @@ def post_worker(opts, results, channel, ring, report, stop) -> None:
             p50 = stats.percentiles("capture_to_publish").get("p50", 0)
             hud = f"{fps:5.1f} fps  {p50:5.1f} ms  drops {dropped}"
         item = SinkItem(kf, image, hud, context)
-        for sink in sinks:
-            if image is None and sink.needs_pixels:
-                continue
-            t0 = time.perf_counter()
-            try:
-                sink.write(item)
-            except RtkpError as exc:  # e.g. a full disk: say so and stop the run rather than track on for nothing
-                report.put(StageError("post", f"{sink.name}: {exc}"))
-                stop.set()
-            stats.add(sink.name, (time.perf_counter() - t0) * 1e3)
-            if sink.name == "publish":
+        for i, sink in enumerate(sinks):
+            if not (image is None and sink.needs_pixels):
+                t0 = time.perf_counter()
+                try:
+                    sink.write(item)
+                except RtkpError as exc:  # e.g. a full disk: say so and stop the run rather than track on for nothing
+                    report.put(StageError("post", f"{sink.name}: {exc}"))
+                    stop.set()
+                stats.add(sink.name, (time.perf_counter() - t0) * 1e3)
+            if i == latency_after:
                 stats.add("capture_to_publish", (time.monotonic_ns() - kf.capture_ns) / 1e6)
-        if not any(s.name == "publish" for s in sinks):
+        if not sinks:
             stats.add("capture_to_publish", (time.monotonic_ns() - kf.capture_ns) / 1e6)
         if result.slot is not None:
             channel.release(result.slot)
