@@ -65,6 +65,11 @@ def _add_eval(sub) -> None:
     )
     _add_precision(p)
     p.add_argument("--occlusion", action="store_true", help="also evaluate under occlusion levels L0..L3")
+    p.add_argument(
+        "--occluders",
+        metavar="DIR",
+        help="with --occlusion: cut the occluders from the .jpg/.png photos under DIR (default: synthetic textures)",
+    )
     p.add_argument("--json", help="write the figures to this JSON file")
     p.add_argument("--plot", help="write PCK plots to this image file (.png/.pdf)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -57,6 +57,13 @@ def cmd_eval(args) -> int:
     from .data.load import load_split
     from .evaluate import evaluate, format_report, plot_report
 
+    photos = None
+    if args.occluders:
+        from .data.occlude import load_photos
+
+        if not args.occlusion:
+            raise ConfigError("--occluders needs --occlusion (the occluders are only pasted for the occlusion levels)")
+        photos = load_photos(args.occluders)
     data = load_split(args.data, args.split, "test", args.images)
     report = evaluate(
         Path(args.model),
@@ -65,6 +72,8 @@ def cmd_eval(args) -> int:
         progress=not args.quiet,
         backend=args.backend,
         precision=args.precision,
+        photos=photos,
+        photos_source=args.occluders,
     )
     print(format_report(report))
     if args.json:

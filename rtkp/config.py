@@ -88,6 +88,13 @@ class CokeConfig:
     # are well apart (>= ~6 cells): on the DLC mouse, whose ears are 5 cells apart, it confused left and right ear.
     ring_per_keypoint: int = field(default=0, metadata=_rule(_nonneg_int, "an integer >= 0"))
     clutter_loss_weight: float = field(default=0.5, metadata=_rule(_nonneg, "a number >= 0"))
+    # Localisation term (rtkp.model.loss.localisation_loss): softmax(similarity / temperature) over the crop must match
+    # a Gaussian of `localise_sigma` cells at the label; models trained with it refine peaks by soft-argmax.
+    # The best match of each hidden keypoint (covered, outside the crop, empty scene) is pushed to the clutter, with
+    # this weight (0: off; rtkp.train.hidden_peaks).
+    hidden_weight: float = field(default=0.0, metadata=_rule(_nonneg, "a number >= 0"))
+    localise_weight: float = field(default=0.0, metadata=_rule(_nonneg, "a number >= 0"))
+    localise_sigma: float = field(default=1.0, metadata=_rule(_positive, "a positive number (feature cells)"))
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,21 @@ class AugmentConfig:
     noise: float = field(default=0.02, metadata=_rule(_fraction, "a number in [0, 1]"))
     occluder: float = field(default=0.5, metadata=_rule(_fraction, "a probability in [0, 1]"))
     background_crop: float = field(default=0.1, metadata=_rule(_fraction, "a probability in [0, 1]"))
+    # Folders of photographs that occluders are cut from (besides synthetic textures), for `photo_share` of them.
+    # Paths are relative to the working directory. Keep evaluation photos out of this list.
+    occluder_photos: tuple = field(
+        default=(),
+        metadata=_rule(lambda v: isinstance(v, (list, tuple)) and all(isinstance(p, str) for p in v), "a folder list"),
+    )
+    photo_share: float = field(default=0.5, metadata=_rule(_fraction, "a probability in [0, 1]"))
+    # Share of crops cut from the training frames' median (the scene without the object, rtkp.data.background), with
+    # every keypoint hidden. Skipped, with a note, when the object stays in view in the median.
+    empty_share: float = field(default=0.0, metadata=_rule(_fraction, "a probability in [0, 1]"))
+    # Share of crops centred on a hard negative: a background cell that the current model scores high against some
+    # keypoint, mined on whole training frames every `hard_every` steps (rtkp.mining). 0 turns mining off.
+    hard_crop: float = field(default=0.0, metadata=_rule(_fraction, "a probability in [0, 1]"))
+    hard_every: int = field(default=100, metadata=_rule(_positive_int, "a positive integer (steps)"))
+    hard_frames: int = field(default=8, metadata=_rule(_positive_int, "a positive integer (frames per refresh)"))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ PCK threshold: a fraction of the larger side of the object's box, the box of its
 Occlusion: occluders cover 0, 20–40, 40–60, 60–80 % of the object's box (padded keypoint box, see data/occlude.py);
 PCK is measured on the keypoints left uncovered, visibility accuracy on the covered ones (reported hidden = correct).
 Each image is occluded OCCLUSION_DRAWS times per level (more samples than the few test images give), from generators
-seeded by (image index, level, draw), so every model sees exactly the same occluded images.
+seeded by (image index, level, draw), so every model sees exactly the same occluded images. The occluders' pixels are
+synthetic textures, or cut from real photographs (`photos`, `rtkp eval --occluders DIR`); the report says which.
 
 Predictions go through the same backend and Tracker as `rtkp run` and `rtkp export` (rtkp.backends.open_backend,
 rtkp.tracker.Tracker), so the figures are those of the graph and precision that actually run; the report names both.
@@ -72,10 +73,14 @@ def evaluate(
     backend: str = "auto",
     precision: str | None = None,
     threads: int = 0,
+    photos: list[np.ndarray] | None = None,
+    photos_source: str | Path | None = None,
 ) -> dict:
     """Figures for `model_dir` on `data` (use the test split). See the module docstring for definitions.
 
     backend, precision, threads: as for rtkp.backends.open_backend ("auto": what `rtkp run` would pick).
+    photos: (h, w, 3) uint8 RGB images (rtkp.data.occlude.load_photos) to cut occluders from; None: synthetic
+    textures. photos_source: where they came from (a folder), for the report's "occluders" entry.
     """
     from .backends import open_backend, read_model_info
 
@@ -87,12 +92,28 @@ def evaluate(
         raise DataError(f"the model's keypoints {names} differ from the data's {data.keypoint_names}")
     runtime = open_backend(model_dir, backend, threads=threads, precision=precision)
     try:
-        return _figures(runtime, manifest, str(model_dir), data, occlusion, progress)
+        return _figures(runtime, manifest, str(model_dir), data, occlusion, progress, photos, photos_source)
     finally:
         runtime.close()
 
 
-def _figures(backend, manifest: dict, model: str, data: Dataset, occlusion: bool, progress: bool) -> dict:
+def _occluders_label(photos: list[np.ndarray] | None, source: str | Path | None) -> str:
+    """The report's "occluders" entry: "synthetic", or "photos:<folder>" (the count when no folder was named)."""
+    if photos is None:
+        return "synthetic"
+    return f"photos:{source}" if source is not None else f"photos:<{len(photos)} images>"
+
+
+def _figures(
+    backend,
+    manifest: dict,
+    model: str,
+    data: Dataset,
+    occlusion: bool,
+    progress: bool,
+    photos: list[np.ndarray] | None = None,
+    photos_source: str | Path | None = None,
+) -> dict:
     from tqdm import tqdm
 
     images = [s.load_image() for s in tqdm(data.samples, desc="load", disable=not progress, file=sys.stderr)]
@@ -110,6 +131,7 @@ def _figures(backend, manifest: dict, model: str, data: Dataset, occlusion: bool
     report.update(position_figures(pred_xy, gt, labelled, scale, data.keypoint_names))
     report["visible_rate"] = float(pred_visible[labelled].mean())
     if occlusion:
+        report["occluders"] = _occluders_label(photos, photos_source)
         report["occlusion"] = {}
         for li, (level, cov) in enumerate(
             tqdm(LEVELS.items(), desc="occlusion", disable=not progress, file=sys.stderr)
@@ -120,7 +142,7 @@ def _figures(backend, manifest: dict, model: str, data: Dataset, occlusion: bool
                 occ_images = []
                 for i, (im, s) in enumerate(zip(images, data.samples)):
                     rng = np.random.default_rng([1234, i, li, d])
-                    im2, mask = paste_occluders(rng, im, object_box(s.keypoints, s.visible), cov)
+                    im2, mask = paste_occluders(rng, im, object_box(s.keypoints, s.visible), cov, photos)
                     occ_images.append(im2)
                     hidden.append(covered(mask, s.keypoints) & s.visible)
                 xy, v = _predict_all(backend, manifest, occ_images)
@@ -159,6 +181,9 @@ def format_report(report: dict) -> str:
         lines.append(
             f"  {name:>12}: RMSE {k['rmse_px']:6.2f} px  PCK@0.05 {k['pck']['0.05']:.3f}  PCK@0.1 {k['pck']['0.1']:.3f}"
         )
+    if "occlusion" in report:
+        # reports recorded before photo occluders existed used synthetic textures
+        lines.append(f"  occluders: {report.get('occluders', 'synthetic')}")
     for level, o in report.get("occlusion", {}).items():
         acc, kept = o["visibility_accuracy_covered"], o["pck_0.1_kept"]
         lines.append(

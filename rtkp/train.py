@@ -17,13 +17,17 @@ import numpy as np
 import torch
 
 from .config import Config
-from .data.augment import augment_sample, resolve_flip_pairs
+from .data.augment import augment_sample
+from .data.background import empty_background
+from .data.occlude import load_photos
 from .data.sample import Dataset
+from .data.sides import pair_sides, resolve_flip_pairs
 from .errors import ConfigError
 from .geometry import Letterbox
+from .mining import HardNegatives
 from .model.banks import ClutterBank, KeypointBank
 from .model.checkpoint import load_training_state, save_model, save_training_state
-from .model.loss import coke_loss, gaussian_targets, heatmap_loss, sample_features
+from .model.loss import coke_loss, gaussian_targets, heatmap_loss, localisation_loss, sample_features
 from .model.network import STRIDE, KeypointNet
 
 # Fewer labelled frames than this and the recipe overfits: the shipped mouse model trained on 92 frames (test RMSE
@@ -44,11 +48,13 @@ def few_frames_warning(data: Dataset) -> str | None:
 
 @dataclass
 class Batch:
-    """images (B, h, w, 3) uint8; keypoints (B, K, 2) crop pixels; visible (B, K) bool."""
+    """images (B, h, w, 3) uint8; keypoints (B, K, 2) crop pixels; visible (B, K) bool;
+    anchors (B, 2) crop pixels of the hard negative a crop is centred on (NaN for other crops)."""
 
     images: torch.Tensor
     keypoints: torch.Tensor
     visible: torch.Tensor
+    anchors: torch.Tensor | None = None
 
 
 class BatchMaker:
@@ -60,35 +66,61 @@ class BatchMaker:
         self.visible = [s.visible for s in data.samples]
         self.scales = [Letterbox.fit(im.shape[1::-1], cfg.model.input_size).scale for im in self.images]
         self.flip_pairs = resolve_flip_pairs(data.keypoint_names, cfg.augment.flip_pairs)
+        self.photos = [im for folder in cfg.augment.occluder_photos for im in load_photos(folder)]
+        self.empty = None
+        if cfg.augment.empty_share > 0:
+            self.empty, why = empty_background(self.images, self.keypoints, self.visible)
+            if self.empty is None:
+                print(f"rtkp train: note: no empty-scene crops ({why})", file=sys.stderr)
+            else:
+                self.empty_scale = Letterbox.fit(self.empty.shape[1::-1], cfg.model.input_size).scale
+        self.hard = HardNegatives(len(self.images), min_cells=cfg.coke.clutter_min_distance)
         self.cfg = cfg
 
     def draw(self, rng: np.random.Generator, batch_size: int) -> Batch:
-        crops, kps, vis = [], [], []
+        crops, kps, vis, anchors = [], [], [], []
+        centre_px = np.array([(self.cfg.augment.crop_size[0] - 1) / 2, (self.cfg.augment.crop_size[1] - 1) / 2])
         for i in rng.integers(0, len(self.images), batch_size):
+            centre = None
+            if self.cfg.augment.hard_crop > 0 and self.hard.has(i) and rng.random() < self.cfg.augment.hard_crop:
+                centre = self.hard.pick(rng, i)
+            anchors.append(centre_px if centre is not None else np.full(2, np.nan))
+            image, keypoints, visible, scale = self.images[i], self.keypoints[i], self.visible[i], self.scales[i]
+            if self.empty is not None and centre is None and rng.random() < self.cfg.augment.empty_share:
+                # the scene without the object: all keypoints hidden (positions are irrelevant then)
+                image, visible, scale = self.empty, np.zeros_like(visible), self.empty_scale
             c, k, v = augment_sample(
-                rng,
-                self.images[i],
-                self.keypoints[i],
-                self.visible[i],
-                self.cfg.augment,
-                self.flip_pairs,
-                self.scales[i],
+                rng, image, keypoints, visible, self.cfg.augment, self.flip_pairs, scale, centre, self.photos
             )
             crops.append(c)
             kps.append(k)
             vis.append(v)
         return Batch(
-            torch.from_numpy(np.stack(crops)), torch.from_numpy(np.stack(kps)), torch.from_numpy(np.stack(vis))
+            torch.from_numpy(np.stack(crops)),
+            torch.from_numpy(np.stack(kps)),
+            torch.from_numpy(np.stack(vis)),
+            torch.from_numpy(np.stack(anchors).astype(np.float32)),
         )
 
 
+# a hard negative's cell and its 4 neighbours go first among a crop's clutter samples
+_ANCHOR_CELLS = np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]], np.float32)
+
+
 def clutter_points(rng: np.random.Generator, batch: Batch, per_image: int, min_cells: float) -> torch.Tensor:
-    """(B, per_image, 2) pixel positions of feature cells `min_cells` or more cells from every visible keypoint."""
+    """(B, per_image, 2) pixel positions of feature cells `min_cells` or more cells from every visible keypoint.
+
+    A crop centred on a hard negative (batch.anchors) samples that cell and its neighbours first.
+    """
     b, h, w = batch.images.shape[:3]
     gh, gw = h // STRIDE, w // STRIDE
     out = np.zeros((b, per_image, 2), np.float32)
     for i in range(b):
         cells = np.stack([rng.integers(0, gw, per_image * 4), rng.integers(0, gh, per_image * 4)], 1).astype(np.float32)
+        if batch.anchors is not None and not torch.isnan(batch.anchors[i]).any():
+            anchor = np.round((batch.anchors[i].numpy() + 0.5) / STRIDE - 0.5)
+            near = np.clip(anchor + _ANCHOR_CELLS, 0, [gw - 1, gh - 1])
+            cells = np.concatenate([near, cells])
         kp = (batch.keypoints[i][batch.visible[i]].numpy() + 0.5) / STRIDE - 0.5
         if len(kp):
             dist = np.linalg.norm(cells[:, None] - kp[None], axis=2).min(1)
@@ -122,6 +154,34 @@ def ring_points(rng: np.random.Generator, batch: Batch, per_keypoint: int, radiu
         cells = np.where(ok[:, None], cells, fallback)
         out[i] = (cells + 0.5) * STRIDE - 0.5
     return torch.from_numpy(out)
+
+
+def hidden_peaks(feats: torch.Tensor, prototypes: torch.Tensor, batch: Batch, min_cells: float) -> torch.Tensor:
+    """(N, D) the features where each hidden keypoint's prototype matches best in its crop, away from visible ones.
+
+    feats: (B, D, h, w) unit features; prototypes: (K, D). A keypoint under an occluder, outside the crop or in an
+    empty scene has no right answer anywhere in the crop, so its best match is a negative: these join the clutter
+    term. Without it the model was never told that a covered keypoint is absent, and the best match, often the
+    occluder's edge next to it, kept a keypoint-like feature (the first mouse model flagged 55 % of covered keypoints
+    hidden). Cells within `min_cells` of a visible keypoint are skipped (they belong to it).
+    """
+    b, d, h, w = feats.shape
+    hidden = ~batch.visible  # (B, K)
+    if not hidden.any():
+        return feats.new_zeros((0, d))
+    with torch.no_grad():
+        sim = torch.einsum("bdhw,kd->bkhw", feats, prototypes)
+        ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        cells = (batch.keypoints + 0.5) / STRIDE - 0.5  # (B, K, 2)
+        dist = torch.sqrt(
+            (xs[None, None] - cells[..., 0, None, None]) ** 2 + (ys[None, None] - cells[..., 1, None, None]) ** 2
+        )
+        near = ((dist < min_cells) & batch.visible[..., None, None]).any(1)  # (B, h, w)
+        sim = sim.masked_fill(near[:, None], float("-inf"))
+        idx = sim.flatten(2).argmax(2)  # (B, K)
+    flat = feats.flatten(2)  # (B, D, h·w): gradients flow through the gathered features
+    picked = flat.gather(2, idx[:, None, :].expand(b, d, idx.shape[1])).permute(0, 2, 1)  # (B, K, D)
+    return picked[hidden]
 
 
 def neighbour_mask(batch: Batch, radius_px: float) -> torch.Tensor:
@@ -162,12 +222,82 @@ def coke_step(net, batch: Batch, rng, cfg: Config, kp_bank: KeypointBank, clutte
         c.clutter_weight,
         c.clutter_loss_weight,
     )
+    if c.hidden_weight > 0 and kp_bank.initialised.all():
+        hidden = hidden_peaks(feats, kp_bank.prototypes, batch, c.clutter_min_distance)
+        # the clutter term alone (no keypoint features), on the hidden keypoints' best matches
+        term, _ = coke_loss(
+            hidden[:0],
+            sel_labels[:0],
+            mask[:0],
+            hidden,
+            kp_bank.prototypes,
+            clutter_bank.contents(),
+            c.temperature,
+            c.clutter_weight,
+            1.0,
+        )
+        loss = loss + c.hidden_weight * term
+        stats["hidden"] = term.item()
+    if c.localise_weight > 0 and kp_bank.initialised.all():
+        loc = localisation_loss(
+            feats, kp_bank.prototypes, batch.keypoints, vis, STRIDE, c.temperature, c.localise_sigma
+        )
+        loss = loss + c.localise_weight * loc
+        stats["loc"] = loc.item()
 
     def update_banks():
         kp_bank.update(sel_feats, sel_labels)
         clutter_bank.push(cl_feats)
 
     return loss, stats, update_banks
+
+
+def peak_decoding(cfg: Config) -> dict | None:
+    """The manifest's "peak" entry: how the inference graph refines a similarity peak (rtkp.model.graph)."""
+    if cfg.model.head == "coke" and cfg.coke.localise_weight > 0:
+        return {"refine": "softargmax", "temperature": cfg.coke.temperature}
+    return None
+
+
+def flip_policy(names: list[str], cfg: Config) -> Config:
+    """Print the flip pairs; turn flips off when `auto` finds names that look sided but have no counterpart.
+
+    A horizontal flip that leaves a sided keypoint in place teaches the model that its sides are interchangeable
+    (seen on a 13-keypoint animal set whose names used bare L/R: 30–56 % of left predictions nearer the right label).
+    """
+    import dataclasses
+
+    pairing = pair_sides(names)
+    if cfg.augment.flip_pairs != "auto" or cfg.augment.flip == 0:
+        return cfg
+    print(f"rtkp train: {pairing.describe(names)}", file=sys.stderr)
+    if not pairing.unpaired:
+        return cfg
+    print(
+        f"rtkp train: warning: {', '.join(pairing.unpaired)} look sided but have no counterpart: horizontal flips "
+        "are off (name both sides, or set augment.flip_pairs to a list of [left, right] pairs)",
+        file=sys.stderr,
+    )
+    return dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, flip=0.0))
+
+
+def mine(net, maker: BatchMaker, cfg: Config, kp_bank: KeypointBank, rng: np.random.Generator) -> None:
+    """Refresh the batch maker's hard negatives with the current network (rtkp.mining)."""
+    head = cfg.model.head
+
+    def score_maps(image: torch.Tensor) -> torch.Tensor:
+        out = net(image)[0]
+        if head == "coke":
+            return torch.einsum("dhw,kd->khw", out, kp_bank.prototypes)
+        return out
+
+    if head == "coke" and not kp_bank.initialised.all():
+        return
+    net.eval()
+    try:
+        maker.hard.refresh(score_maps, maker, rng, cfg.augment.hard_frames)
+    finally:
+        net.train()
 
 
 def heatmap_step(net, batch: Batch, cfg: Config):
@@ -223,7 +353,7 @@ def train(
     """
     from tqdm import tqdm
 
-    from .calibrate import calibrate_margin
+    from .calibrate import calibrate_margins
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -246,6 +376,7 @@ def train(
         if not _same_recipe(info.get("config"), cfg.to_dict()) or info.get("head") != head:
             raise ConfigError(f"{ckpt}: checkpoint was made with another config; use a new --out or --no-resume")
         start = info["step"]
+    cfg = flip_policy(data.keypoint_names, cfg)
     maker = BatchMaker(data, cfg)
     steps = cfg.train.steps
     bar = tqdm(total=steps, initial=start, desc=f"train {head}", unit="step", disable=not progress, file=sys.stderr)
@@ -254,6 +385,10 @@ def train(
     end = steps if stop_after is None else min(steps, start + stop_after)
     for step in range(start, end):
         rng = np.random.default_rng([cfg.train.seed, step])
+        if cfg.augment.hard_crop > 0 and step >= cfg.train.warmup_steps:
+            # a resumed run re-mines at its first step, so that it continues with hard negatives like the original
+            if step % cfg.augment.hard_every == 0 or step == start:
+                mine(net, maker, cfg, kp_bank, np.random.default_rng([cfg.train.seed, step, 1]))
         batch = maker.draw(rng, cfg.train.batch_size)
         for g in optimizer.param_groups:
             g["lr"] = g["base_lr"] * lr_factor(step, steps, cfg.train.warmup_steps)
@@ -278,7 +413,7 @@ def train(
     if head == "coke":
         prototypes = kp_bank.prototypes.clone()
         clutter = clutter_bank.summary(cfg.coke.clutter_summary, seed=cfg.train.seed)
-    margin = calibrate_margin(net, maker, cfg, prototypes, clutter)
+    margin, margins = calibrate_margins(net, maker, cfg, prototypes, clutter)
     manifest = {
         "head": head,
         "keypoint_names": data.keypoint_names,
@@ -298,6 +433,8 @@ def train(
         "feature_dim": cfg.model.feature_dim,
         "decoder_channels": cfg.model.decoder_channels,
         "visibility_margin": margin,
+        "visibility_margins": margins,
+        "peak": peak_decoding(cfg),
         "prototypes": prototypes.tolist() if prototypes is not None else None,
         "clutter_summary": {"tensor": "clutter_summary", "shape": list(clutter.shape)} if clutter is not None else None,
         "training": dict(

@@ -1,7 +1,8 @@
-"""The visibility rule, in one place: a keypoint is visible when score − clutter_score > margin.
+"""The visibility rule, in one place: a keypoint is visible when score − clutter_score > its margin.
 
 rows are the inference graph's per-keypoint output (..., 4) = x, y, score, clutter_score (rtkp.model.graph). The
-margin is the manifest's `visibility_margin`, chosen on occluded training crops (rtkp.calibrate). The heatmap baseline
+margin is the manifest's `visibility_margins` (one per keypoint; older models: the single `visibility_margin`), chosen
+on occluded and object-free training crops (rtkp.calibrate). The heatmap baseline
 has no clutter evidence (clutter_score 0), so for it the rule reads "peak > margin".
 """
 
@@ -15,11 +16,15 @@ def evidence(rows):
     return rows[..., 2] - rows[..., 3]
 
 
-def visible(rows: np.ndarray, margin: float) -> np.ndarray:
-    """(..., 4) rows -> (...) bool: evidence > margin."""
-    return np.asarray(evidence(rows)) > margin
+def visible(rows: np.ndarray, margin) -> np.ndarray:
+    """(..., K, 4) rows -> (..., K) bool: evidence > margin (a number, or one per keypoint (K,))."""
+    return np.asarray(evidence(rows)) > np.asarray(margin, np.float32)
 
 
-def manifest_margin(manifest: dict) -> float:
-    """The margin a model folder's manifest sets (0 when it has none: models trained before calibration existed)."""
+def manifest_margin(manifest: dict):
+    """The margins a model folder's manifest sets: one per keypoint ((K,) array) when it has `visibility_margins`,
+    else its single `visibility_margin` (0 when it has none: models trained before calibration existed)."""
+    per_keypoint = manifest.get("visibility_margins")
+    if per_keypoint is not None and len(per_keypoint) == len(manifest["keypoint_names"]):
+        return np.asarray(per_keypoint, np.float32)
     return float(manifest.get("visibility_margin", 0.0))

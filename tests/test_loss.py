@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 
 from rtkp.model.banks import ClutterBank, KeypointBank
-from rtkp.model.loss import coke_loss, gaussian_targets, sample_features
+from rtkp.model.loss import coke_loss, gaussian_targets, localisation_loss, sample_features
 
 
 def test_loss_falls_and_prototypes_separate_on_a_toy_problem():
@@ -58,3 +58,23 @@ def test_gaussian_targets_peak_at_keypoints():
     t = gaussian_targets(torch.tensor([[[13.5, 9.5], [0.0, 0.0]]]), torch.tensor([[True, False]]), (5, 6), 4, 1.0)
     assert t[0, 0, 2, 3] == 1 and t[0, 0].argmax() == 2 * 6 + 3
     assert t[0, 1].abs().sum() == 0
+
+
+def test_localisation_loss_is_lowest_for_a_gaussian_peak_at_the_label_and_ignores_hidden_keypoints():
+    d, h, w, t = 6, 12, 12, 0.07
+    proto = F.normalize(torch.randn(1, d, generator=torch.Generator().manual_seed(0)), dim=1)
+    other = F.normalize(torch.randn(1, d, generator=torch.Generator().manual_seed(1)), dim=1)
+    label = torch.tensor([[[6.3 * 4 + 1.5, 4.0 * 4 + 1.5]]])  # input pixels of cell (6.3, 4.0)
+
+    def features_peaking_at(cx, cy, sigma):
+        ys, xs = torch.meshgrid(torch.arange(float(h)), torch.arange(float(w)), indexing="ij")
+        a = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2))
+        return F.normalize(proto[0].view(d, 1, 1) * a + other[0].view(d, 1, 1) * (1 - a), dim=0)[None]
+
+    vis = torch.ones(1, 1, dtype=torch.bool)
+    at_label = localisation_loss(features_peaking_at(6.3, 4.0, 1.5), proto, label, vis, 4, t, 1.0)
+    shifted = localisation_loss(features_peaking_at(8.3, 4.0, 1.5), proto, label, vis, 4, t, 1.0)
+    flat = localisation_loss(features_peaking_at(6.3, 4.0, 4.0), proto, label, vis, 4, t, 1.0)
+    assert at_label < shifted and at_label < flat
+    hidden = localisation_loss(features_peaking_at(8.3, 4.0, 1.5), proto, label, ~vis, 4, t, 1.0)
+    assert hidden.item() == 0.0

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rtkp.model.peaks import coke_keypoints, grid_to_pixels, heatmap_keypoints, refine_peaks
+from rtkp.model.peaks import coke_keypoints, grid_to_pixels, heatmap_keypoints, refine_peaks, softargmax_peaks
 
 
 @pytest.mark.parametrize("x0, y0", [(7.3, 4.8), (10.0, 10.0), (3.62, 12.41), (15.49, 2.51)])
@@ -39,3 +39,38 @@ def test_coke_keypoints_finds_each_prototype_and_reports_clutter_evidence():
     torch.testing.assert_close(out[0, :, 2], torch.ones(2))
     expected_clutter = (protos @ clutter.T).amax(1)
     torch.testing.assert_close(out[0, :, 3], expected_clutter)
+
+
+@pytest.mark.parametrize("x0, y0", [(7.3, 4.8), (10.0, 10.0), (3.62, 12.41), (1.2, 0.7)])
+def test_softargmax_reads_back_the_label_of_the_peak_the_localisation_loss_trains(x0, y0):
+    # the loss's target: softmax(sim / T) is a Gaussian of sigma 1 cell at the label, i.e. sim = -d²/2 · T + c
+    t = 0.07
+    ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(20.0), indexing="ij")
+    sim = 0.95 - t * ((xs - x0) ** 2 + (ys - y0) ** 2) / 2
+    pos, peak = softargmax_peaks(sim.view(1, 1, 16, 20), t)
+    # a window of ±2 cells truncates the tails: bias < 0.1 cell inside the map (larger where the map's edge cuts it)
+    assert np.hypot(float(pos[0, 0, 0]) - x0, float(pos[0, 0, 1]) - y0) < (0.1 if min(x0, y0) > 2 else 0.3)
+    assert peak.item() == pytest.approx(sim.max().item())
+
+
+def test_softargmax_is_not_pulled_to_a_distant_second_peak():
+    t = 0.07
+    sim = torch.full((1, 1, 12, 12), -0.5)
+    sim[0, 0, 5, 5] = 0.9
+    sim[0, 0, 5, 6] = 0.9 - t * 0.5  # a shoulder: the position moves towards it, by less than half a cell
+    sim[0, 0, 0, 11] = 0.89  # far away: outside the window
+    pos, _ = softargmax_peaks(sim, t)
+    assert 5.0 < pos[0, 0, 0].item() < 5.5 and pos[0, 0, 1].item() == pytest.approx(5.0)
+
+
+def test_the_graph_refines_by_softargmax_only_for_models_trained_for_it():
+    d, h, w = 4, 10, 10
+    protos = F.normalize(torch.randn(1, d, generator=torch.Generator().manual_seed(0)), dim=1)
+    clutter = -protos
+    ys, xs = torch.meshgrid(torch.arange(float(h)), torch.arange(float(w)), indexing="ij")
+    weight = torch.exp(-((xs - 4.3) ** 2 + (ys - 6.0) ** 2) / 2)  # a blend: similarity falls off around (4.3, 6)
+    feats = F.normalize(protos[0].view(d, 1, 1) * weight + clutter[0].view(d, 1, 1) * 0.3, dim=0)
+    quad, _ = coke_keypoints(feats[None], protos, clutter, 4)
+    soft, _ = coke_keypoints(feats[None], protos, clutter, 4, softargmax_temperature=0.07)
+    assert not torch.allclose(quad[0, 0, :2], soft[0, 0, :2])
+    assert quad[0, 0, 2] == soft[0, 0, 2]  # the score is the peak cell's similarity either way

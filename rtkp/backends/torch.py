@@ -34,10 +34,10 @@ class TorchBackend:
             raise EngineError("FP16 in the PyTorch backend needs CUDA; on the CPU use --backend onnxruntime for FP16")
         if threads:
             torch.set_num_threads(threads)
-        net, _, protos, clutter = load_model(info.path)
+        net, manifest, protos, clutter = load_model(info.path)
         self.torch = torch
         self.device = torch.device(device)
-        self.graph = InferenceGraph(net, fp16=fp16).eval().to(self.device)
+        self.graph = InferenceGraph(net, fp16=fp16, peak=manifest.get("peak")).eval().to(self.device)
         self.precision = "fp16" if fp16 else "fp32"
         self.info = info
         self.input_size = tuple(input_size or info.input_size)

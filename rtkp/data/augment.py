@@ -7,29 +7,10 @@ with exactly the same transform.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from ..config import AugmentConfig
 from .occlude import covered, object_box, paste_occluders
-
-
-def resolve_flip_pairs(names: list[str], pairs) -> list[tuple[int, int]]:
-    """Index pairs swapped by a horizontal flip; "auto" pairs names that differ only by left/right (l/r)."""
-    if pairs != "auto":
-        index = {n: i for i, n in enumerate(names)}
-        return [(index[a], index[b]) for a, b in pairs if a in index and b in index]
-    out, seen = [], set()
-    for i, name in enumerate(names):
-        for a, b in (("left", "right"), ("Left", "Right"), ("l_", "r_"), ("L_", "R_"), ("_l", "_r"), ("_L", "_R")):
-            if a in name:
-                other = re.sub(re.escape(a), b, name, count=1)
-                if other in names and i not in seen:
-                    j = names.index(other)
-                    out.append((i, j))
-                    seen.update((i, j))
-    return out
 
 
 def crop_matrix(
@@ -69,11 +50,15 @@ def augment_sample(
     cfg: AugmentConfig,
     flip_pairs: list[tuple[int, int]],
     base_scale: float = 1.0,
+    centre: np.ndarray | None = None,
+    photos: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A random training crop.
 
     image: (H, W, 3) uint8; keypoints: (K, 2) source pixels; visible: (K,) bool.
     base_scale: the scale the model sees this image at (its letterbox scale), so crops match inference resolution.
+    centre: (2,) source pixels to centre the crop on exactly (a hard negative, rtkp.mining), instead of a random
+    centre near the object or anywhere. photos: training photographs that a `photo_share` of occluders are cut from.
     Returns (crop (h, w, 3) uint8, keypoints (K, 2) crop pixels, visible (K,) bool — False when outside the crop or
     under an occluder).
     """
@@ -81,7 +66,9 @@ def augment_sample(
 
     cw, ch = cfg.crop_size
     h, w = image.shape[:2]
-    if visible.any() and rng.random() >= cfg.background_crop:
+    if centre is not None:
+        centre = np.asarray(centre, np.float64)
+    elif visible.any() and rng.random() >= cfg.background_crop:
         x0, y0, x1, y1 = object_box(keypoints, visible, pad=0.0)
         centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
         centre = centre + rng.uniform(-1, 1, 2) * cfg.translation * np.array([cw, ch]) / base_scale / 2
@@ -101,7 +88,8 @@ def augment_sample(
     inside = (kp[:, 0] >= 0) & (kp[:, 0] <= cw - 1) & (kp[:, 1] >= 0) & (kp[:, 1] <= ch - 1)
     vis &= inside
     if vis.any() and rng.random() < cfg.occluder:
-        crop, mask = paste_occluders(rng, crop, object_box(kp, vis), (0.1, 0.7))
+        fill = photos if photos and rng.random() < cfg.photo_share else None
+        crop, mask = paste_occluders(rng, crop, object_box(kp, vis), (0.1, 0.7), fill)
         vis &= ~covered(mask, kp)
     crop = photometric(rng, crop, cfg)
     return crop, kp.astype(np.float32), vis

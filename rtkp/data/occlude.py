@@ -1,11 +1,18 @@
 """Random occluders pasted over an object, with controlled coverage of its box (as in OccludedPASCAL3D+).
 
 Occlusion levels follow OccludedPASCAL3D+: L0 none, L1 20–40 %, L2 40–60 %, L3 60–80 % of the object's box covered.
+The occluders' pixels are synthetic textures by default, or cut from real photographs (`load_photos`): real photos
+have the edges, shading and clutter that a model trained on synthetic textures has never seen.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
+PHOTO_SCALE = (0.5, 2.0)
 
 LEVELS = {"L0": (0.0, 0.0), "L1": (0.2, 0.4), "L2": (0.4, 0.6), "L3": (0.6, 0.8)}
 
@@ -45,6 +52,49 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         small = rng.integers(0, 256, (max(h // 8, 2), max(w // 8, 2), 3)).astype(np.uint8)
         tex = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
     return np.clip(tex, 0, 255).astype(np.uint8)
+
+
+def load_photos(folder: str | Path) -> list[np.ndarray]:
+    """Every .jpg/.jpeg/.png under `folder` (recursive, in sorted path order) as (H, W, 3) uint8 RGB arrays."""
+    import cv2
+
+    from ..errors import DataError
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"the occluder folder {root} does not exist or is not a folder")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+    if not paths:
+        raise DataError(f"no .jpg/.jpeg/.png images in the occluder folder {root}")
+    photos = []
+    for path in paths:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)  # always 3 channels, 8 bits: grey and RGBA files too
+        if bgr is None:
+            raise DataError(f"cannot read the occluder photo {path}")
+        photos.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return photos
+
+
+def _photo_fill(rng: np.random.Generator, photos: list[np.ndarray], h: int, w: int) -> np.ndarray:
+    """An (h, w, 3) uint8 fill cut from a random photo, rescaled by a random factor in PHOTO_SCALE, at a random place.
+
+    Crops the source region first and resizes only that (the same pixels as rescaling the whole photo, then cropping,
+    at a fraction of the cost for large photos); a photo smaller than the region is mirror-padded until it fits.
+    """
+    import cv2
+
+    photo = photos[int(rng.integers(len(photos)))]
+    scale = rng.uniform(*PHOTO_SCALE)
+    need_h, need_w = max(int(np.ceil(h / scale)), 1), max(int(np.ceil(w / scale)), 1)
+    ph, pw = photo.shape[:2]
+    if ph < need_h or pw < need_w:
+        # symmetric padding repeats mirrored copies as often as needed, so any small photo tiles without seams
+        photo = np.pad(photo, ((0, max(need_h - ph, 0)), (0, max(need_w - pw, 0)), (0, 0)), mode="symmetric")
+        ph, pw = photo.shape[:2]
+    y0, x0 = int(rng.integers(ph - need_h + 1)), int(rng.integers(pw - need_w + 1))
+    crop = photo[y0 : y0 + need_h, x0 : x0 + need_w]
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return np.ascontiguousarray(cv2.resize(crop, (w, h), interpolation=interp))
 
 
 def _shape_mask(rng: np.random.Generator, shape: tuple[int, int], centre, radius: float) -> np.ndarray:
@@ -109,14 +159,25 @@ def occluder_mask(
 
 
 def paste_occluders(
-    rng: np.random.Generator, image: np.ndarray, box: np.ndarray, coverage: tuple[float, float]
+    rng: np.random.Generator,
+    image: np.ndarray,
+    box: np.ndarray,
+    coverage: tuple[float, float],
+    photos: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Paste textured occluders over `image` (H, W, 3) uint8; returns (new image, (H, W) bool mask)."""
+    """Paste occluders over `image` (H, W, 3) uint8; returns (new image, (H, W) bool mask).
+
+    photos: (h, w, 3) uint8 RGB images (load_photos) to cut the occluders' pixels from; None: synthetic textures.
+    The mask is drawn first either way, so a seed gives the same occluder shapes with and without photos, and with
+    photos=None the draws (and so every image) are exactly those of earlier versions.
+    """
     mask = occluder_mask(rng, image.shape[:2], box, coverage)
     if not mask.any():
         return image, mask
+    h, w = image.shape[:2]
+    fill = _texture(rng, h, w) if photos is None else _photo_fill(rng, photos, h, w)
     out = image.copy()
-    out[mask] = _texture(rng, *image.shape[:2])[mask]
+    out[mask] = fill[mask]
     return out, mask
 
 

@@ -30,7 +30,7 @@ def export_onnx(
     out_dir = Path(out_dir or model_dir / "onnx")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / onnx_name(size, fp16, debug)
-    graph = InferenceGraph(net, fp16, debug).eval()
+    graph = InferenceGraph(net, fp16, debug, manifest.get("peak")).eval()
     images = torch.zeros(1, size[1], size[0], 3, dtype=torch.uint8)
     coke = manifest["head"] == "coke"
     args = (images, protos.float(), clutter.float()) if coke else (images,)

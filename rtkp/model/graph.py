@@ -33,8 +33,12 @@ class InferenceGraph(nn.Module):
     still trains or runs in another precision.
     """
 
-    def __init__(self, net: KeypointNet, fp16: bool = False, debug: bool = False):
+    def __init__(self, net: KeypointNet, fp16: bool = False, debug: bool = False, peak: dict | None = None):
         super().__init__()
+        # the manifest's "peak" entry: {"refine": "softargmax", "temperature": T} for models trained with the
+        # localisation loss; absent (quadratic fit) for older ones
+        peak = peak or {}
+        self.softargmax_t = float(peak["temperature"]) if peak.get("refine") == "softargmax" else None
         self.net = net.float()
         if fp16:
             # half precision for the body only; the last 1×1 projection, normalisation and heads stay float32.
@@ -57,5 +61,5 @@ class InferenceGraph(nn.Module):
         if self.net.head == "heatmap":
             kp = heatmap_keypoints(out, STRIDE)
             return (kp, out) if self.debug else kp
-        kp, sim = coke_keypoints(out, prototypes, clutter, STRIDE)
+        kp, sim = coke_keypoints(out, prototypes, clutter, STRIDE, self.softargmax_t)
         return (kp, sim) if self.debug else kp

@@ -65,6 +65,35 @@ def coke_loss(
     return total, stats
 
 
+def localisation_loss(
+    features: torch.Tensor,
+    prototypes: torch.Tensor,
+    keypoints: torch.Tensor,
+    visible: torch.Tensor,
+    stride: int,
+    temperature: float,
+    sigma: float,
+) -> torch.Tensor:
+    """Each prototype must match its keypoint's feature better than every other cell of the crop, with a peak shaped
+    like a Gaussian of `sigma` cells around the sub-pixel label.
+
+    features: (B, D, h, w) unit features; prototypes: (K, D) (a constant here, as in the contrastive loss);
+    keypoints: (B, K, 2) input pixels; visible: (B, K) bool. Cross-entropy between softmax(f·θ_k / T) over the h·w
+    cells and the normalised Gaussian, averaged over visible keypoints.
+    The contrastive loss leaves the cells next to a keypoint unconstrained (clutter is sampled 3+ cells away), which
+    made the similarity peak flat over ~3×3 cells; this term shapes it, and rtkp.model.peaks.softargmax_peaks reads the
+    position back with the same temperature.
+    """
+    if not visible.any():
+        return features.new_zeros(())
+    b, _, h, w = features.shape
+    sim = torch.einsum("bdhw,kd->bkhw", features, prototypes.detach())[visible]  # (N, h, w)
+    target = gaussian_targets(keypoints, visible, (h, w), stride, sigma)[visible]
+    target = target / target.flatten(1).sum(1).clamp(min=1e-12)[:, None, None]
+    logp = F.log_softmax(sim.flatten(1) / temperature, dim=1)
+    return -(target.flatten(1) * logp).sum(1).mean()
+
+
 def gaussian_targets(points: torch.Tensor, visible: torch.Tensor, size: tuple[int, int], stride: int, sigma: float):
     """(B, K, h, w) Gaussian heatmaps (peak 1) at the visible keypoints; zero maps for the others.
 

@@ -38,25 +38,62 @@ def refine_peaks(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return pos, c
 
 
+def softargmax_peaks(maps: torch.Tensor, temperature: float, radius: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Arg-max of each map refined by a local soft-argmax: the mean position under softmax(map / T) in the
+    (2r+1)² window around the winning cell (cells outside the map excluded).
+
+    maps: (B, K, h, w) -> (positions (B, K, 2) as (x, y) in grid cells, peak values (B, K)).
+    CoKe's localisation loss (rtkp.model.loss.localisation_loss) trains softmax(similarity / T) over the crop to match
+    a Gaussian around the label, so the window's expected position is the label: this reads the position the loss
+    taught, with the same T. Unlike the 3×3 quadratic fit it cannot be pushed to a wrong cell by a near-tie.
+    """
+    b, k, h, w = maps.shape
+    flat = maps.reshape(b, k, h * w)
+    idx = flat.argmax(dim=2)
+    iy = torch.div(idx, w, rounding_mode="floor")
+    ix = idx - iy * w
+    span = torch.arange(-radius, radius + 1, device=maps.device)
+    dy = span.repeat_interleave(2 * radius + 1)  # (n,) window offsets, row-major
+    dx = span.repeat(2 * radius + 1)
+    yy = iy.unsqueeze(2) + dy  # (B, K, n)
+    xx = ix.unsqueeze(2) + dx
+    inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+    vals = flat.gather(2, (yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)))
+    peak = vals[..., (dy.numel() - 1) // 2]
+    logits = torch.where(inside, (vals - peak.unsqueeze(2)) / temperature, torch.full_like(vals, -1e4))
+    weights = torch.softmax(logits, dim=2)
+    x = (weights * xx.to(maps.dtype)).sum(2)
+    y = (weights * yy.to(maps.dtype)).sum(2)
+    return torch.stack([x, y], dim=-1), peak
+
+
 def grid_to_pixels(pos: torch.Tensor, stride: int) -> torch.Tensor:
     """Grid-cell coordinates -> input pixel coordinates (cell centres at (j + 0.5)·s − 0.5)."""
     return (pos + 0.5) * stride - 0.5
 
 
 def coke_keypoints(
-    features: torch.Tensor, prototypes: torch.Tensor, clutter: torch.Tensor, stride: int
+    features: torch.Tensor,
+    prototypes: torch.Tensor,
+    clutter: torch.Tensor,
+    stride: int,
+    softargmax_temperature: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CoKe inference.
 
     features: (B, D, h, w) unit features; prototypes: (K, D); clutter: (S, D) clutter summary.
     Returns (keypoints (B, K, 4) = x, y (input pixels), score, clutter_score; similarity maps (B, K, h, w)).
     score is the peak cosine similarity to the keypoint's prototype; clutter_score the best similarity of the feature
-    at that peak to any clutter centre. Each keypoint is decided on its own, which is what lets CoKe report some
-    keypoints as occluded while keeping the others.
+    at that peak to any clutter centre. softargmax_temperature: refine peaks by local soft-argmax at that temperature
+    (models trained with the localisation loss), else by the 3×3 quadratic fit (older models). Each keypoint is
+    decided on its own, which is what lets CoKe report some keypoints as occluded while keeping the others.
     """
     b, d, h, w = features.shape
     sim = torch.einsum("bdhw,kd->bkhw", features, prototypes)
-    pos, score = refine_peaks(sim)
+    if softargmax_temperature:
+        pos, score = softargmax_peaks(sim, softargmax_temperature)
+    else:
+        pos, score = refine_peaks(sim)
     k = prototypes.shape[0]
     flat_idx = sim.reshape(b, k, h * w).argmax(dim=2)
     feat_flat = features.reshape(b, d, h * w)
