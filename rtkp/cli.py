@@ -45,6 +45,9 @@ def _add_train(sub) -> None:
     p.add_argument("--split", help="JSON with train/test lists; training uses `train` only")
     p.add_argument("--images", metavar="DIR", help=IMAGES_HELP)
     p.add_argument("--head", choices=["coke", "heatmap"], help="override model.head")
+    p.add_argument(
+        "--keypoints", metavar="A,B,C", help="train on these of the data's keypoints only (default: all of them)"
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--no-resume", action="store_true", help="ignore a checkpoint in --out and start over")
     p.add_argument("--no-eval", action="store_true", help="skip evaluating on the split's test part afterwards")
@@ -64,6 +67,11 @@ def _add_eval(sub) -> None:
         "--backend", default="auto", choices=BACKENDS, help="inference backend (default auto, as `rtkp run` picks)"
     )
     _add_precision(p)
+    p.add_argument(
+        "--keypoints",
+        metavar="A,B,C",
+        help="evaluate these keypoints only (default: all the model's; the data may have more, matched by name)",
+    )
     p.add_argument("--occlusion", action="store_true", help="also evaluate under occlusion levels L0..L3")
     p.add_argument(
         "--occluders",
@@ -120,6 +128,13 @@ def _add_run(sub) -> None:
     p.add_argument("--json", help="write the run summary (counters, per-stage latency percentiles) here")
     p.add_argument("--curve-key", metavar="FILE", help="CURVE: the publisher's .key_secret file (from `rtkp keys`)")
     p.add_argument("--curve-clients", metavar="DIR", help="CURVE: folder of allowed subscribers' .key files")
+    p.add_argument(
+        "--control",
+        metavar="ENDPOINT",
+        help="open a control socket here (e.g. tcp://127.0.0.1:5556; loopback unless you give another address) to "
+        "add, remove, rename, list and save keypoints while it runs (`rtkp keypoints`, docs/PROTOCOL.md); CURVE "
+        "like the stream when --curve-key is given",
+    )
 
 
 def _add_export(sub) -> None:
@@ -136,6 +151,21 @@ def _add_export(sub) -> None:
     p.add_argument("--config", help="YAML profile (smoothing and run sections are used)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--ray",
+        metavar="auto|ADDRESS",
+        help="run on a Ray cluster (pip install -e '.[cluster]'): auto (the one `ray start` runs on this machine, "
+        "else a new local one) or the head's address; inputs, model and --out must be paths every node sees",
+    )
+    p.add_argument(
+        "--workers", type=int, metavar="N", help="with --ray: model workers (default: one per GPU, else one per CPU)"
+    )
+    p.add_argument(
+        "--chunk-frames",
+        type=int,
+        metavar="N",
+        help="with --ray: split videos at keyframes into chunks of about N frames (default 3000)",
+    )
 
 
 def _add_target(sub) -> None:
@@ -192,6 +222,55 @@ def _add_keys(sub) -> None:
     p.add_argument("--name", default="rtkp", help="file name stem (default rtkp)")
 
 
+def _xy(text: str) -> tuple[float, float]:
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y in pixels such as 212.5,301, got {text!r}") from None
+    return x, y
+
+
+def _add_keypoints(sub) -> None:
+    p = sub.add_parser(
+        "keypoints",
+        help="add, remove, rename, list or save keypoints of a running `rtkp run --control` or of a model folder",
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    add = actions.add_parser("add", help="add keypoint NAME from shots: clicked points, or labelled frames (--data)")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--image", action="append", default=[], metavar="FILE", help="a shot's image (repeatable)")
+    add.add_argument("--seq", action="append", type=int, default=[], metavar="N", help="a recent frame, by its seq")
+    add.add_argument("--xy", action="append", type=_xy, default=[], metavar="X,Y", help="the point, one per shot")
+    add.add_argument("--extend", action="store_true", help="give the added keypoint NAME more shots")
+    add.add_argument("--data", help="with --model: labelled frames that have NAME (DeepLabCut project or COCO)")
+    add.add_argument("--split", help="with --data: JSON with train/test lists; shots come from `train` only")
+    add.add_argument("--images", metavar="DIR", help=IMAGES_HELP)
+    add.add_argument("--shots", type=int, default=5, metavar="N", help="with --data: the first N frames (default 5)")
+    add.add_argument("--backend", default="auto", choices=BACKENDS, help="with --model: inference backend")
+    add.add_argument("--threads", type=int, default=0, help="with --model: inference threads (default: all cores)")
+    _add_precision(add)
+    remove = actions.add_parser("remove", help="remove keypoint NAME (or, --shot, only its latest shot)")
+    remove.add_argument("name", metavar="NAME")
+    remove.add_argument("--shot", action="store_true", help="remove only the latest shot of an added keypoint")
+    rename = actions.add_parser("rename", help="rename keypoint NAME to NEW")
+    rename.add_argument("name", metavar="NAME")
+    rename.add_argument("to", metavar="NEW")
+    listing = actions.add_parser("list", help="list the keypoints: added ones with their shots, margins")
+    save = actions.add_parser("save", help="save the running tracker's keypoints as a model folder")
+    save.add_argument("out", metavar="OUT_DIR", help="a new folder, on the machine that runs `rtkp run`")
+    for q in (add, remove, rename, listing, save):
+        q.add_argument("--control", metavar="ENDPOINT", help="a running `rtkp run --control ENDPOINT`")
+        q.add_argument("--timeout", type=float, default=10.0, metavar="S", help="wait this long for the reply")
+        q.add_argument("--server-key", metavar="FILE", help="CURVE: the run's public .key file")
+        q.add_argument("--client-key", metavar="FILE", help="CURVE: this client's .key_secret file")
+        q.add_argument("--json", action="store_true", help="print the reply as one JSON object")
+        if q is not save:
+            q.add_argument("--model", metavar="DIR", help="a model folder instead of a running tracker (offline)")
+        if q not in (save, listing):
+            q.add_argument("--out", metavar="NEW_DIR", help="with --model: write the changed model folder here")
+        q.add_argument("--overwrite", action="store_true", help="replace an existing model folder at the output")
+
+
 def _add_doctor(sub) -> None:
     sub.add_parser("doctor", help="list inference backends, whether each works here, and why not")
 
@@ -210,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_subscribe(sub)
     _add_keys(sub)
+    _add_keypoints(sub)
     _add_doctor(sub)
     return parser
 

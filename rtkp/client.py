@@ -41,6 +41,7 @@ class KeypointMessage:
     size: tuple[int, int]
     keypoints: tuple[Keypoint, ...]
     dropped: int
+    bank: int = 0  # which set of keypoints (changes when keypoints are added, removed or renamed)
 
     @property
     def latency_ms(self) -> float:
@@ -87,6 +88,9 @@ class Subscriber:
     subscriber joins). One whose keypoint count (or model) does not fit the names known is dropped and counted in
     `unlabelled`, never paired with names that do not fit: the subscriber asks the publisher for fresh `.meta` and
     holds the next ones until it comes. Held messages that overflow the hold (rcvhwm) are dropped and counted too.
+    Keypoints can change while a stream runs (added, removed or renamed through rtkp's control socket): each
+    keypoints message says which set of names it has (`bank`), `.meta` says which set its names are, and a message is
+    paired only with names of its own bank, so a rename (same count, new names) is never mislabelled either.
     """
 
     ASK_META_EVERY_S = 0.5  # at most this often, re-send the subscription (an rtkp publisher answers with `.meta`)
@@ -260,14 +264,18 @@ class Subscriber:
             self.gaps += header["seq"] - last - 1
         self._last_seq[stream] = header["seq"]
         if stream not in self.meta or stream in self._stale:
-            held = self._held.setdefault(stream, deque())
-            if len(held) >= self._held_max:
-                held.popleft()
-                self.unlabelled += 1
-            held.append((header, receive_ns))
+            self._hold(stream, header, receive_ns)
             return []
         msg = self._label(stream, header, receive_ns)
         return [] if msg is None else [msg]
+
+    def _hold(self, stream: str, header: dict, receive_ns: int) -> None:
+        """Keep a keypoints message until names that fit it come (the oldest is dropped when the hold is full)."""
+        held = self._held.setdefault(stream, deque())
+        if len(held) >= self._held_max:
+            held.popleft()
+            self.unlabelled += 1
+        held.append((header, receive_ns))
 
     def _label(self, stream: str, header: dict, receive_ns: int) -> KeypointMessage | None:
         """The message with names from the stream's .meta, or None (counted) when they do not fit its keypoints."""
@@ -275,10 +283,21 @@ class Subscriber:
         names = meta.get("keypoints") or []
         points = header["kp"]
         model, meta_model = header.get("model"), meta.get("model")
-        if len(names) != len(points) or (model and meta_model and model != meta_model):
-            self.unlabelled += 1
+        # the bank (which set of keypoints; publishers before it send none) must match too: a rename keeps the count
+        bank, meta_bank = header.get("bank"), meta.get("bank")
+        other_bank = bank is not None and meta_bank is not None and bank != meta_bank
+        same_model = model == meta_model or not model or not meta_model
+        if other_bank and bank < meta_bank and same_model:
+            self.unlabelled += 1  # an older set's message after the new names came: theirs are gone, drop it
+            return None
+        if len(names) != len(points) or not same_model or other_bank:
             self._stale.add(stream)
             self._ask_for_meta()
+            if other_bank and same_model:
+                # a newer set of keypoints whose `.meta` has not come (lost at the send buffer): hold, don't drop
+                self._hold(stream, header, receive_ns)
+                return None
+            self.unlabelled += 1
             return None
         kps = tuple(Keypoint(n, p[0], p[1], p[2], bool(p[3]), int(p[4])) for n, p in zip(names, points))
         return KeypointMessage(
@@ -293,6 +312,7 @@ class Subscriber:
             tuple(header.get("size", (0, 0))),
             kps,
             header.get("dropped", 0),
+            int(header.get("bank") or 0),
         )
 
     def close(self) -> None:

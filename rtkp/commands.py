@@ -23,7 +23,10 @@ def cmd_train(args) -> int:
     overrides = list(args.set) + ([f"model.head={args.head}"] if args.head else [])
     cfg = load_config(args.config, overrides)
     images = getattr(args, "images", None)  # a COCO images folder (`--images`), when the parser offers one
+    keypoints = _keypoint_list(getattr(args, "keypoints", None))
     data = load_split(args.data, args.split, "train", images)
+    if keypoints:
+        data = data.select_keypoints(keypoints)
     out = Path(args.out)
     provenance = {
         "data": str(Path(args.data).resolve()),
@@ -31,6 +34,8 @@ def cmd_train(args) -> int:
         "samples": len(data),
         "command": "rtkp " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     }
+    if keypoints:
+        provenance["keypoints"] = keypoints  # a subset of the data's keypoints
     if args.stop_after is not None and args.stop_after <= 0:
         raise ConfigError(f"--stop-after must be a positive integer, got {args.stop_after}")
     warning = few_frames_warning(data)
@@ -45,12 +50,24 @@ def cmd_train(args) -> int:
         from .evaluate import evaluate, format_report, record_in_manifest
 
         test = load_split(args.data, args.split, "test", images)
+        if keypoints:
+            test = test.select_keypoints(keypoints)
         # through a backend like `rtkp eval` (auto: what `rtkp run` would pick here); the report names which
         report = evaluate(out, test, occlusion=True, progress=not args.quiet, backend="auto")
         record_in_manifest(out, report, args.data, args.split)
         print(format_report(report))
     print(f"model written to {out}")
     return 0
+
+
+def _keypoint_list(text: str | None) -> list[str] | None:
+    """--keypoints A,B,C -> ["A", "B", "C"] (None when not given)."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"--keypoints must name at least one keypoint, got {text!r}")
+    return names
 
 
 def cmd_eval(args) -> int:
@@ -65,6 +82,8 @@ def cmd_eval(args) -> int:
             raise ConfigError("--occluders needs --occlusion (the occluders are only pasted for the occlusion levels)")
         photos = load_photos(args.occluders)
     data = load_split(args.data, args.split, "test", args.images)
+    if args.keypoints:
+        data = data.select_keypoints(_keypoint_list(args.keypoints))
     report = evaluate(
         Path(args.model),
         data,
@@ -142,6 +161,7 @@ def cmd_run(args) -> int:
         precision=args.precision,
         smoothing=cfg.smoothing,
         run=cfg.run,
+        control=args.control,
     )
 
     def on_backend(backend: str) -> None:
@@ -150,7 +170,8 @@ def cmd_run(args) -> int:
         print(
             f"rtkp run: model {Path(args.model).name} ({len(names)} keypoints: {', '.join(names)}), "
             f"backend {backend}, source {args.source} ({opts.policy}), "
-            f"publishing on {opts.publish or 'nothing (--publish none)'}",
+            f"publishing on {opts.publish or 'nothing (--publish none)'}"
+            + (f", control on {opts.control}" if opts.control else ""),
             flush=True,
         )
         if not args.headless and not display:
@@ -175,6 +196,10 @@ def cmd_export(args) -> int:
     from .errors import ExportFailed, Interrupted
     from .offline import ExportOptions, check_out_dir, expand_inputs, export_one, parse_formats
 
+    if args.ray:
+        from .errors import require
+
+        require("ray", "cluster")  # before anything else: the one line that says how to install it
     cfg = load_config(args.config, args.set)
     out = Path(args.out)
     check_out_dir(out)
@@ -191,6 +216,12 @@ def cmd_export(args) -> int:
         precision=args.precision,
     )
     inputs = expand_inputs(args.inputs)
+    if args.ray:
+        from .cluster import export_on_ray
+
+        return export_on_ray(inputs, opts, args.ray, args.workers, args.chunk_frames)
+    if args.workers is not None or args.chunk_frames is not None:
+        raise ConfigError("--workers and --chunk-frames need --ray")
     failed, done = [], []
     for source in inputs:
         try:
@@ -377,6 +408,12 @@ def cmd_doctor(args) -> int:
     return 0
 
 
+def cmd_keypoints(args) -> int:
+    from .keypoints_command import cmd_keypoints as run
+
+    return run(args)
+
+
 COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
@@ -388,5 +425,6 @@ COMMANDS = {
     "bench": cmd_bench,
     "subscribe": cmd_subscribe,
     "keys": cmd_keys,
+    "keypoints": cmd_keypoints,
     "doctor": cmd_doctor,
 }

@@ -88,12 +88,12 @@ class CokeConfig:
     # are well apart (>= ~6 cells): on the DLC mouse, whose ears are 5 cells apart, it confused left and right ear.
     ring_per_keypoint: int = field(default=0, metadata=_rule(_nonneg_int, "an integer >= 0"))
     clutter_loss_weight: float = field(default=0.5, metadata=_rule(_nonneg, "a number >= 0"))
+    # The best match of each hidden keypoint (covered, outside the crop, empty scene) joins the clutter term's samples
+    # (rtkp.train.hidden_peaks).
+    hidden_negatives: bool = field(default=True, metadata=_rule(lambda v: isinstance(v, bool), "true or false"))
     # Localisation term (rtkp.model.loss.localisation_loss): softmax(similarity / temperature) over the crop must match
     # a Gaussian of `localise_sigma` cells at the label; models trained with it refine peaks by soft-argmax.
-    # The best match of each hidden keypoint (covered, outside the crop, empty scene) is pushed to the clutter, with
-    # this weight (0: off; rtkp.train.hidden_peaks).
-    hidden_weight: float = field(default=0.0, metadata=_rule(_nonneg, "a number >= 0"))
-    localise_weight: float = field(default=0.0, metadata=_rule(_nonneg, "a number >= 0"))
+    localise_weight: float = field(default=1.0, metadata=_rule(_nonneg, "a number >= 0"))
     localise_sigma: float = field(default=1.0, metadata=_rule(_positive, "a positive number (feature cells)"))
 
 
@@ -108,8 +108,8 @@ class HeatmapConfig:
 class AugmentConfig:
     """Geometric and photometric augmentation, applied to training crops."""
 
-    crop_size: tuple = field(default=(192, 192), metadata=_rule(_size, "[width, height], multiples of 32"))
-    scale: tuple = field(default=(0.75, 1.3), metadata=_rule(_range, "[min, max] with 0 < min <= max"))
+    crop_size: tuple = field(default=(160, 160), metadata=_rule(_size, "[width, height], multiples of 32"))
+    scale: tuple = field(default=(0.8, 1.25), metadata=_rule(_range, "[min, max] with 0 < min <= max"))
     rotation: float = field(
         default=180.0, metadata=_rule(lambda v: _number(v) and 0 <= v <= 180, "degrees in [0, 180]")
     )
@@ -131,7 +131,7 @@ class AugmentConfig:
     blur: float = field(default=0.2, metadata=_rule(_fraction, "a probability in [0, 1]"))
     noise: float = field(default=0.02, metadata=_rule(_fraction, "a number in [0, 1]"))
     occluder: float = field(default=0.5, metadata=_rule(_fraction, "a probability in [0, 1]"))
-    background_crop: float = field(default=0.1, metadata=_rule(_fraction, "a probability in [0, 1]"))
+    background_crop: float = field(default=0.2, metadata=_rule(_fraction, "a probability in [0, 1]"))
     # Folders of photographs that occluders are cut from (besides synthetic textures), for `photo_share` of them.
     # Paths are relative to the working directory. Keep evaluation photos out of this list.
     occluder_photos: tuple = field(
@@ -141,10 +141,10 @@ class AugmentConfig:
     photo_share: float = field(default=0.5, metadata=_rule(_fraction, "a probability in [0, 1]"))
     # Share of crops cut from the training frames' median (the scene without the object, rtkp.data.background), with
     # every keypoint hidden. Skipped, with a note, when the object stays in view in the median.
-    empty_share: float = field(default=0.0, metadata=_rule(_fraction, "a probability in [0, 1]"))
+    empty_share: float = field(default=0.1, metadata=_rule(_fraction, "a probability in [0, 1]"))
     # Share of crops centred on a hard negative: a background cell that the current model scores high against some
     # keypoint, mined on whole training frames every `hard_every` steps (rtkp.mining). 0 turns mining off.
-    hard_crop: float = field(default=0.0, metadata=_rule(_fraction, "a probability in [0, 1]"))
+    hard_crop: float = field(default=0.2, metadata=_rule(_fraction, "a probability in [0, 1]"))
     hard_every: int = field(default=100, metadata=_rule(_positive_int, "a positive integer (steps)"))
     hard_frames: int = field(default=8, metadata=_rule(_positive_int, "a positive integer (frames per refresh)"))
 
@@ -153,7 +153,7 @@ class AugmentConfig:
 class TrainConfig:
     """Optimisation schedule."""
 
-    steps: int = field(default=1500, metadata=_rule(_positive_int, "a positive integer"))
+    steps: int = field(default=2000, metadata=_rule(_positive_int, "a positive integer"))
     batch_size: int = field(default=16, metadata=_rule(_positive_int, "a positive integer"))
     lr: float = field(default=1e-3, metadata=_rule(_positive, "a positive number"))
     backbone_lr_scale: float = field(default=0.3, metadata=_rule(_nonneg, "a number >= 0"))

@@ -83,3 +83,12 @@ def require(module: str, extra: str):
 
 class ExportFailed(RtkpError):
     """`rtkp export` could not finish: an output that cannot be written, or inputs that failed (the message says)."""
+
+
+class ControlError(RtkpError):
+    """A control request (rtkp.control) that cannot be done: `code` names the reason for machines (docs/PROTOCOL.md,
+    "Control"), the message says it for people. The running pipeline is never disturbed by one."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code

@@ -26,17 +26,19 @@ THRESHOLDS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
 OCCLUSION_DRAWS = 4
 
 
-def _predict_all(backend, manifest: dict, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """images: list of (H, W, 3) uint8 RGB, any sizes -> (keypoints (N, K, 2) source px, visible (N, K) bool)."""
+def _predict_all(backend, manifest: dict, images: list[np.ndarray], cols=None) -> tuple[np.ndarray, np.ndarray]:
+    """images: list of (H, W, 3) uint8 RGB, any sizes -> (keypoints (N, K, 2) source px, visible (N, K) bool), for the
+    model's keypoints at indices `cols` (None: all of them)."""
     from .messages import Frame
     from .tracker import Tracker
 
     xy, visible = [], []
+    cols = slice(None) if cols is None else cols
     for i, image in enumerate(images):
         # a fresh Tracker per image: test images are unrelated, so no smoothing state may carry over between them
         result = Tracker(backend, manifest).process(Frame(i, None, 0, image))
-        xy.append(result.keypoints)
-        visible.append(result.visible)
+        xy.append(result.keypoints[cols])
+        visible.append(result.visible[cols])
     return np.stack(xy), np.stack(visible)
 
 
@@ -86,13 +88,20 @@ def evaluate(
 
     manifest = read_model_info(model_dir).manifest
     names = list(manifest["keypoint_names"])
-    if names != data.keypoint_names:
+    # keypoints are matched by name: the data may have more (a model trained on a subset, `rtkp train --keypoints`),
+    # the model may have more (keypoints added from shots; the data's subset given with `rtkp eval --keypoints`), and
+    # the order may differ (added keypoints come last); what both have is evaluated, in the data's order
+    common = [n for n in data.keypoint_names if n in names]
+    if not common:
         from .errors import DataError
 
-        raise DataError(f"the model's keypoints {names} differ from the data's {data.keypoint_names}")
+        raise DataError(f"the model's keypoints {names} and the data's {data.keypoint_names} have none in common")
+    if common != data.keypoint_names:
+        data = data.select_keypoints(common, "the keypoints that model and data share")
+    cols = [names.index(n) for n in common]
     runtime = open_backend(model_dir, backend, threads=threads, precision=precision)
     try:
-        return _figures(runtime, manifest, str(model_dir), data, occlusion, progress, photos, photos_source)
+        return _figures(runtime, manifest, str(model_dir), data, occlusion, progress, photos, photos_source, cols)
     finally:
         runtime.close()
 
@@ -113,20 +122,23 @@ def _figures(
     progress: bool,
     photos: list[np.ndarray] | None = None,
     photos_source: str | Path | None = None,
+    cols: list[int] | None = None,
 ) -> dict:
+    """The report; cols: the model's keypoints that are the data's, in the data's order (None: the same list)."""
     from tqdm import tqdm
 
     images = [s.load_image() for s in tqdm(data.samples, desc="load", disable=not progress, file=sys.stderr)]
     gt = np.stack([s.keypoints for s in data.samples])
     labelled = np.stack([s.visible for s in data.samples])
     scale = np.array([max(float(np.ptp(s.keypoints[s.visible], 0).max()), 1.0) for s in data.samples])
-    pred_xy, pred_visible = _predict_all(backend, manifest, images)
+    pred_xy, pred_visible = _predict_all(backend, manifest, images, cols)
     report = {
         "model": model,
         "head": manifest["head"],
         "backend": backend.name,
         "precision": backend.precision,
         "images": len(images),
+        "keypoints": list(data.keypoint_names),
     }
     report.update(position_figures(pred_xy, gt, labelled, scale, data.keypoint_names))
     report["visible_rate"] = float(pred_visible[labelled].mean())
@@ -145,7 +157,7 @@ def _figures(
                     im2, mask = paste_occluders(rng, im, object_box(s.keypoints, s.visible), cov, photos)
                     occ_images.append(im2)
                     hidden.append(covered(mask, s.keypoints) & s.visible)
-                xy, v = _predict_all(backend, manifest, occ_images)
+                xy, v = _predict_all(backend, manifest, occ_images, cols)
                 pxy.append(xy)
                 vis.append(v)
             hidden, pxy, vis = np.stack(hidden), np.concatenate(pxy), np.concatenate(vis)

@@ -69,6 +69,24 @@ class ModelResult:
     image: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class KeypointsChanged:
+    """Inference → post, in frame order: every ModelResult after this one has rows for these keypoints.
+
+    Sent when a control request (rtkp.control) adds, removes or renames keypoints. bank_version: the new version
+    (ModelStage.bank_version; the stream's `bank`); names: (K,) in row order; margins: (K,) float32 visibility margins;
+    skeleton: index pairs into names; shots: {name: number of shots} of the keypoints added from shots;
+    previous: (K,) each keypoint's row before the change, −1 for a new one (a renamed keypoint keeps its row).
+    """
+
+    bank_version: int
+    names: tuple[str, ...]
+    margins: np.ndarray
+    previous: tuple[int, ...]
+    skeleton: tuple[tuple[int, int], ...] = ()
+    shots: dict = field(default_factory=dict)
+
+
 # Stage -> parent reports (the run's report queue). KeypointFrames travel on it too, for CollectSink.
 
 

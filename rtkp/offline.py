@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -210,6 +211,33 @@ def _settings(source: str, weights_sha256: str, opts: ExportOptions) -> dict:
     return settings
 
 
+class ExportTargets(NamedTuple):
+    """Where an input's export goes: output stem, {format or "video": path}, the .done.json marker, and the
+    settings the outputs belong to (a re-run with other settings redoes them)."""
+
+    stem: str
+    outputs: dict[str, Path]
+    marker: Path
+    settings: dict
+
+
+def export_targets(source: str, opts: ExportOptions, weights_sha256: str) -> ExportTargets:
+    """The local export and `rtkp export --ray` (rtkp.cluster) name and check outputs the same way."""
+    stem = output_stem(source)
+    marker = opts.out / f"{stem}.done.json"
+    outputs = _outputs(opts.out, stem, opts.formats, opts.video)
+    return ExportTargets(stem, outputs, marker, _settings(source, weights_sha256, opts))
+
+
+def is_complete(targets: ExportTargets) -> bool:
+    """The marker is there, with these settings, and so is every output."""
+    return _complete(targets.marker, targets.outputs, targets.settings)
+
+
+def skipped(source: str) -> dict:
+    return {"source": source, "skipped": True, "reason": "outputs complete (use --overwrite to redo)"}
+
+
 def export_one(source: str, opts: ExportOptions) -> dict:
     """Export one input (resuming its partial outputs when they match); returns its summary.
 
@@ -219,12 +247,9 @@ def export_one(source: str, opts: ExportOptions) -> dict:
     from .pipeline.export_sinks import Partial
 
     info = read_model_info(opts.model)
-    stem = output_stem(source)
-    outputs = _outputs(opts.out, stem, opts.formats, opts.video)
-    marker = opts.out / f"{stem}.done.json"
-    settings = _settings(source, info.weights_sha256, opts)
+    stem, outputs, marker, settings = export_targets(source, opts, info.weights_sha256)
     if not opts.overwrite and _complete(marker, outputs, settings):
-        return {"source": source, "skipped": True, "reason": "outputs complete (use --overwrite to redo)"}
+        return skipped(source)
     marker.unlink(missing_ok=True)
     live = () if opts.smooth == "offline" else tuple(f for f in FORMATS if f in opts.formats)
     raw = ("raw",) if opts.smooth != "none" or opts.video else ()
@@ -238,7 +263,7 @@ def export_one(source: str, opts: ExportOptions) -> dict:
     try:
         if not partial.tracked:
             _track(source, opts, info, partial, kept, start, bar)
-        return _finish(source, opts, info, partial, outputs, marker, expected, bar)
+        return finish_outputs(source, opts, info, partial, outputs, marker, expected, bar)
     except KeyboardInterrupt:  # outside the runner (which turns signals into Interrupted): finishing, probing
         raise Interrupted(_resume_hint(source, partial)) from None
     except Interrupted:
@@ -301,9 +326,13 @@ def _track(source: str, opts: ExportOptions, info, partial, kept: int, start: in
     partial.mark_tracked()
 
 
-def _finish(source: str, opts: ExportOptions, info, partial, outputs: dict, marker: Path, expected, bar) -> dict:
+def finish_outputs(source: str, opts: ExportOptions, info, partial, outputs: dict, marker: Path, expected, bar) -> dict:
     """Build every output in the partial folder (`ready.*`), rename them into place, write the marker, remove the
-    folder. Each step is skipped when a previous, interrupted run already did it."""
+    folder. Each step is skipped when a previous, interrupted run already did it.
+
+    partial: a tracked Partial; a format not among its bodies is written here from the raw records (offline
+    smoothing, and `rtkp export --ray`, whose chunks hold raw records only). bar: a _Progress (disabled: no output).
+    """
     from .pipeline.export_sinks import PublishedRecords
 
     frames, segments = partial.records(), partial.segments()
@@ -324,7 +353,7 @@ def _finish(source: str, opts: ExportOptions, info, partial, outputs: dict, mark
         bar.phase(f"writing {outputs[fmt].name}", frames)
         ready, body = folder / f"ready{SUFFIX[fmt]}", partial.path(fmt)
         if not ready.exists():
-            if offline:  # the bodies hold nothing yet: the records are written now, smoothed
+            if fmt not in partial.bodies:  # not written while tracking: the records are written now, from raw
                 lines = {
                     "jsonl": lambda: (jsonl_line(kf, names) for kf in final),
                     "csv": lambda: (csv_header(names, f"rtkp_{model_id}"), *(csv_line(kf, names) for kf in final)),

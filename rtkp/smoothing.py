@@ -160,6 +160,25 @@ class KeypointSmoother:
             out[held] = f.predict(t)[held]
         return out.astype(np.float32), visible | held, state
 
+    def remap(self, old_index) -> None:
+        """Follow a change of the keypoint set without losing anyone's track: old_index (K',) is each keypoint's
+        index before the change, or −1 for a new one (which starts fresh, like a keypoint seen for the first time)."""
+        old_index = np.asarray(old_index, int)
+        keep = old_index >= 0
+        src = old_index[keep]
+        last_seen = np.full(len(old_index), -np.inf)
+        last_seen[keep] = self.last_seen[src]
+        f = self.filter
+        if f is not None and f.t is not None:
+            fresh_cov = np.zeros((len(old_index), 2, 2, 2))
+            fresh_cov[..., 0, 0], fresh_cov[..., 1, 1] = getattr(f, "r", 0.0), 1e6
+            for attr in ("x", "dx") if isinstance(f, OneEuro) else ("p", "v", "cov"):
+                old = getattr(f, attr)
+                new = fresh_cov.copy() if attr == "cov" else np.zeros((len(old_index),) + old.shape[1:])
+                new[keep] = old[src]
+                setattr(f, attr, new)
+        self.k, self.last_seen = len(old_index), last_seen
+
     def _reseed(self, base: np.ndarray, which: np.ndarray, t: float) -> None:
         """Reset the filter state of the keypoints in `which` (K,) to `base`, keeping the others."""
         f = self.filter

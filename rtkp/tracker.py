@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from .geometry import Letterbox
-from .messages import Frame, KeypointFrame, ModelResult
+from .messages import Frame, KeypointFrame, KeypointsChanged, ModelResult
 from .smoothing import KeypointSmoother, SmoothingConfig
 from .visibility import manifest_margin, visible
 
@@ -60,7 +60,8 @@ class ModelStage:
         return self.backend.infer(batch)
 
     def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> int:
-        """Swap the keypoint bank without rebuilding anything; returns the new bank version."""
+        """Swap the keypoint bank, (K, D) for any K up to the graph's K_max, without rebuilding anything; returns the
+        new bank version. Rows of every later `infer` follow the new prototypes."""
         self.backend.set_prototypes(prototypes, clutter)
         self.bank_version += 1
         return self.bank_version
@@ -76,6 +77,13 @@ class KeypointStage:
         self.mapper = KeypointMapper(manifest)
         self.keypoint_names = list(manifest["keypoint_names"])
         self.smoother = KeypointSmoother(len(self.keypoint_names), smoothing or SmoothingConfig(filter="none"))
+
+    def change_keypoints(self, change: KeypointsChanged) -> None:
+        """Apply a change of the keypoint set (sent by the inference stage before the first rows that have it):
+        names and margins are replaced, and a keypoint that stays keeps its smoothing track, whatever its new row."""
+        self.smoother.remap(change.previous)
+        self.keypoint_names = list(change.names)
+        self.mapper.margin = np.asarray(change.margins, np.float32)
 
     def finish(self, result: ModelResult) -> KeypointFrame:
         t0 = time.perf_counter()
@@ -122,3 +130,22 @@ class Tracker:
         timings = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3}
         meta = dataclasses.replace(frame, image=None)
         return self.keypoints.finish(ModelResult(meta, size, rows, timings, 0, self.model.bank_version))
+
+    def process_batch(self, frames: list[Frame]) -> list[KeypointFrame]:
+        """`process` for B frames in order, with one graph call for all of them: (B,) Frames -> (B,) KeypointFrames.
+
+        The same numbers as B `process` calls when the backend is batch-invariant (ONNX Runtime on the CPU is:
+        tests/test_cluster.py), and the lossless runner batches the same way.
+        """
+        t0 = time.perf_counter()
+        inputs = np.stack([self.model.preprocess(f.image) for f in frames])  # a copy: frames may be reused after
+        t1 = time.perf_counter()
+        rows = self.model.infer(inputs)
+        t2 = time.perf_counter()
+        timings = {"preprocess": (t1 - t0) * 1e3 / len(frames), "inference": (t2 - t1) * 1e3, "batch": len(frames)}
+        out = []
+        for frame, r in zip(frames, rows):
+            size = (frame.image.shape[1], frame.image.shape[0])
+            meta = dataclasses.replace(frame, image=None)
+            out.append(self.keypoints.finish(ModelResult(meta, size, r, timings, 0, self.model.bank_version)))
+        return out

@@ -163,7 +163,9 @@ def hidden_peaks(feats: torch.Tensor, prototypes: torch.Tensor, batch: Batch, mi
     empty scene has no right answer anywhere in the crop, so its best match is a negative: these join the clutter
     term. Without it the model was never told that a covered keypoint is absent, and the best match, often the
     occluder's edge next to it, kept a keypoint-like feature (the first mouse model flagged 55 % of covered keypoints
-    hidden). Cells within `min_cells` of a visible keypoint are skipped (they belong to it).
+    hidden). Cells within `min_cells` of a visible keypoint are skipped (they belong to it). They join the clutter
+    term's samples (not the clutter bank) at the same weight as random clutter; a separate term with its own weight,
+    or one that only forbade keypoint k ("not k"), confused the mouse's ears at the reduced budget (docs/MODEL.md).
     """
     b, d, h, w = feats.shape
     hidden = ~batch.visible  # (B, K)
@@ -211,33 +213,20 @@ def coke_step(net, batch: Batch, rng, cfg: Config, kp_bank: KeypointBank, clutte
     if c.ring_per_keypoint:
         cl_points = torch.cat([cl_points, ring_points(rng, batch, c.ring_per_keypoint)], 1)
     cl_feats = sample_features(feats, cl_points, STRIDE).reshape(-1, feats.shape[1])
+    negatives = cl_feats  # the clutter term's samples; only cl_feats go into the clutter bank
+    if c.hidden_negatives and kp_bank.initialised.all():
+        negatives = torch.cat([cl_feats, hidden_peaks(feats, kp_bank.prototypes, batch, c.clutter_min_distance)])
     loss, stats = coke_loss(
         sel_feats,
         sel_labels,
         mask,
-        cl_feats,
+        negatives,
         kp_bank.prototypes,
         clutter_bank.contents(),
         c.temperature,
         c.clutter_weight,
         c.clutter_loss_weight,
     )
-    if c.hidden_weight > 0 and kp_bank.initialised.all():
-        hidden = hidden_peaks(feats, kp_bank.prototypes, batch, c.clutter_min_distance)
-        # the clutter term alone (no keypoint features), on the hidden keypoints' best matches
-        term, _ = coke_loss(
-            hidden[:0],
-            sel_labels[:0],
-            mask[:0],
-            hidden,
-            kp_bank.prototypes,
-            clutter_bank.contents(),
-            c.temperature,
-            c.clutter_weight,
-            1.0,
-        )
-        loss = loss + c.hidden_weight * term
-        stats["hidden"] = term.item()
     if c.localise_weight > 0 and kp_bank.initialised.all():
         loc = localisation_loss(
             feats, kp_bank.prototypes, batch.keypoints, vis, STRIDE, c.temperature, c.localise_sigma
@@ -260,10 +249,13 @@ def peak_decoding(cfg: Config) -> dict | None:
 
 
 def flip_policy(names: list[str], cfg: Config) -> Config:
-    """Print the flip pairs; turn flips off when `auto` finds names that look sided but have no counterpart.
+    """Print the flip pairs. With `auto`, flips stay on only when the names pair up into left/right sides.
 
     A horizontal flip that leaves a sided keypoint in place teaches the model that its sides are interchangeable
-    (seen on a 13-keypoint animal set whose names used bare L/R: 30–56 % of left predictions nearer the right label).
+    (seen on a 13-keypoint animal set whose names used bare L/R: 30–56 % of left predictions nearer the right label),
+    so names that look sided but have no counterpart turn flips off. Names with no sides at all turn them off too: a
+    mirrored printed target or a mirrored side view shows the keypoints in an arrangement the camera never sees
+    (an explicit `augment.flip_pairs: []` flips without swapping anything).
     """
     import dataclasses
 
@@ -271,13 +263,19 @@ def flip_policy(names: list[str], cfg: Config) -> Config:
     if cfg.augment.flip_pairs != "auto" or cfg.augment.flip == 0:
         return cfg
     print(f"rtkp train: {pairing.describe(names)}", file=sys.stderr)
-    if not pairing.unpaired:
+    if pairing.unpaired:
+        print(
+            f"rtkp train: warning: {', '.join(pairing.unpaired)} look sided but have no counterpart: horizontal flips "
+            "are off (name both sides, or set augment.flip_pairs to a list of [left, right] pairs)",
+            file=sys.stderr,
+        )
+    elif not pairing.pairs:
+        print(
+            "rtkp train: no left/right keypoints: horizontal flips are off (augment.flip_pairs: [] flips anyway)",
+            file=sys.stderr,
+        )
+    else:
         return cfg
-    print(
-        f"rtkp train: warning: {', '.join(pairing.unpaired)} look sided but have no counterpart: horizontal flips "
-        "are off (name both sides, or set augment.flip_pairs to a list of [left, right] pairs)",
-        file=sys.stderr,
-    )
     return dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, flip=0.0))
 
 
@@ -358,6 +356,7 @@ def train(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
+    cfg = flip_policy(data.keypoint_names, cfg)  # before the checkpoint check: the checkpoint holds this config
     k = len(data.keypoint_names)
     head = cfg.model.head
     net = KeypointNet(
@@ -376,8 +375,9 @@ def train(
         if not _same_recipe(info.get("config"), cfg.to_dict()) or info.get("head") != head:
             raise ConfigError(f"{ckpt}: checkpoint was made with another config; use a new --out or --no-resume")
         start = info["step"]
-    cfg = flip_policy(data.keypoint_names, cfg)
     maker = BatchMaker(data, cfg)
+    if start and info.get("hard_negatives"):
+        maker.hard.points = [np.asarray(p, np.float32).reshape(-1, 2) for p in info["hard_negatives"]]
     steps = cfg.train.steps
     bar = tqdm(total=steps, initial=start, desc=f"train {head}", unit="step", disable=not progress, file=sys.stderr)
     t0 = time.perf_counter()
@@ -386,8 +386,8 @@ def train(
     for step in range(start, end):
         rng = np.random.default_rng([cfg.train.seed, step])
         if cfg.augment.hard_crop > 0 and step >= cfg.train.warmup_steps:
-            # a resumed run re-mines at its first step, so that it continues with hard negatives like the original
-            if step % cfg.augment.hard_every == 0 or step == start:
+            # a resumed run continues with the hard negatives saved in the checkpoint, as an uninterrupted one would
+            if (step - cfg.train.warmup_steps) % cfg.augment.hard_every == 0:
                 mine(net, maker, cfg, kp_bank, np.random.default_rng([cfg.train.seed, step, 1]))
         batch = maker.draw(rng, cfg.train.batch_size)
         for g in optimizer.param_groups:
@@ -404,7 +404,9 @@ def train(
         bar.set_postfix(loss=f"{loss.item():.3f}", **{k: f"{v:.3f}" for k, v in last.items()})
         bar.update(1)
         if (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == end:
-            save_training_state(ckpt, step + 1, net, optimizer, banks, {"config": cfg.to_dict(), "head": head})
+            hard = [p.tolist() for p in maker.hard.points]
+            extra = {"config": cfg.to_dict(), "head": head, "hard_negatives": hard}
+            save_training_state(ckpt, step + 1, net, optimizer, banks, extra)
     bar.close()
     if end < steps:
         return None

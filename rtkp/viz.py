@@ -51,3 +51,25 @@ def draw_keypoints(image: np.ndarray, kf: KeypointFrame, names: list[str], skele
 
 def _pt(p) -> tuple[int, int]:
     return int(round(float(p[0]))), int(round(float(p[1])))
+
+
+def draw_lines(image: np.ndarray, lines: list[str], first_row: int = 1) -> np.ndarray:
+    """Text lines in the HUD's style below its first line (rows counted from 0), drawn on `image` in place."""
+    import cv2
+
+    scale = max(image.shape[:2]) / 640
+    for i, text in enumerate(lines):
+        y = int(20 * scale * (first_row + i + 1))
+        for colour, thick in (((0, 0, 0), 3), ((255, 255, 0), 1)):
+            cv2.putText(image, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45 * scale, colour, thick, cv2.LINE_AA)
+    return image
+
+
+def draw_marker(image: np.ndarray, x: float, y: float) -> np.ndarray:
+    """A cross where the user clicked, drawn on `image` in place."""
+    import cv2
+
+    size = max(int(8 * max(image.shape[:2]) / 640), 4)
+    cv2.drawMarker(image, _pt((x, y)), (255, 255, 255), cv2.MARKER_CROSS, size * 2, 3, cv2.LINE_AA)
+    cv2.drawMarker(image, _pt((x, y)), (255, 0, 255), cv2.MARKER_CROSS, size * 2, 1, cv2.LINE_AA)
+    return image

@@ -45,15 +45,35 @@ def test_graph_contract(model_dir):
     path = export_onnx(model_dir, SIZE)
     graph = onnx.load(str(path)).graph
     ins = {i.name: i for i in graph.input}
-    assert list(ins) == ["images", "prototypes", "clutter"]
+    assert list(ins) == ["images", "prototypes", "clutter", "active"]
     assert ins["images"].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert ins["images"].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert [d.dim_value for d in ins["images"].type.tensor_type.shape.dim[1:]] == [96, 128, 3]
-    assert [d.dim_value for d in ins["prototypes"].type.tensor_type.shape.dim] == [3, 32]
-    assert [o.name for o in graph.output] == ["keypoints"]
+    # K_max = 32 prototype rows (3 in use) and a mask of those in use: keypoints can be added without a re-export
+    assert [d.dim_value for d in ins["prototypes"].type.tensor_type.shape.dim] == [32, 32]
+    assert [d.dim_value for d in ins["active"].type.tensor_type.shape.dim] == [32]
+    outs = {o.name: o for o in graph.output}
+    assert list(outs) == ["keypoints", "features"]
+    assert [d.dim_value for d in outs["keypoints"].type.tensor_type.shape.dim[1:]] == [32, 4]
     index = json.loads((model_dir / "exports.json").read_text())
     entry = next(e for e in index["exports"] if e["file"] == "onnx/" + path.name)
     assert entry["model_sha256"] == read_model_info(model_dir).weights_sha256 and entry["precision"] == "fp32"
+    assert (entry["graph"], entry["max_keypoints"]) == (2, 32)
+
+
+def test_exports_of_an_older_graph_contract_are_made_again(tmp_path, images):
+    from rtkp.graphs.exports_index import find_export
+
+    model = make_tiny_model(tmp_path / "m", SIZE)
+    path = export_onnx(model, SIZE)
+    assert find_export(model, SIZE, False) == path
+    index = json.loads((model / "exports.json").read_text())
+    for entry in index["exports"]:
+        entry.pop("graph")  # what an export made before the K_max contract looks like
+    (model / "exports.json").write_text(json.dumps(index))
+    assert find_export(model, SIZE, False) is None
+    assert OnnxRuntimeBackend(read_model_info(model), threads=1).infer(images).shape == (3, 3, 4)
+    assert find_export(model, SIZE, False) is not None  # exported again, recorded with the current contract
 
 
 def test_fp16_graph_is_half_inside_with_float_io(model_dir, images):
@@ -87,6 +107,21 @@ def test_swapping_prototypes_changes_outputs_without_rebuild(model_dir, images, 
     backend.set_prototypes(info.prototypes, info.prototypes)
     hidden = backend.infer(images)
     assert (hidden[..., 3] >= hidden[..., 2] - 1e-4).all()
+    # more keypoints, then fewer, through the same graph or engine: the rows in use come back, unchanged
+    extra = np.concatenate([info.prototypes, info.prototypes[perm]])
+    backend.set_prototypes(extra, info.clutter)
+    more = backend.infer(images)
+    assert more.shape == (3, 6, 4)
+    np.testing.assert_allclose(more[:, :3], before, atol=1e-4)
+    np.testing.assert_allclose(more[:, 3:], before[:, perm], atol=1e-4)
+    backend.set_prototypes(info.prototypes[:1], info.clutter)
+    np.testing.assert_allclose(backend.infer(images), before[:, :1], atol=1e-4)
+    # the features come from the same graph: each keypoint's score is its prototype's similarity at its peak cell
+    feats = backend.features(images)
+    assert feats.shape == (3, 32, 24, 32)
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-3)
+    sim = np.einsum("bdhw,d->bhw", feats, info.prototypes[0])
+    np.testing.assert_allclose(sim.reshape(3, -1).max(1), before[:, 0, 2], atol=1e-3)
 
 
 def test_tensorrt_10_builds_fp16_with_the_builder_flag_and_caches(model_dir, images, monkeypatch, capsys):

@@ -1,9 +1,9 @@
-"""`import rtkp` and `rtkp --help` must stay light: no torch, av or zmq."""
+"""`import rtkp` and `rtkp --help` must stay light: no torch, av, zmq or ray."""
 
 import subprocess
 import sys
 
-HEAVY = ("torch", "av", "zmq", "cv2")
+HEAVY = ("torch", "av", "zmq", "cv2", "ray")
 
 
 def _loaded_after(code: str) -> set[str]:

@@ -78,4 +78,5 @@ def test_a_hidden_keypoints_best_match_in_the_crop_becomes_a_negative_but_never_
     # with no keypoint visible nothing is masked: keypoint 0's best match anywhere (its own look) is the negative
     batch.visible[0, 0] = False
     out = hidden_peaks(feats, protos, batch, min_cells=3.0)
+    assert len(out) == 2  # both keypoints hidden
     torch.testing.assert_close(out[0], feats[0, :, 2, 2])

@@ -66,3 +66,66 @@ def test_backend_parity_on_real_frames(model_copy, test_frames):
     # jump about one feature cell on a near-tie of CoKe's flat similarity peak (README, "Backends").
     moved = np.abs(out16[..., :2] - out32[..., :2]).max(-1)
     assert np.median(moved) < 0.1 and (moved < 0.5).mean() >= 0.95 and moved.max() < 4.5
+
+
+VIDEO = DLC_MOUSE / "videos" / "m3v1mp4.mp4"
+# measured on the shipped model: see docs/MODEL.md ("Final models"); the bounds leave a margin below the measurement
+HIDDEN_COVERED = 0.8
+VISIBLE_UNCOVERED = 0.9
+MMPOSE = DLC_MOUSE.parent / "mmpose_samples"
+
+
+def _track(images):
+    """Visible flags (N, K) from the shipped model through the backend and Tracker that `rtkp export` uses."""
+    from rtkp.backends import open_backend
+    from rtkp.manifest import read_manifest
+    from rtkp.messages import Frame
+    from rtkp.tracker import Tracker
+
+    backend = open_backend(MODEL, "onnxruntime", threads=2)
+    try:
+        manifest = read_manifest(MODEL)
+        return np.stack(
+            [Tracker(backend, manifest).process(Frame(i, None, 0, im)).visible for i, im in enumerate(images)]
+        )
+    finally:
+        backend.close()
+
+
+@pytest.mark.skipif(not VIDEO.is_file(), reason="needs the mouse video")
+def test_an_empty_arena_is_reported_empty():
+    import av
+
+    # the arena without the mouse: the median of 30 frames spread over the video (evaluation material: only read)
+    with av.open(str(VIDEO)) as container:
+        frames = [f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(video=0)) if i % 78 == 0]
+    arena = np.median(np.stack(frames[:30]), axis=0)
+    rng = np.random.default_rng(0)
+    noisy = [np.clip(arena + rng.normal(0, s, arena.shape), 0, 255).astype(np.uint8) for s in (2, 4, 8, 2, 4, 8)]
+    visible = _track(noisy)
+    assert visible.mean() <= 0.05, f"{visible.sum()} of {visible.size} keypoints reported visible on an empty arena"
+
+
+@pytest.mark.skipif(not MMPOSE.is_dir(), reason="needs the MMPose sample photos")
+def test_a_keypoint_covered_by_a_real_photo_is_reported_hidden_and_the_others_stay_visible(test_frames):
+    import cv2
+
+    from rtkp.data.occlude import load_photos
+
+    data, _ = test_frames
+    photo = load_photos(MMPOSE / "coco")[0]
+    images, covered_kp = [], []
+    for i, s in enumerate(data.samples):
+        image = s.load_image()
+        k = i % 4  # each keypoint covered in turn
+        x, y = s.keypoints[k].round().astype(int)
+        mask = np.zeros(image.shape[:2], np.uint8)
+        cv2.circle(mask, (int(x), int(y)), 9, 1, -1)  # a 19 px disc of a real photograph over one keypoint
+        patch = cv2.resize(photo, image.shape[1::-1])
+        images.append(np.where(mask[..., None] > 0, patch, image))
+        covered_kp.append(k)
+    visible = _track(images)
+    covered = np.zeros_like(visible)
+    covered[np.arange(len(images)), covered_kp] = True
+    hidden_rate, visible_rate = (~visible[covered]).mean(), visible[~covered].mean()
+    assert hidden_rate >= HIDDEN_COVERED and visible_rate >= VISIBLE_UNCOVERED, (hidden_rate, visible_rate)

@@ -131,3 +131,19 @@ def test_resolve_flip_pairs_explicit_and_auto():
     assert resolve_flip_pairs(names, [("wingR", "wingL")]) == [(4, 3)]
     assert resolve_flip_pairs(names, []) == []
     assert resolve_flip_pairs(names, "auto") == [(1, 2), (3, 4)]
+
+
+def test_training_flips_only_when_the_names_pair_into_sides(capsys):
+    from rtkp.config import load_config
+    from rtkp.train import flip_policy
+
+    cfg = load_config(None, ["augment.flip=0.5"])
+    assert flip_policy(["eyeL", "eyeR", "head"], cfg).augment.flip == 0.5
+    assert "flip pairs: eyeL<->eyeR" in capsys.readouterr().err
+    unpaired = flip_policy(["eyeL", "wingL", "wingR"], cfg)
+    err = capsys.readouterr().err
+    assert unpaired.augment.flip == 0.0 and "eyeL look sided but have no counterpart" in err
+    assert flip_policy(["Hand", "Finger1", "Joystick1"], cfg).augment.flip == 0.0
+    assert "no left/right keypoints" in capsys.readouterr().err
+    explicit = load_config(None, ["augment.flip=0.5", "augment.flip_pairs=[]"])
+    assert flip_policy(["Hand", "Finger1"], explicit).augment.flip == 0.5

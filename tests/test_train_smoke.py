@@ -96,11 +96,17 @@ def test_interrupted_training_resumes_to_the_same_model(dlc_project, split, tmp_
         "--set",
         "train.checkpoint_every=2",
         *SMALL,
+        # hard negatives mined at step 1, before the interruption: the resumed run must continue with the same ones
+        "--set",
+        "train.warmup_steps=1",
+        "--set",
+        "augment.hard_crop=1.0",
     ]
     assert main(["train", "--out", str(tmp_path / "whole"), *common]) == 0
     assert main(["train", "--out", str(tmp_path / "parts"), "--stop-after", "2", *common]) == 0
     state = json.loads((tmp_path / "parts" / "checkpoint" / "state.json").read_text())
     assert state["step"] == 2 and not (tmp_path / "parts" / "manifest.json").exists()
+    assert any(state["hard_negatives"])
     assert main(["train", "--out", str(tmp_path / "parts"), *common]) == 0
     a = load_file(str(tmp_path / "whole" / "model.safetensors"))
     b = load_file(str(tmp_path / "parts" / "model.safetensors"))

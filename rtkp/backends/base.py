@@ -16,15 +16,20 @@ class Backend(Protocol):
 
     name says runtime, device and precision (e.g. "onnxruntime-cpu-fp16"); precision is "fp32" or "fp16".
     infer: images (B, H, W, 3) uint8 RGB at `input_size` -> (B, K, 4) float32 (x, y, score, clutter_score) in
-    model-input pixels. set_prototypes swaps the keypoint prototypes (K, D) and clutter summary (S, D) without
-    rebuilding anything.
+    model-input pixels, one row per keypoint in use. set_prototypes swaps the keypoint prototypes (K, D), any
+    K <= max_keypoints, and the clutter summary (S, D) without rebuilding anything (the graph has K_max prototype rows
+    and a mask of those in use). features (CoKe): images -> (B, D, H/4, W/4) float32, the unit features the
+    prototypes are matched against, from the same graph run.
     """
 
     name: str
     precision: str
     input_size: tuple[int, int]
+    max_keypoints: int
 
     def infer(self, images: np.ndarray) -> np.ndarray: ...
+
+    def features(self, images: np.ndarray) -> np.ndarray: ...
 
     def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> None: ...
 
@@ -51,6 +56,13 @@ class ModelInfo:
     @property
     def weights_sha256(self) -> str:
         return self.manifest.get("weights_sha256", "")
+
+    @property
+    def max_keypoints(self) -> int:
+        """K_max: prototype rows of the model's graph (rtkp.keypoint_set.max_keypoints)."""
+        from ..keypoint_set import max_keypoints
+
+        return max_keypoints(self.manifest)
 
 
 def read_model_info(model_dir: str | Path) -> ModelInfo:

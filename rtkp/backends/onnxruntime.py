@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from ..errors import EngineError
+from ..keypoint_set import pad_prototypes
 from .base import ModelInfo
 from .onnx_cache import ensure_onnx
 
@@ -50,18 +51,29 @@ class OnnxRuntimeBackend:
             raise EngineError(f"{path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0]})") from None
         self.name = f"onnxruntime-{device}{'-fp16' if fp16 else ''}"
         self.precision = "fp16" if fp16 else "fp32"
-        self.prototypes, self.clutter = info.prototypes, info.clutter
+        self.max_keypoints = info.max_keypoints if info.is_coke else len(info.manifest["keypoint_names"])
+        if info.is_coke:
+            self.set_prototypes(info.prototypes, info.clutter)
 
     def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> None:
-        self.prototypes = np.ascontiguousarray(prototypes, np.float32)
+        self.k = len(prototypes)
+        self.prototypes, self.active = pad_prototypes(prototypes, self.max_keypoints)
         self.clutter = np.ascontiguousarray(clutter, np.float32)
 
-    def infer(self, images: np.ndarray) -> np.ndarray:
+    def _feeds(self, images: np.ndarray) -> dict:
         feeds = {"images": np.ascontiguousarray(images, np.uint8)}
         if self.info.is_coke:
-            feeds["prototypes"] = self.prototypes
-            feeds["clutter"] = self.clutter
-        return self.session.run(["keypoints"], feeds)[0]
+            feeds.update(prototypes=self.prototypes, clutter=self.clutter, active=self.active)
+        return feeds
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        out = self.session.run(["keypoints"], self._feeds(images))[0]
+        return out[:, : self.k] if self.info.is_coke else out
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        if not self.info.is_coke:
+            raise EngineError("a heatmap model has no feature output (only CoKe models match prototypes)")
+        return self.session.run(["features"], self._feeds(images))[0]
 
     def close(self) -> None:
         self.session = None

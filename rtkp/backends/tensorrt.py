@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import EngineError, require
+from ..graphs.exports_index import GRAPH_VERSION
 from ..graphs.tensorrt import EngineCache, EngineKey, build_serialized, onnx_precision_for
+from ..keypoint_set import pad_prototypes
 from .base import ModelInfo
 from .onnx_cache import ensure_onnx
 
@@ -37,15 +39,24 @@ class TensorRTBackend:
         self.precision = precision = "fp16" if fp16 else "fp32"
         gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "host"
         clutter = tuple(info.clutter.shape) if info.is_coke else None
+        self.max_keypoints = info.max_keypoints if info.is_coke else len(info.manifest["keypoint_names"])
         self.key = EngineKey(
-            info.weights_sha256, gpu, str(trt.__version__), self.input_size, max_batch, precision, clutter
+            info.weights_sha256,
+            gpu,
+            str(trt.__version__),
+            self.input_size,
+            max_batch,
+            precision,
+            clutter,
+            self.max_keypoints if info.is_coke else None,
+            GRAPH_VERSION,
         )
         self.cache = EngineCache(info.path / "trt")
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.engine = self._engine()
         self.context = self.engine.create_execution_context()
         self.name = f"tensorrt-{precision}"
-        self.prototypes = self.clutter = None
+        self.prototypes = self.clutter = self.active = None
         if info.is_coke:
             self.set_prototypes(info.prototypes, info.clutter)
 
@@ -67,33 +78,60 @@ class TensorRTBackend:
         return engine
 
     def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> None:
+        """The engine's prototype input has K_max rows: K <= K_max in use, the rest masked off (no rebuild)."""
         t = self.torch
-        self.prototypes = t.as_tensor(np.ascontiguousarray(prototypes, np.float32)).to(self.device)
+        padded, active = pad_prototypes(prototypes, self.max_keypoints)
+        self.k = len(prototypes)
+        self.prototypes = t.as_tensor(padded).to(self.device)
+        self.active = t.as_tensor(active).to(self.device)
         self.clutter = t.as_tensor(np.ascontiguousarray(clutter, np.float32)).to(self.device)
 
-    def infer(self, images: np.ndarray) -> np.ndarray:
-        if len(images) > self.max_batch:
-            return np.concatenate(
-                [self.infer(images[i : i + self.max_batch]) for i in range(0, len(images), self.max_batch)]
-            )
+    def _execute(self, images: np.ndarray):
+        """One engine run: -> keypoints (B, K_max, 4) and, for CoKe, features (B, D, h, w), as device tensors."""
         t = self.torch
         x = t.from_numpy(np.ascontiguousarray(images, np.uint8)).to(self.device)
-        k = len(self.info.manifest["keypoint_names"])
-        out = t.empty((len(images), k, 4), dtype=t.float32, device=self.device)
+        b = len(images)
+        out = t.empty((b, self.max_keypoints, 4), dtype=t.float32, device=self.device)
         ctx = self.context
         ctx.set_input_shape("images", tuple(x.shape))
         ctx.set_tensor_address("images", x.data_ptr())
+        feats = None
         if self.info.is_coke:
+            w, h = self.input_size
+            d = int(self.info.manifest["feature_dim"])
+            stride = int(self.info.manifest.get("stride", 4))
+            # every output needs an address; the features are computed for matching anyway, so writing them out
+            # costs one device copy
+            feats = t.empty((b, d, h // stride, w // stride), dtype=t.float32, device=self.device)
             ctx.set_input_shape("clutter", tuple(self.clutter.shape))
             ctx.set_tensor_address("prototypes", self.prototypes.data_ptr())
             ctx.set_tensor_address("clutter", self.clutter.data_ptr())
+            ctx.set_tensor_address("active", self.active.data_ptr())
+            ctx.set_tensor_address("features", feats.data_ptr())
         ctx.set_tensor_address("keypoints", out.data_ptr())
         stream = t.cuda.current_stream(self.device).cuda_stream if self.device.type == "cuda" else 0
         if not ctx.execute_async_v3(stream):
             raise EngineError("TensorRT execution failed (see its log above)")
         if self.device.type == "cuda":
             t.cuda.current_stream(self.device).synchronize()
-        return out.cpu().numpy()
+        return out, feats
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        if len(images) > self.max_batch:
+            return np.concatenate(
+                [self.infer(images[i : i + self.max_batch]) for i in range(0, len(images), self.max_batch)]
+            )
+        out, _ = self._execute(images)
+        return out[:, : self.k].cpu().numpy() if self.info.is_coke else out.cpu().numpy()
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        if not self.info.is_coke:
+            raise EngineError("a heatmap model has no feature output (only CoKe models match prototypes)")
+        if len(images) > self.max_batch:
+            return np.concatenate(
+                [self.features(images[i : i + self.max_batch]) for i in range(0, len(images), self.max_batch)]
+            )
+        return self._execute(images)[1].cpu().numpy()
 
     def close(self) -> None:
         self.context = self.engine = None

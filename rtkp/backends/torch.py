@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import EngineError
+from ..keypoint_set import pad_prototypes
 from .base import ModelInfo
 
 
@@ -37,39 +38,56 @@ class TorchBackend:
         net, manifest, protos, clutter = load_model(info.path)
         self.torch = torch
         self.device = torch.device(device)
-        self.graph = InferenceGraph(net, fp16=fp16, peak=manifest.get("peak")).eval().to(self.device)
+        coke = manifest["head"] == "coke"
+        self.graph = InferenceGraph(net, fp16=fp16, peak=manifest.get("peak"), features=coke).eval().to(self.device)
         self.precision = "fp16" if fp16 else "fp32"
         self.info = info
         self.input_size = tuple(input_size or info.input_size)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self._graphs: dict[int, tuple] = {}
         self.name = f"torch-{self.device.type}{'-fp16' if fp16 else ''}{'-graphs' if self.cuda_graphs else ''}"
-        self.prototypes = protos.to(self.device) if protos is not None else None
-        self.clutter = clutter.to(self.device) if clutter is not None else None
+        self.max_keypoints = info.max_keypoints if coke else len(manifest["keypoint_names"])
+        self.prototypes = self.clutter = self.active = None
+        if coke:
+            self.set_prototypes(protos.numpy(), clutter.numpy())
 
     def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> None:
-        protos = self.torch.as_tensor(prototypes, dtype=self.torch.float32)
-        clutter = self.torch.as_tensor(clutter, dtype=self.torch.float32)
-        if protos.shape == self.prototypes.shape and clutter.shape == self.clutter.shape:
-            # copy_ keeps the tensors' addresses, which captured CUDA graphs depend on
-            self.prototypes.copy_(protos)
+        torch = self.torch
+        padded, active = (torch.from_numpy(a) for a in pad_prototypes(prototypes, self.max_keypoints))
+        clutter = torch.as_tensor(np.asarray(clutter, np.float32))
+        self.k = len(prototypes)
+        if self.prototypes is not None and clutter.shape == self.clutter.shape:
+            # copy_ keeps the tensors' addresses, which captured CUDA graphs depend on (the padded shapes never change)
+            self.prototypes.copy_(padded)
+            self.active.copy_(active)
             self.clutter.copy_(clutter)
         else:
-            self.prototypes, self.clutter = protos.to(self.device), clutter.to(self.device)
+            self.prototypes, self.active = padded.to(self.device), active.to(self.device)
+            self.clutter = clutter.to(self.device)
             self._graphs.clear()
 
     def _run(self, images):
+        """-> keypoints (B, K_max, 4) and, for CoKe, features (B, D, h, w)."""
         if self.info.is_coke:
-            return self.graph(images, self.prototypes, self.clutter)
-        return self.graph(images)
+            return self.graph(images, self.prototypes, self.clutter, self.active)
+        return (self.graph(images),)
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(images, np.uint8))
             if not self.cuda_graphs:
-                return self._run(x.to(self.device, non_blocking=True)).cpu().numpy()
-            return self._replay(x).cpu().numpy()
+                kp = self._run(x.to(self.device, non_blocking=True))[0]
+            else:
+                kp = self._replay(x)[0]
+            return kp[:, : self.k].cpu().numpy() if self.info.is_coke else kp.cpu().numpy()
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        if not self.info.is_coke:
+            raise EngineError("a heatmap model has no feature output (only CoKe models match prototypes)")
+        with self.torch.inference_mode():
+            x = self.torch.from_numpy(np.ascontiguousarray(images, np.uint8)).to(self.device)
+            return self._run(x)[1].float().cpu().numpy()
 
     def _replay(self, x):
         """Capture one CUDA graph per batch size (after a warm-up on a side stream), then replay it."""

@@ -55,6 +55,27 @@ class Dataset:
         picked = [s for n in names for s in by_name[n]]
         return Dataset(picked, self.keypoint_names, self.skeleton, self.root, self.kind)
 
+    def select_keypoints(self, names: list[str], where: str = "--keypoints") -> Dataset:
+        """The same samples with only these keypoints, in this order (each sample's keypoints and visibility columns;
+        skeleton pairs between kept keypoints, renumbered). An unknown or repeated name is a DataError.
+
+        Frames keep their place even where none of the kept keypoints is labelled: they still show the scene.
+        """
+        unknown = [n for n in names if n not in self.keypoint_names]
+        if unknown:
+            raise DataError(
+                f"{where}: no keypoint {unknown[0]!r} in the data (it has {', '.join(self.keypoint_names)})"
+            )
+        if not names or len(set(names)) != len(names):
+            raise DataError(f"{where}: give each keypoint once, at least one, got {names}")
+        cols = [self.keypoint_names.index(n) for n in names]
+        new = {old: i for i, old in enumerate(cols)}
+        samples = [
+            Sample(s.image_path, s.keypoints[cols].copy(), s.visible[cols].copy(), s.name, s.box) for s in self.samples
+        ]
+        skeleton = [(new[a], new[b]) for a, b in self.skeleton if a in new and b in new]
+        return Dataset(samples, list(names), skeleton, self.root, self.kind)
+
 
 def read_image(path: Path) -> np.ndarray:
     """Read an image file as (H, W, 3) uint8 RGB, or raise DataError naming the file."""

@@ -10,12 +10,22 @@ from ..files import sha256, write_json_atomic
 
 OPSET = 17
 EXPORTS = "exports.json"
+# The inference graph's contract (rtkp.model.graph). 2: a (K_max, D) prototype input with an `active` mask and a
+# `features` output (CoKe). Exports recorded with another version (or none: version 1) are stale and made again.
+GRAPH_VERSION = 2
 
 
 def onnx_name(input_size: tuple[int, int], fp16: bool, debug: bool = False) -> str:
     """File name of an export: model_<W>x<H>_<fp32|fp16>[_debug].onnx."""
     w, h = input_size
     return f"model_{w}x{h}_{'fp16' if fp16 else 'fp32'}{'_debug' if debug else ''}.onnx"
+
+
+def graph_max_keypoints(manifest: dict) -> int | None:
+    """The prototype rows of the model's graph (K_max), or None for a heatmap model (no prototype input)."""
+    from ..keypoint_set import max_keypoints
+
+    return max_keypoints(manifest) if manifest.get("head") == "coke" else None
 
 
 def record_export(
@@ -35,6 +45,8 @@ def record_export(
             "input_size": list(size),
             "precision": precision,
             "debug": debug,
+            "graph": GRAPH_VERSION,
+            "max_keypoints": graph_max_keypoints(manifest),
             "opset": OPSET,
             "torch": torch_version,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -44,17 +56,21 @@ def record_export(
 
 
 def find_export(model_dir: Path, input_size, fp16: bool, debug: bool = False) -> Path | None:
-    """An existing, intact ONNX export of the current weights with these settings, or None."""
+    """An existing, intact ONNX export of the current weights and graph contract with these settings, or None."""
     model_dir = Path(model_dir)
     try:
         index = json.loads((model_dir / EXPORTS).read_text())
-        weights_sha = json.loads((model_dir / "manifest.json").read_text()).get("weights_sha256")
-    except (OSError, json.JSONDecodeError):
+        manifest = json.loads((model_dir / "manifest.json").read_text())
+        k_max = graph_max_keypoints(manifest)
+    except (OSError, json.JSONDecodeError, KeyError):
         return None
     want = onnx_name(tuple(input_size), fp16, debug)
     for entry in index.get("exports", []):
         path = model_dir / entry.get("file", "")
-        if path.name == want and entry.get("model_sha256") == weights_sha and path.is_file():
-            if sha256(path) == entry.get("sha256"):
+        # a heatmap graph has no prototype input: its contract did not change with version 2
+        graph_ok = entry.get("graph") == GRAPH_VERSION or (k_max is None and entry.get("graph", 1) == 1)
+        same_graph = graph_ok and entry.get("max_keypoints") == k_max
+        if path.name == want and entry.get("model_sha256") == manifest.get("weights_sha256") and same_graph:
+            if path.is_file() and sha256(path) == entry.get("sha256"):
                 return path
     return None

@@ -1,7 +1,8 @@
 """Export a model folder to ONNX.
 
-The graph is rtkp.model.graph.InferenceGraph (its docstring has the contract: uint8 images, prototypes and clutter in;
-(B, K, 4) keypoint rows out; the FP16 and debug variants). The batch and the clutter summary's size are dynamic axes.
+The graph is rtkp.model.graph.InferenceGraph (its docstring has the contract: uint8 images, K_max prototype rows, the
+clutter summary and the mask of rows in use in; (B, K_max, 4) keypoint rows and the dense features out; the FP16 and
+debug variants). The batch and the clutter summary's size are dynamic axes; K_max is fixed (rtkp.keypoint_set).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..keypoint_set import max_keypoints, pad_prototypes
 from ..model.checkpoint import load_model
 from ..model.graph import InferenceGraph
 from .exports_index import OPSET, onnx_name, record_export
@@ -30,15 +32,20 @@ def export_onnx(
     out_dir = Path(out_dir or model_dir / "onnx")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / onnx_name(size, fp16, debug)
-    graph = InferenceGraph(net, fp16, debug, manifest.get("peak")).eval()
-    images = torch.zeros(1, size[1], size[0], 3, dtype=torch.uint8)
     coke = manifest["head"] == "coke"
-    args = (images, protos.float(), clutter.float()) if coke else (images,)
-    inputs = ["images", "prototypes", "clutter"] if coke else ["images"]
-    outputs = ["keypoints", "similarity"] if debug else ["keypoints"]
+    graph = InferenceGraph(net, fp16, debug, manifest.get("peak"), features=coke).eval()
+    images = torch.zeros(1, size[1], size[0], 3, dtype=torch.uint8)
+    if coke:
+        padded, active = (torch.from_numpy(a) for a in pad_prototypes(protos.float().numpy(), max_keypoints(manifest)))
+        args = (images, padded, clutter.float(), active)
+    else:
+        args = (images,)
+    inputs = ["images", "prototypes", "clutter", "active"] if coke else ["images"]
+    outputs = ["keypoints"] + (["features"] if coke else []) + (["similarity"] if debug else [])
     axes = {"images": {0: "batch"}, "keypoints": {0: "batch"}}
     if coke:
         axes["clutter"] = {0: "clutter"}
+        axes["features"] = {0: "batch"}
     if debug:
         axes["similarity"] = {0: "batch"}
     tmp = path.with_name(path.name + ".tmp")

@@ -4,12 +4,21 @@ The PyTorch backend runs it, `graphs.onnx` exports it (and TensorRT builds from 
 on training crops; evaluation goes through a backend, so it measures exactly what `rtkp run` executes.
 
   inputs   images      (B, H, W, 3) uint8 RGB at the model size (normalisation is inside the graph)
-           prototypes  (K, D) float32   (CoKe only: keypoints can be swapped at run time without re-exporting)
+           prototypes  (K_max, D) float32 (CoKe only: keypoints can be swapped, added and removed at run time)
            clutter     (S, D) float32   (CoKe only: the clutter summary)
-  outputs  keypoints   (B, K, 4) float32 = x, y (model-input pixels, sub-pixel refined), score, clutter_score
+           active      (K_max,) float32 (CoKe only: 1 for a prototype row in use, 0 for a free one)
+  outputs  keypoints   (B, K_max, 4) float32 = x, y (model-input pixels, sub-pixel refined), score, clutter_score;
+                       a free row reads score −1, clutter_score 1 (never visible)
+           features    (B, D, H/4, W/4) float32 unit features (CoKe only, with features=True): what the prototypes
+                       are matched against, so that a clicked point becomes a prototype from exactly these numbers
            similarity  (B, K, H/4, W/4) float32 (CoKe similarity maps, or the heatmaps), only in the debug variant
 
-A keypoint is visible when score − clutter_score > margin (rtkp.visibility; the margin lives in the manifest).
+K_max (the manifest's `max_keypoints`, default rtkp.keypoint_set.DEFAULT_MAX_KEYPOINTS) fixes the prototype input's
+shape, so an exported graph or a built TensorRT engine serves any number of keypoints up to it without a rebuild; the
+backends pad the K prototypes in use and return only their K rows. Called without `active` and with K prototypes
+(training, calibration), the graph is the plain K-keypoint one.
+
+A keypoint is visible when score − clutter_score > its margin (rtkp.visibility; the margins live in the manifest).
 
 The FP16 variant runs the backbone and the decoder's merge in half precision between float32 inputs and outputs
 (TensorRT 11 builds strongly typed networks only, so precision must be in the graph); the final projection,
@@ -33,7 +42,14 @@ class InferenceGraph(nn.Module):
     still trains or runs in another precision.
     """
 
-    def __init__(self, net: KeypointNet, fp16: bool = False, debug: bool = False, peak: dict | None = None):
+    def __init__(
+        self,
+        net: KeypointNet,
+        fp16: bool = False,
+        debug: bool = False,
+        peak: dict | None = None,
+        features: bool = False,
+    ):
         super().__init__()
         # the manifest's "peak" entry: {"refine": "softargmax", "temperature": T} for models trained with the
         # localisation loss; absent (quadratic fit) for older ones
@@ -51,15 +67,22 @@ class InferenceGraph(nn.Module):
             self.net.mean, self.net.std = self.net.mean.half(), self.net.std.half()
         self.fp16 = fp16
         self.debug = debug
+        self.features = features and net.head == "coke"
 
     def forward(
-        self, images: torch.Tensor, prototypes: torch.Tensor | None = None, clutter: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        prototypes: torch.Tensor | None = None,
+        clutter: torch.Tensor | None = None,
+        active: torch.Tensor | None = None,
     ):
-        """-> keypoints (B, K, 4), or (keypoints, similarity (B, K, H/4, W/4)) in the debug variant."""
+        """-> keypoints (B, K, 4), followed by features (B, D, H/4, W/4) when built with features=True and by
+        similarity (B, K, H/4, W/4) in the debug variant (a tuple when there is more than one output)."""
         # .float() is a no-op in FP32 and the half -> float boundary in FP16
         out = self.net.head_out(self.net.body(images).float())
         if self.net.head == "heatmap":
             kp = heatmap_keypoints(out, STRIDE)
             return (kp, out) if self.debug else kp
-        kp, sim = coke_keypoints(out, prototypes, clutter, STRIDE, self.softargmax_t)
-        return (kp, sim) if self.debug else kp
+        kp, sim = coke_keypoints(out, prototypes, clutter, STRIDE, self.softargmax_t, active)
+        outputs = (kp,) + ((out,) if self.features else ()) + ((sim,) if self.debug else ())
+        return outputs if len(outputs) > 1 else kp

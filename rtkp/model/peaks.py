@@ -78,17 +78,23 @@ def coke_keypoints(
     clutter: torch.Tensor,
     stride: int,
     softargmax_temperature: float | None = None,
+    active: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CoKe inference.
 
-    features: (B, D, h, w) unit features; prototypes: (K, D); clutter: (S, D) clutter summary.
+    features: (B, D, h, w) unit features; prototypes: (K, D); clutter: (S, D) clutter summary; active: (K,) float32,
+    1 for a prototype row in use and 0 for a free one (None: all in use).
     Returns (keypoints (B, K, 4) = x, y (input pixels), score, clutter_score; similarity maps (B, K, h, w)).
     score is the peak cosine similarity to the keypoint's prototype; clutter_score the best similarity of the feature
     at that peak to any clutter centre. softargmax_temperature: refine peaks by local soft-argmax at that temperature
     (models trained with the localisation loss), else by the 3×3 quadratic fit (older models). Each keypoint is
     decided on its own, which is what lets CoKe report some keypoints as occluded while keeping the others.
+    A free row's prototype is zeroed (whatever the buffer holds) and its row reads score −1, clutter_score 1: evidence
+    −2, below any margin, so a consumer that reads all K rows never sees a free one as visible.
     """
     b, d, h, w = features.shape
+    if active is not None:
+        prototypes = prototypes * active.unsqueeze(1)
     sim = torch.einsum("bdhw,kd->bkhw", features, prototypes)
     if softargmax_temperature:
         pos, score = softargmax_peaks(sim, softargmax_temperature)
@@ -99,6 +105,10 @@ def coke_keypoints(
     feat_flat = features.reshape(b, d, h * w)
     peak_feat = feat_flat.gather(2, flat_idx.unsqueeze(1).expand(b, d, k))
     clutter_score = torch.einsum("bdk,sd->bks", peak_feat, clutter).amax(dim=2)
+    if active is not None:
+        on = active.unsqueeze(0) > 0.5  # (1, K)
+        score = torch.where(on, score, torch.full_like(score, -1.0))
+        clutter_score = torch.where(on, clutter_score, torch.ones_like(clutter_score))
     xy = grid_to_pixels(pos, stride)
     return torch.cat([xy, score.unsqueeze(-1), clutter_score.unsqueeze(-1)], dim=-1), sim
 

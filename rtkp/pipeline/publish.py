@@ -32,6 +32,7 @@ def keypoints_header(kf: KeypointFrame, seq: int, stream: str, model_id: str) ->
         "size": list(kf.source_size),
         "kp": points,
         "dropped": kf.dropped,
+        "bank": kf.bank_version,
     }
 
 
@@ -74,6 +75,7 @@ class Publisher:
         self.endpoint = endpoint
         self.stream, self.model_id = stream, model_id
         self.meta = dict(meta, v=SCHEMA_VERSION, stream=stream, model=model_id)
+        self.meta.setdefault("bank", 0)
         self.meta_every_s = meta_every_s
         self.seq = 0
         self.sent = 0
@@ -127,6 +129,16 @@ class Publisher:
             self._send(self.topic_meta, self.meta)
             self._last_meta = time.monotonic()
         return joined
+
+    def set_keypoints(self, names: list[str], skeleton, bank: int, added: dict) -> None:
+        """The keypoints changed (rtkp.control): `.meta` goes out now with the new names, before any keypoints
+        message of the new bank, so a subscriber that receives everything never waits for them."""
+        self.poll()
+        self.meta = dict(
+            self.meta, keypoints=list(names), skeleton=[list(p) for p in skeleton], bank=bank, added=dict(added)
+        )
+        self._send(self.topic_meta, self.meta)
+        self._last_meta = time.monotonic()
 
     def publish(self, kf: KeypointFrame) -> None:
         self.poll()

@@ -49,6 +49,8 @@ class RunOptions:
     precision: str | None = None  # fp32 | fp16 | None: the backend's own choice (fp16 on GPUs, fp32 on the CPU)
     sinks: tuple = ()  # extra SinkSpecs (sinks.py), opened in the post process: `rtkp export`'s writers
     start_frame: int = 0  # the first frame to decode, with its full-decode index and PTS (sources.Source start)
+    control: str | None = None  # the control socket's endpoint (rtkp.control): teach the running model keypoints
+    window_control: str | None = None  # the live window's private control endpoint (ipc://), set with display
 
 
 def probe_frame_bytes(source: str) -> int:
@@ -74,7 +76,15 @@ def run_pipeline(
     from ..backends import read_model_info
 
     sweep_stale()
-    read_model_info(opts.model)  # a bad model folder fails here, in one line, before any process starts
+    info = read_model_info(opts.model)  # a bad model folder fails here, in one line, before any process starts
+    if opts.display and info.is_coke and not opts.window_control:
+        # the window teaches keypoints through a private control endpoint of its own (a socket file only this user
+        # can reach), so that clicks work with or without --control
+        import dataclasses
+        import tempfile
+
+        ipc = Path(tempfile.gettempdir()) / f"rtkp-{os.getpid()}-window.ctl"
+        opts = dataclasses.replace(opts, window_control=f"ipc://{ipc}")
     frame_bytes = frame_bytes or probe_frame_bytes(opts.source)
     ctx = mp.get_context("spawn")
     slot_bytes = max(frame_bytes, 1920 * 1080 * 3) if Path(opts.source).is_dir() else frame_bytes

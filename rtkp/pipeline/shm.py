@@ -177,7 +177,12 @@ class LosslessChannel:
         return True
 
     def get(self, timeout: float | None = None):
-        """(Frame view, slot (-1 for a frame that came through the pipe), dropped=0), or None at the end."""
+        """(Frame view, slot (-1 for a frame that came through the pipe), dropped=0), or None at the end.
+
+        timeout: None waits for as long as it takes; a number raises TimeoutError when nothing came in that long."""
+        # SimpleQueue.get has no timeout; its pipe's poll blocks in select() until data or the timeout
+        if timeout is not None and not self.ready._reader.poll(timeout):
+            raise TimeoutError
         item = self.ready.get()
         if item is None:
             return None

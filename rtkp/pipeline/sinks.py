@@ -8,7 +8,7 @@ sinks through `RunOptions.sinks`: picklable specs whose `open(context)` builds t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -18,13 +18,16 @@ from ..messages import KeypointFrame
 
 @dataclass(frozen=True)
 class SinkContext:
-    """What every sink may need to know about the run. names: (K,) keypoint names; skeleton: [(a, b)] index pairs."""
+    """What every sink may need to know about the run. names: (K,) keypoint names; skeleton: [(a, b)] index pairs;
+    shots: {name: shots} of keypoints added from shots (rtkp.control). When the keypoints change during a run, the
+    post stage makes a new context and calls `keypoints_changed(context, bank)` on sinks that have it."""
 
     names: list[str]
     skeleton: list[tuple[int, int]]
     manifest: dict
     source: str
     model_id: str
+    shots: dict = field(default_factory=dict)
 
 
 class SinkItem:
@@ -34,6 +37,11 @@ class SinkItem:
     def __init__(self, kf: KeypointFrame, image: np.ndarray | None, hud: str, context: SinkContext):
         self.kf, self.image, self.hud, self._context = kf, image, hud, context
         self._drawn: np.ndarray | None = None
+
+    @property
+    def context(self) -> SinkContext:
+        """The run's context when this frame was finished (its keypoint names are this frame's)."""
+        return self._context
 
     def drawn(self) -> np.ndarray:
         if self._drawn is None:
@@ -72,6 +80,9 @@ class PublishSink:
         self.publisher, self.status = publisher, status  # status(): the post stage's current counters
         self._last_status = None
 
+    def keypoints_changed(self, context: SinkContext, bank: int) -> None:
+        self.publisher.set_keypoints(context.names, context.skeleton, bank, context.shots)
+
     def write(self, item: SinkItem) -> None:
         self.publisher.publish(item.kf)
         now = time.monotonic()
@@ -86,24 +97,69 @@ class PublishSink:
 
 
 class DisplaySink:
-    """The live window; `q` or Esc asks the run to stop."""
+    """The live window; `q` or Esc asks the run to stop. With a control endpoint (the run's private one for the
+    window), clicks teach the running model new keypoints (rtkp.control.window.ClickTeacher: click, type a name,
+    Enter; u undoes, d deletes), through the same control requests as the socket."""
 
     name, needs_pixels = "display", True
 
-    def __init__(self, stop):
+    def __init__(self, stop, control: str | None = None):
         self.stop = stop
+        self.teacher = self.client = None
+        self._last = None  # (image, kf) on screen: what a click refers to
+        if control:
+            from ..control.client import ControlClient
+            from ..control.window import ClickTeacher
+
+            self.client = ControlClient(control)
+            self.teacher = ClickTeacher(self.client)
+        self._window = False
+
+    def _open_window(self) -> None:
+        import cv2
+
+        cv2.namedWindow("rtkp", cv2.WINDOW_AUTOSIZE)  # autosize: window pixels are the frame's source pixels
+        if self.teacher is not None:
+            cv2.setMouseCallback("rtkp", self._on_mouse)
+        self._window = True
+
+    def _on_mouse(self, event, x, y, flags, param) -> None:
+        import cv2
+
+        if event == cv2.EVENT_MOUSEMOVE:
+            self.teacher.move(x, y)
+        elif event == cv2.EVENT_LBUTTONDOWN and self._last is not None:
+            self.teacher.click(x, y, self._last[0])
 
     def write(self, item: SinkItem) -> None:
         import cv2
 
-        cv2.imshow("rtkp", cv2.cvtColor(item.drawn(), cv2.COLOR_RGB2BGR))
-        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+        from ..viz import draw_lines, draw_marker
+
+        if not self._window:
+            self._open_window()
+        shown = item.drawn()
+        if self.teacher is not None:
+            self.teacher.poll()
+            self._last = (item.image, item.kf)
+            shown = shown.copy()  # the extra lines are the window's, not the recording's
+            draw_lines(shown, self.teacher.hud_lines(item.context.shots))
+            if self.teacher.pending is not None:
+                draw_marker(shown, self.teacher.pending.x, self.teacher.pending.y)
+        cv2.imshow("rtkp", cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+        key = cv2.waitKey(1)
+        names = list(item.context.names)
+        if self.teacher is not None and self.teacher.key(key, names, item.context.shots, item.kf.keypoints):
+            return
+        if key & 0xFF in (ord("q"), 27):
             self.stop.set()
 
     def close(self, complete: bool) -> dict:
         import cv2
 
         cv2.destroyAllWindows()
+        if self.client is not None:
+            self.client.close()
         return {}
 
 

@@ -174,6 +174,20 @@ def frame_table(path: str | Path) -> FrameTable:
     return FrameTable(pts, np.array([k for _, k in rows], bool), time_base, exact)
 
 
+def _prime_decoder(container, stream, av) -> None:
+    """Decode the stream's first packet before a seek. Encoders put their identity there (x264: an SEI with its
+    build), and FFmpeg works around known encoder bugs by it: without it, e.g. frames of x264 builds before 151 in
+    4:4:4 decode as garbage after a seek (the DLC open-field mouse video), however correct their PTS."""
+    stream.thread_type = "AUTO"
+    for packet in container.demux(stream):
+        if packet.size:
+            try:
+                packet.decode()
+            except av.FFmpegError:
+                pass  # an undecodable first packet: nothing learnt, the seek goes ahead as before
+            return
+
+
 class Source:
     """Iterates Frames from a SourceSpec.
 
@@ -185,7 +199,8 @@ class Source:
     files: seek to the keyframe at or before frame N (frame_table), decode from it, discard until N's pts; when a seek
     lands elsewhere or the table is not exact, decode from the start and discard N frames. (Undecodable packets before
     N: the table counts their frames, a full decode does not.) Image folders: from file N (an image's index is its
-    position in the sorted list). lavfi: N frames are generated and discarded.
+    position in the sorted list). lavfi: N frames are generated and discarded. table: the file's frame_table when the
+    caller has it already (chunks of one video: the file is demuxed once, not once per chunk).
     """
 
     def __init__(
@@ -197,11 +212,13 @@ class Source:
         backoff_s: tuple[float, float] = (0.5, 8.0),
         give_up_s: float | None = None,
         start: int = 0,
+        table: FrameTable | None = None,
     ):
         if start and spec.live:
             raise SourceError(f"source {spec.text!r}: a live source cannot start at frame {start}")
         self.spec = spec
         self.start = max(int(start), 0)
+        self.table = table
         self.realtime = realtime
         self.max_frames = max_frames
         self.reconnect = spec.live if reconnect is None else reconnect
@@ -371,11 +388,14 @@ class Source:
         if self.start == 0:
             yield from self._decode(container, av)
             return
-        table = frame_table(self.spec.target) if self.spec.kind == "file" else None
+        table = self.table
+        if table is None and self.spec.kind == "file":
+            table = frame_table(self.spec.target)
         if table is not None and table.exact:
             if self.start >= len(table):
                 return
             target, stream = int(table.pts[self.start]), container.streams.video[0]
+            _prime_decoder(container, stream, av)
             # the nearest keyframe first; an earlier one when the demuxer's seek lands after the target
             for key in table.keyframes_up_to(self.start)[:3]:
                 try:

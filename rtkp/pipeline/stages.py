@@ -3,21 +3,24 @@
 Each function is a process's whole life: build its part of the Tracker, move frames, report a summary at the end.
 What a frame becomes is the Tracker's business (tracker.py: ModelStage here in inference, KeypointStage in post);
 where it goes is the sinks' (sinks.py). Messages (messages.py, frozen dataclasses): ModelResult (inference → post);
-StageError, StageSummary, BackendReady, Progress and KeypointFrame on the report queue (→ parent).
+KeypointsChanged (inference → post, between results, when a control request changed the keypoints); StageError,
+StageSummary, BackendReady, Progress and KeypointFrame on the report queue (→ parent).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import signal
 import time
 
 import numpy as np
 
 from ..errors import RtkpError
-from ..messages import BackendReady, ModelResult, Progress, StageError, StageSummary
+from ..messages import BackendReady, KeypointsChanged, ModelResult, Progress, StageError, StageSummary
 
 PROGRESS_EVERY_S = 0.2  # how often the post stage tells the parent how many frames are done
+IDLE_S = 0.05  # with a control socket: how often requests are served while no frame arrives
 
 
 def _child_setup() -> None:
@@ -66,24 +69,43 @@ def decode_worker(opts, channel, stop, ready, report) -> None:
 
 
 def infer_worker(opts, channel, results, ready, report, pixels_downstream: bool) -> None:
-    """Letterbox and run the model on each frame the channel hands out; ModelResults go to the post stage."""
+    """Letterbox and run the model on each frame the channel hands out; ModelResults go to the post stage.
+
+    With a control socket (opts.control, or the live window's private one) it also serves control requests between
+    batches (rtkp.control): a change of keypoints goes to the post stage as KeypointsChanged, ahead of the first
+    ModelResult inferred with it.
+    """
     _child_setup()
     from ..backends import open_backend, read_model_info
     from ..tracker import ModelStage
 
+    server = editor = None
     try:
+        # the socket first, so that a request sent while the model loads is answered "not ready", not left waiting
+        server = _control_server(opts)
         backend = open_backend(opts.model, opts.backend, threads=opts.threads, precision=opts.precision)
-        stage = ModelStage(backend, read_model_info(opts.model).manifest)
+        info = read_model_info(opts.model)
+        stage = ModelStage(backend, info.manifest)
+        if server is not None:
+            from ..control.editor import KeypointEditor
+
+            editor = KeypointEditor(stage, info, info.weights_sha256[:12])
     except RtkpError as exc:
         report.put(StageError("infer", str(exc)))
         ready.set()
         _drain(channel)
         results.put(None)
+        if server is not None:
+            server.close()
         return
     report.put(BackendReady(backend.name))
     ready.set()
+    idle = None
+    if server is not None:
+        server.ready()
+        idle = functools.partial(_serve_control, server, editor, results)
     taken = superseded = 0
-    for batch in _batches(channel, opts.run.batch):
+    for batch in _batches(channel, opts.run.batch, idle):
         inputs, pending = [], []
         taken += len(batch)
         for frame, slot, dropped in batch:
@@ -110,33 +132,61 @@ def infer_worker(opts, channel, results, ready, report, pixels_downstream: bool)
         t1 = time.perf_counter()
         rows = stage.infer(batch_input)
         infer_ms = (time.perf_counter() - t1) * 1e3
-        for (meta, size, timings, dropped, slot, image), r in zip(pending, rows):
+        for i, ((meta, size, timings, dropped, slot, image), r) in enumerate(zip(pending, rows)):
             timings.update(inference=infer_ms, batch=len(pending))
             results.put(ModelResult(meta, size, r, timings, dropped, stage.bank_version, slot, image))
+            if editor is not None:
+                # a view into the batch array (no copy): a request may name this frame by seq for a while
+                editor.history.add(meta.index, batch_input[i], stage.mapper.letterbox(size))
+        if server is not None:
+            _serve_control(server, editor, results)
     results.put(None)
     report.put(StageSummary("infer", {"frames": taken, "superseded": superseded, "unconsumed": channel.unconsumed()}))
+    if server is not None:
+        server.close()
     backend.close()
 
 
-def _items(channel):
-    """(frame, slot, dropped) from a channel until its end (waiting in 1 s steps on a live channel)."""
+def _control_server(opts):
+    """The control socket of this run (its public endpoint and/or the live window's), or None when it has none."""
+    if not (opts.control or opts.window_control):
+        return None
+    from ..control.server import ControlServer
+
+    curve = opts.run.curve_key or None
+    return ControlServer(opts.control, curve, opts.run.curve_clients or None, private=opts.window_control)
+
+
+def _serve_control(server, editor, results) -> None:
+    """Carry out the control requests queued now; a change goes downstream before the next frame's result."""
+    for job in server.take():
+        change = editor.handle(job)
+        if change is not None:
+            results.put(change)
+
+
+def _items(channel, idle=None):
+    """(frame, slot, dropped) from a channel until its end. While no frame comes, `idle()` is called every
+    IDLE_S (control requests are served then), else the wait is in 1 s steps."""
     while True:
         try:
-            item = channel.get(timeout=1.0)
+            item = channel.get(timeout=1.0 if idle is None else IDLE_S)
         except TimeoutError:
+            if idle is not None:
+                idle()
             continue
         if item is None:
             return
         yield item
 
 
-def _batches(channel, max_batch: int):
+def _batches(channel, max_batch: int, idle=None):
     """Lists of up to `max_batch` items: the first is waited for, the rest only taken if already queued.
 
     Batching never delays a frame: on the live channel (nothing queued by design) every batch has one frame; in
     lossless mode, frames that piled up while the model ran go through it together, which is cheaper per frame.
     """
-    items = _items(channel)
+    items = _items(channel, idle)
     for first in items:
         batch = [first]
         while len(batch) < max_batch and channel.queued():
@@ -178,7 +228,7 @@ def _open_sinks(opts, context, report, stop, status) -> list:
         )
         sinks.append(PublishSink(publisher, status))
     if opts.display:
-        sinks.append(DisplaySink(stop))
+        sinks.append(DisplaySink(stop, opts.window_control))
     if opts.record:
         sinks.append(RecordSink(opts.record, opts.source))
     sinks += [spec.open(context) for spec in opts.sinks]
@@ -227,6 +277,16 @@ def post_worker(opts, results, channel, ring, report, stop) -> None:
     # capture->publish is taken right after the publisher (first in line, see _open_sinks), else after every sink
     latency_after = 0 if sinks and sinks[0].name == "publish" else len(sinks) - 1
     for result in iter(results.get, None):
+        if isinstance(result, KeypointsChanged):
+            # ahead of the first result inferred with it: names, margins and the stream's .meta change together
+            stage.change_keypoints(result)
+            context = dataclasses.replace(
+                context, names=list(result.names), skeleton=list(result.skeleton), shots=dict(result.shots)
+            )
+            for sink in sinks:
+                if hasattr(sink, "keypoints_changed"):
+                    sink.keypoints_changed(context, result.bank_version)
+            continue
         kf = stage.finish(result)
         now_ns = time.monotonic_ns()
         frames += 1

@@ -1,0 +1,205 @@
+"""The keypoints a model tracks, as a mutable set: names, prototypes, margins, and which were added from shots.
+
+Every runtime matches features against a prototype input of K_max rows with a mask of those in use (rtkp.model.graph),
+so keypoints can be added, removed and renamed while a tracker runs, with no re-export and no engine rebuild. The set is
+compact: keypoint k sits in prototype row k, rows K..K_max−1 are free. numpy only (the inference and post processes of
+`rtkp run` never import torch for it).
+
+An added keypoint keeps what it was taught from (rtkp.teach): per shot, the features of its views (V, D) and of the
+strongest look-alikes in the shot's frame (M, D), so that more shots can be added later and its prototype and margin
+recomputed from all of them, also after the set is saved as a model folder and loaded again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ControlError, ModelError
+
+DEFAULT_MAX_KEYPOINTS = 32  # prototype rows of an exported graph when the manifest does not set `max_keypoints`
+NAME_MAX_CHARS = 64
+
+
+def max_keypoints(manifest: dict) -> int:
+    """K_max of a model: the manifest's `max_keypoints`, else max(DEFAULT_MAX_KEYPOINTS, K)."""
+    k = len(manifest["keypoint_names"])
+    declared = manifest.get("max_keypoints")
+    if declared is None:
+        return max(DEFAULT_MAX_KEYPOINTS, k)
+    if not isinstance(declared, int) or isinstance(declared, bool) or declared < max(k, 1):
+        raise ModelError(f"manifest `max_keypoints` must be an integer >= its {k} keypoints, got {declared!r}")
+    return declared
+
+
+def pad_prototypes(prototypes: np.ndarray, k_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """(K, D) prototypes -> (padded (K_max, D) float32 with zero rows after K, active (K_max,) float32 1/0)."""
+    prototypes = np.asarray(prototypes, np.float32)
+    k, d = prototypes.shape
+    if k > k_max:
+        raise ModelError(f"{k} prototypes, but this model's graph holds at most {k_max} (manifest `max_keypoints`)")
+    padded = np.zeros((k_max, d), np.float32)
+    padded[:k] = prototypes
+    active = np.zeros(k_max, np.float32)
+    active[:k] = 1.0
+    return padded, active
+
+
+def check_name(name) -> str:
+    """A keypoint name as given, or ControlError("bad_request"): 1..64 printable characters, no outer spaces."""
+    if not isinstance(name, str) or not name or len(name) > NAME_MAX_CHARS:
+        raise ControlError("bad_request", f"a keypoint name must be a string of 1 to {NAME_MAX_CHARS} characters")
+    if not name.isprintable() or name.strip() != name:
+        raise ControlError(
+            "bad_request", f"keypoint name {name!r}: printable characters only, no leading/trailing space"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Taught:
+    """What an added keypoint was taught from. views: (N, V, D) unit features of each shot's views; lookalikes:
+    (N, M, D) unit features of the strongest other cells in each shot's frame; source: "live" (clicks) or "data"
+    (labelled frames, `rtkp keypoints add --data`)."""
+
+    views: np.ndarray
+    lookalikes: np.ndarray
+    source: str = "live"
+
+    @property
+    def shots(self) -> int:
+        return len(self.views)
+
+    def plus(self, other: Taught) -> Taught:
+        """These shots and another's, in that order."""
+        m = min(self.lookalikes.shape[1], other.lookalikes.shape[1])
+        looks = np.concatenate([self.lookalikes[:, :m], other.lookalikes[:, :m]])
+        return Taught(np.concatenate([self.views, other.views]), looks, self.source)
+
+    def minus_last(self) -> Taught:
+        return Taught(self.views[:-1], self.lookalikes[:-1], self.source)
+
+
+class KeypointSet:
+    """names (K,), prototypes (K, D), margins (K,) of the keypoints in use, plus the clutter summary (S, D), the
+    skeleton (index pairs), flip pairs (name pairs) and `taught` {name: Taught} for added keypoints.
+
+    Changes raise ControlError (with the reply's code) and leave the set as it was."""
+
+    def __init__(
+        self,
+        names: list[str],
+        prototypes: np.ndarray,
+        margins: np.ndarray,
+        clutter: np.ndarray,
+        k_max: int,
+        skeleton=(),
+        flip_pairs=(),
+        taught: dict[str, Taught] | None = None,
+    ):
+        self.names = list(names)
+        self.prototypes = np.asarray(prototypes, np.float32).reshape(len(self.names), -1)
+        self.margins = np.asarray(margins, np.float32).reshape(len(self.names))
+        self.clutter = np.asarray(clutter, np.float32)
+        self.k_max = k_max
+        self.skeleton = [(int(a), int(b)) for a, b in skeleton]
+        self.flip_pairs = [(str(a), str(b)) for a, b in flip_pairs]
+        self.taught = dict(taught or {})
+
+    @classmethod
+    def from_model(cls, manifest: dict, prototypes: np.ndarray, clutter: np.ndarray, taught=None) -> KeypointSet:
+        """The set a model folder describes (its manifest and banks; `taught` from rtkp.model_folder.read_taught)."""
+        from .visibility import manifest_margin
+
+        names = list(manifest["keypoint_names"])
+        margins = np.broadcast_to(np.asarray(manifest_margin(manifest), np.float32), (len(names),))
+        return cls(
+            names,
+            prototypes,
+            margins,
+            clutter,
+            max_keypoints(manifest),
+            manifest.get("skeleton") or [],
+            manifest.get("flip_pairs") or [],
+            taught,
+        )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def padded(self) -> tuple[np.ndarray, np.ndarray]:
+        """(prototypes (K_max, D), active (K_max,)) for the graph."""
+        return pad_prototypes(self.prototypes, self.k_max)
+
+    def index(self, name) -> int:
+        check_name(name)
+        if name not in self.names:
+            raise ControlError("unknown_keypoint", f"no keypoint named {name!r} (known: {', '.join(self.names)})")
+        return self.names.index(name)
+
+    def check_new(self, name) -> None:
+        """ControlError unless `name` could be added now: a valid, unused name and a free prototype row."""
+        check_name(name)
+        if name in self.names:
+            raise ControlError("duplicate", f"a keypoint named {name!r} exists already (rename or remove it first)")
+        if len(self.names) >= self.k_max:
+            raise ControlError(
+                "full", f"this model tracks at most {self.k_max} keypoints (manifest `max_keypoints`); remove one first"
+            )
+
+    def add(self, name: str, prototype: np.ndarray, margin: float, taught: Taught) -> int:
+        """Append a keypoint; returns its index."""
+        self.check_new(name)
+        self.names.append(name)
+        self.prototypes = np.concatenate([self.prototypes, np.asarray(prototype, np.float32)[None]])
+        self.margins = np.append(self.margins, np.float32(margin))
+        self.taught[name] = taught
+        return len(self.names) - 1
+
+    def update(self, name: str, prototype: np.ndarray, margin: float, taught: Taught) -> int:
+        """Replace an added keypoint's prototype, margin and shots (more shots, or one fewer); returns its index."""
+        k = self.index(name)
+        if name not in self.taught:
+            raise ControlError("bad_request", f"{name!r} was trained, not added from shots: its shots cannot change")
+        self.prototypes[k] = prototype
+        self.margins[k] = margin
+        self.taught[name] = taught
+        return k
+
+    def remove(self, name: str) -> None:
+        k = self.index(name)
+        if len(self.names) == 1:
+            raise ControlError("bad_request", f"{name!r} is the last keypoint; a model tracks at least one")
+        del self.names[k]
+        self.prototypes = np.delete(self.prototypes, k, axis=0)
+        self.margins = np.delete(self.margins, k)
+        self.taught.pop(name, None)
+        # the skeleton's pairs are indices: drop the pairs that used k, renumber those after it
+        shift = lambda i: i - (i > k)
+        self.skeleton = [(shift(a), shift(b)) for a, b in self.skeleton if k not in (a, b)]
+        self.flip_pairs = [p for p in self.flip_pairs if name not in p]
+
+    def rename(self, name: str, to: str) -> None:
+        k = self.index(name)
+        check_name(to)
+        if to in self.names:
+            raise ControlError("duplicate", f"a keypoint named {to!r} exists already")
+        self.names[k] = to
+        if name in self.taught:
+            self.taught[to] = self.taught.pop(name)
+        self.flip_pairs = [tuple(to if n == name else n for n in p) for p in self.flip_pairs]
+
+    def shots(self) -> dict[str, int]:
+        """{name: number of shots} of the added keypoints, in keypoint order."""
+        return {n: self.taught[n].shots for n in self.names if n in self.taught}
+
+    def describe(self) -> list[dict]:
+        """One map per keypoint, in order: name, index, margin, added (bool) and shots (added ones)."""
+        out = []
+        for k, name in enumerate(self.names):
+            entry = {"name": name, "index": k, "margin": round(float(self.margins[k]), 5), "added": name in self.taught}
+            if name in self.taught:
+                entry["shots"] = self.taught[name].shots
+            out.append(entry)
+        return out

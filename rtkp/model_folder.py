@@ -1,0 +1,142 @@
+"""Write a keypoint set as a model folder, and read back what added keypoints were taught from (no torch).
+
+A saved folder is an ordinary model folder (`rtkp run --model`, `rtkp export --model`, `rtkp eval --model` load it):
+the network weights are copied unchanged, the prototypes, clutter summary and margins are the set's, and the manifest
+lists under `added_keypoints` which keypoints were added, from how many shots, with what margin. Each added keypoint's
+shots (rtkp.keypoint_set.Taught) are stored as tensors `taught.<i>.views` and `taught.<i>.lookalikes`, so it can be
+given more shots after a reload. ONNX exports of the source folder are copied too: the graph holds the network only
+(prototypes are an input), so the saved folder runs without torch and without exporting again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ControlError, ModelError
+from .files import sha256, write_json_atomic
+from .keypoint_set import KeypointSet, Taught
+from .manifest import MANIFEST, MANIFEST_VERSION, WEIGHTS
+
+
+def _weights_path(model_dir: Path, manifest: dict) -> Path:
+    return Path(model_dir) / manifest.get("weights", WEIGHTS)
+
+
+def read_taught(model_dir: str | Path, manifest: dict) -> dict[str, Taught]:
+    """{name: Taught} of a folder's added keypoints whose shots are stored (empty for trained-only models)."""
+    entries = manifest.get("added_keypoints") or []
+    if not entries:
+        return {}
+    from safetensors import safe_open
+
+    out = {}
+    path = _weights_path(Path(model_dir), manifest)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            keys = set(f.keys())
+            for entry in entries:
+                t = entry.get("tensors") or {}
+                if t.get("views") in keys and t.get("lookalikes") in keys:
+                    views, looks = f.get_tensor(t["views"]), f.get_tensor(t["lookalikes"])
+                    out[entry["name"]] = Taught(views.astype(np.float32), looks.astype(np.float32), entry["source"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot read the added keypoints' shots ({exc})") from None
+    return out
+
+
+def _check_out(out: Path, model_dir: Path, overwrite: bool) -> None:
+    if out.resolve() == Path(model_dir).resolve():
+        raise ControlError("failed", f"{out}: that is the folder of the running model; save to a new folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise ControlError("failed", f"{out}: exists and is not empty (pass overwrite to replace a model folder)")
+        if not (out / MANIFEST).is_file():
+            raise ControlError("failed", f"{out}: not a model folder; refusing to overwrite it")
+
+
+def save_keypoint_set(
+    model_dir: str | Path, manifest: dict, kset: KeypointSet, out: str | Path, overwrite: bool = False, note=None
+) -> Path:
+    """Write `kset` on top of the network of `model_dir` (whose manifest is `manifest`) as the model folder `out`.
+
+    note: extra provenance for the manifest's `derived_from` (e.g. the data the shots came from). Raises
+    ControlError("failed") when `out` cannot be written.
+    """
+    from safetensors import safe_open
+    from safetensors.numpy import save
+
+    model_dir, out = Path(model_dir), Path(out)
+    _check_out(out, model_dir, overwrite)
+    src = _weights_path(model_dir, manifest)
+    try:
+        with safe_open(str(src), framework="numpy") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys() if k.startswith("net.")}
+            metadata = f.metadata()
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{src}: cannot read the network weights ({exc})") from None
+    tensors["prototypes"] = np.ascontiguousarray(kset.prototypes, np.float32)
+    tensors["clutter_summary"] = np.ascontiguousarray(kset.clutter, np.float32)
+    added = []
+    for i, name in enumerate(n for n in kset.names if n in kset.taught):
+        taught = kset.taught[name]
+        keys = {"views": f"taught.{i}.views", "lookalikes": f"taught.{i}.lookalikes"}
+        tensors[keys["views"]] = np.ascontiguousarray(taught.views, np.float32)
+        tensors[keys["lookalikes"]] = np.ascontiguousarray(taught.lookalikes, np.float32)
+        k = kset.names.index(name)
+        margin = round(float(kset.margins[k]), 5)
+        entry = {"name": name, "shots": taught.shots, "margin": margin, "source": taught.source}
+        added.append(dict(entry, tensors=keys))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / (WEIGHTS + ".tmp")
+        tmp.write_bytes(save(tensors, metadata=metadata))
+        os.replace(tmp, out / WEIGHTS)
+        new = dict(manifest)
+        new.pop("evaluation", None)  # measured on other keypoints: `rtkp eval` the saved folder for its own figures
+        new.update(
+            keypoint_names=list(kset.names),
+            skeleton=[list(p) for p in kset.skeleton],
+            flip_pairs=[list(p) for p in kset.flip_pairs],
+            visibility_margins=[round(float(m), 5) for m in kset.margins],
+            prototypes=kset.prototypes.tolist(),
+            clutter_summary={"tensor": "clutter_summary", "shape": list(kset.clutter.shape)},
+            max_keypoints=kset.k_max,
+            added_keypoints=added,
+            derived_from=dict(note or {}, model=manifest.get("weights_sha256", "")[:12], path=str(model_dir)),
+            manifest_version=MANIFEST_VERSION,
+            weights=WEIGHTS,
+            weights_sha256=sha256(out / WEIGHTS),
+        )
+        write_json_atomic(out / MANIFEST, new)
+        _copy_exports(model_dir, out, new)
+    except OSError as exc:
+        raise ControlError("failed", f"{out}: cannot write the model folder ({exc.strerror or exc})") from None
+    return out
+
+
+def _copy_exports(model_dir: Path, out: Path, manifest: dict) -> None:
+    """Copy the source's current ONNX exports (same network, same K_max) and record them for the new weights."""
+    from .graphs.exports_index import EXPORTS, GRAPH_VERSION
+
+    try:
+        index = json.loads((model_dir / EXPORTS).read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    entries = []
+    for entry in index.get("exports", []):
+        path = model_dir / entry.get("file", "")
+        if entry.get("graph") != GRAPH_VERSION or entry.get("max_keypoints") != manifest["max_keypoints"]:
+            continue
+        if not path.is_file() or not path.is_relative_to(model_dir) or sha256(path) != entry.get("sha256"):
+            continue
+        target = out / entry["file"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        entries.append(dict(entry, model_sha256=manifest["weights_sha256"], copied_from=str(path)))
+    if entries:
+        write_json_atomic(out / EXPORTS, {"exports": entries})

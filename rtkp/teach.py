@@ -1,0 +1,195 @@
+"""Teach a keypoint from shots: a few clicked points (image, x, y) become a prototype and a visibility margin.
+
+A prototype is what CoKe matches every frame's features against (rtkp.model.graph), so a keypoint can be added by
+reading the features at the clicked points through the same graph the tracker runs (the backend's `features` output)
+and averaging them. Each shot is seen in a few views (small rotations and scalings about the clicked point, which
+stays put), so that the prototype averages over the appearance changes the tracker will meet, like the training
+prototypes do over augmented crops.
+
+The margin (a keypoint is visible when score − clutter_score > margin, rtkp.visibility) is set from two evidences,
+both measured with the clutter summary exactly as the graph measures them:
+  E  visible: the keypoint's own evidence on views it was not taught from: each view against the prototype of the
+     other shots (leave one shot out; with a single shot, of the other views of it); the low end (20th percentile)
+  H  look-alike: the evidence of the best cell of the shots' frames away from the click (when the keypoint is
+     hidden, the peak lands on such a cell)
+margin = (E + H) / 2, midway between them, kept within [E/2, 3E/4]. E/2 is the contrastive boundary: midway between
+the keypoint and a feature as similar to the clutter as to the prototype; the margin never goes below it. 3E/4 keeps
+most of the keypoint's own views visible when a look-alike scores as high as they do: on the DLC mouse, a spot of
+the arena 130 cells from the tail base scores 0.16 against a tail-base prototype taught from one shot, whose own
+held-out evidence is 0.10, and a midway margin (0.13) hid the keypoint on 75 % of the test frames where it is in view.
+Such a look-alike cannot be told from the keypoint in these frames: the lesson says so (`warning`); more shots from
+other frames (or a retraining) are the remedy. numpy and OpenCV only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ControlError
+from .keypoint_set import KeypointSet, Taught
+
+# (rotation in degrees, scale) of each view of a shot, about the clicked point; the first is the shot itself
+VIEWS = ((0.0, 1.0), (20.0, 1.0), (-20.0, 1.0), (0.0, 0.85), (0.0, 1.2))
+LOOKALIKES = 16  # strongest other cells kept per shot (enough to recompute the look-alike after more shots)
+EXCLUDE_CELLS = 3.0  # cells this close to the click are the keypoint itself, not look-alikes
+VISIBLE_QUANTILE = 0.2
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """A taught keypoint: prototype (D,) unit; margin; visible and lookalike evidence (see the module docstring);
+    warning: a sentence when the two do not separate, else None."""
+
+    prototype: np.ndarray
+    margin: float
+    visible: float
+    lookalike: float
+    warning: str | None = None
+
+
+def unit(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
+
+
+def shot_views(image: np.ndarray, point, views=VIEWS, pad_value: int = 114) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 model input and a point (x, y) -> (views (V, H, W, 3) uint8, points (V, 2) float32).
+
+    Each view rotates and scales the image about the point, so the point is the same pixel in every view; uncovered
+    corners get the letterbox's padding grey.
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    x, y = float(point[0]), float(point[1])
+    out = []
+    for angle, scale in views:
+        if angle == 0 and scale == 1:
+            out.append(image)
+            continue
+        m = cv2.getRotationMatrix2D((x, y), angle, scale)
+        out.append(
+            cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(pad_value,) * 3)  # type: ignore
+        )
+    return np.stack(out), np.tile(np.array([[x, y]], np.float32), (len(views), 1))
+
+
+def sample_features(features: np.ndarray, points: np.ndarray, stride: int) -> np.ndarray:
+    """Bilinear features at pixel positions, renormalised: (B, D, h, w), (B, 2) model-input px -> (B, D).
+
+    The same sampling as training's rtkp.model.loss.sample_features (cell (i, j) centred on input pixel
+    ((j + 0.5)·s − 0.5, (i + 0.5)·s − 0.5)); beyond the outer cell centres the outer cells are used.
+    """
+    b, d, h, w = features.shape
+    g = (np.asarray(points, np.float64) + 0.5) / stride - 0.5
+    gx, gy = np.clip(g[:, 0], 0, w - 1), np.clip(g[:, 1], 0, h - 1)
+    x0, y0 = np.floor(gx).astype(int), np.floor(gy).astype(int)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    ax, ay = (gx - x0)[:, None], (gy - y0)[:, None]
+    i = np.arange(b)
+    f = lambda yy, xx: features[i, :, yy, xx]  # (B, D)
+    out = (1 - ay) * ((1 - ax) * f(y0, x0) + ax * f(y0, x1)) + ay * ((1 - ax) * f(y1, x0) + ax * f(y1, x1))
+    return unit(out.astype(np.float32))
+
+
+def evidence(features: np.ndarray, prototype: np.ndarray, clutter: np.ndarray) -> np.ndarray:
+    """score − clutter_score of features (..., D) against a prototype (D,) and the clutter summary (S, D) -> (...)."""
+    return features @ prototype - (features @ clutter.T).max(-1)
+
+
+def lookalikes(
+    features: np.ndarray,
+    point,
+    prototype: np.ndarray,
+    clutter: np.ndarray,
+    stride: int,
+    m: int = LOOKALIKES,
+    exclude_cells: float = EXCLUDE_CELLS,
+) -> np.ndarray:
+    """The m strongest cells of one frame's features (D, h, w) for `prototype`, away from the clicked point (model
+    px): (m, D) unit features (fewer when the map is smaller)."""
+    d, h, w = features.shape
+    flat = features.reshape(d, h * w).T  # (h·w, D)
+    ev = evidence(flat, prototype, clutter)
+    gy, gx = np.divmod(np.arange(h * w), w)
+    cx, cy = (float(point[0]) + 0.5) / stride - 0.5, (float(point[1]) + 0.5) / stride - 0.5
+    ev[(gx - cx) ** 2 + (gy - cy) ** 2 <= exclude_cells**2] = -np.inf
+    order = np.argsort(-ev)[: min(m, int(np.isfinite(ev).sum()))]
+    return flat[order].astype(np.float32)
+
+
+def teach(taught: Taught, clutter: np.ndarray) -> Lesson:
+    """The prototype and margin of a keypoint taught from these shots (see the module docstring)."""
+    views = taught.views.astype(np.float64)  # (N, V, D)
+    n, v, _ = views.shape
+    prototype = unit(views.reshape(n * v, -1).sum(0))
+    total = views.sum((0, 1))
+    if n >= 2:
+        held_out = unit(total[None] - views.sum(1))  # (N, D): the prototype of the other shots
+        own = np.einsum("nvd,nd->nv", views, held_out)
+    elif v >= 2:
+        held_out = unit(total[None] - views[0])  # (V, D): the prototype of the other views
+        own = np.einsum("vd,vd->v", views[0], held_out)[None]
+    else:
+        own = np.ones((1, 1))  # one view of one shot: nothing held out; its self-similarity (optimistic)
+    visible_ev = own - (views @ clutter.T).max(-1)
+    visible = float(np.quantile(visible_ev, VISIBLE_QUANTILE))
+    looks = taught.lookalikes.reshape(-1, views.shape[-1])
+    lookalike = float(evidence(looks, prototype, clutter).max()) if len(looks) else -1.0
+    if visible > 0:
+        margin = min(max((visible + lookalike) / 2, visible / 2), 0.75 * visible)
+    else:
+        margin = visible  # no better than the clutter on its own views: the keypoint shows where it scores best
+    warning = None
+    if visible <= 0:
+        warning = f"the keypoint's own evidence is {visible:.2f}: its features are no closer to it than to the clutter"
+    elif lookalike >= visible:
+        warning = (
+            f"a look-alike in the shots' frames scores as high as the keypoint (evidence {lookalike:.2f} against "
+            f"{visible:.2f}): it may be reported hidden or found on the look-alike; add shots from other frames"
+        )
+    return Lesson(prototype.astype(np.float32), round(margin, 5), round(visible, 5), round(lookalike, 5), warning)
+
+
+class ShotReader:
+    """Shots through a backend: model-input images and points -> Taught (views' and look-alikes' features).
+
+    backend: anything with `features(images (B, h, w, 3) uint8) -> (B, D, h/s, w/s)` (rtkp.backends); stride: s.
+    """
+
+    def __init__(self, backend, stride: int, views=VIEWS):
+        self.backend, self.stride, self.views = backend, stride, views
+
+    def read(self, images: list[np.ndarray], points: np.ndarray, clutter: np.ndarray, source: str = "live") -> Taught:
+        """images: N model inputs (h, w, 3) uint8; points: (N, 2) model px -> Taught with N shots."""
+        all_views, all_looks = [], []
+        for image, point in zip(images, np.asarray(points, np.float32)):
+            batch, pts = shot_views(image, point, self.views)
+            feats = self.backend.features(batch)  # one graph run for the shot's views
+            v = sample_features(feats, pts, self.stride)  # (V, D)
+            all_views.append(v)
+            all_looks.append(lookalikes(feats[0], point, unit(v.mean(0)), clutter, self.stride))
+        m = min(len(x) for x in all_looks)
+        return Taught(np.stack(all_views), np.stack([x[:m] for x in all_looks]), source)
+
+
+def teach_keypoint(
+    kset: KeypointSet, reader: ShotReader, name: str, images, points, source: str = "live", extend: bool = False
+) -> tuple[int, Lesson]:
+    """Add keypoint `name` to the set from shots (model-input images and points (N, 2)), or with extend=True give the
+    added keypoint `name` these shots as well; returns (its index, the lesson). ControlError (and the set unchanged)
+    when the name is taken or unknown, or the set is full."""
+    if extend:
+        kset.index(name)
+        if name not in kset.taught:
+            raise ControlError("bad_request", f"{name!r} was trained, not added from shots: it takes no more shots")
+    else:
+        kset.check_new(name)  # before the graph runs: a full set or a taken name costs nothing
+    taught = reader.read(images, points, kset.clutter, source)
+    if extend:
+        taught = kset.taught[name].plus(taught)
+    lesson = teach(taught, kset.clutter)
+    if extend:
+        return kset.update(name, lesson.prototype, lesson.margin, taught), lesson
+    return kset.add(name, lesson.prototype, lesson.margin, taught), lesson
