@@ -8,19 +8,22 @@ its own; neither resumes the other's):
     settings.json        what the records belong to (offline.export_targets), as the local export's
     plan.json            the chunks, [start, end] frame indices (end None: to the end of the input), and the frames
     chunks/S-E.raw       chunk S..E's records as raw lines (export_sinks.raw_line), renamed into place when complete
-    chunks/S-E.json      its summary (frames, decode errors, seconds, backend), written last: the chunk is done
+    chunks/S-E.json      its summary (frames, decode errors, seconds, backend, boundary hashes), written last: the
+                         chunk is done
     raw.partial, frames.partial, segments.jsonl, tracked.json
                          the chunks joined in order (join_chunks): the local export's partial layout, from which
                          offline.finish_outputs builds every output exactly as it does for a local export
 
 A chunk starts at a keyframe and decodes with `Source(start=N)`, which gives frames N.. with the index and PTS of a full
-decode. A chunk that cannot prove that (a decode error, a frame whose PTS is not the one the frame table lists for its
-index) reports itself inexact, and the input is then tracked as one chunk from frame 0, like the local export.
+decode. What a chunk checks, since a seek can go wrong in ways a PTS does not show: every frame's PTS is the one the
+frame table lists for its index; no packet failed and no frame was flagged corrupt (concealed errors depend on what
+was decoded before); and its first frame has the pixels the chunk before it decoded for that frame, without a seek
+(boundaries_agree: each chunk decodes one frame beyond its end). When any check fails, the input is tracked as one
+chunk from frame 0, like the local export: slower, never different.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
@@ -169,26 +172,6 @@ def _prefetch(frames: Iterator, depth: int = 8) -> Iterator:
         thread.join(5.0)
 
 
-@contextlib.contextmanager
-def _decoder_errors(enabled: bool) -> Iterator[list[str]]:
-    """The FFmpeg errors logged meanwhile, by any thread of this process (the decoder's own threads too); a decoder
-    conceals most errors in a frame without raising. enabled False: nothing is captured."""
-    if not enabled:
-        yield []
-        return
-    import av.logging
-
-    level = av.logging.get_level()
-    av.logging.set_level(av.logging.ERROR)
-    messages: list[str] = []
-    try:
-        with av.logging.Capture(local=False) as logs:
-            yield messages
-            messages += [str(message).strip() for _level, _name, message in logs]  # (ERROR and worse only)
-    finally:
-        av.logging.set_level(level)
-
-
 def _expected_pts(table, chunk: Chunk) -> tuple[np.ndarray, float] | None:
     """(pts seconds per frame of the table, tolerance): a decoded frame must be within tolerance of its index's."""
     if table is None or not table.exact or len(table) < 2:
@@ -247,7 +230,7 @@ def track_chunk(
         if on_frames is not None:
             on_frames(frames)
 
-    with open(tmp, "w") as fh, _decoder_errors(video and not whole) as errors:
+    with open(tmp, "w") as fh:
         for frame in _prefetch(iter(src)):
             if chunk.end is not None and frame.index >= chunk.end:
                 next_hash = pixel_hash(frame.image) if video and frame.index == chunk.end else None
@@ -267,9 +250,9 @@ def track_chunk(
     if video and not whole and (src.skipped or src.errors):
         tmp.unlink(missing_ok=True)  # frames after an undecodable packet shift in a full decode, not in a chunk
         return {"inexact": f"undecodable packets in frames {chunk.start}..{chunk.end or 'end'}"}
-    if errors:  # concealed errors: what the decoder shows then depends on the frames it decoded before, not ours
+    if video and not whole and src.corrupt:  # concealed errors: what they show depends on what was decoded before
         tmp.unlink(missing_ok=True)
-        return {"inexact": f"the decoder reported errors in frames {chunk.start}..{chunk.end or 'end'} ({errors[0]})"}
+        return {"inexact": f"{src.corrupt} frame(s) in {chunk.start}..{chunk.end or 'end'} decoded with errors"}
     if video and length is not None and frames != length:
         tmp.unlink(missing_ok=True)
         return {"inexact": f"frames {chunk.start}..{chunk.end}: {frames} decoded, {length} listed"}

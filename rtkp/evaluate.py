@@ -142,6 +142,9 @@ def _figures(
     }
     report.update(position_figures(pred_xy, gt, labelled, scale, data.keypoint_names))
     report["visible_rate"] = float(pred_visible[labelled].mean())
+    # keypoints the labels leave empty are absent from the frame (DeepLabCut's convention): they should be hidden
+    report["absent"] = int((~labelled).sum())
+    report["hidden_rate_absent"] = float((~pred_visible[~labelled]).mean()) if (~labelled).any() else None
     if occlusion:
         report["occluders"] = _occluders_label(photos, photos_source)
         report["occlusion"] = {}
@@ -189,6 +192,11 @@ def format_report(report: dict) -> str:
         f"{report['head']} on {report['images']} images{ran}: RMSE {report['rmse_px']:.2f} px, "
         f"PCK@0.05 {report['pck']['0.05']:.3f}, PCK@0.1 {report['pck']['0.1']:.3f}",
     ]
+    if report.get("absent"):
+        lines.append(
+            f"  labelled keypoints reported visible: {report['visible_rate']:.1%}; "
+            f"absent ones ({report['absent']}) reported hidden: {report['hidden_rate_absent']:.1%}"
+        )
     for name, k in report["per_keypoint"].items():
         lines.append(
             f"  {name:>12}: RMSE {k['rmse_px']:6.2f} px  PCK@0.05 {k['pck']['0.05']:.3f}  PCK@0.1 {k['pck']['0.1']:.3f}"

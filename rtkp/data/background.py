@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 MIN_FRAMES = 10
+MAX_FRAMES = 200  # spread evenly over the data: the median of more changes little and costs memory
 PATCH = 4  # half-size of the patch compared at each keypoint (pixels)
 MIN_DIFFERENCE = 20.0  # mean absolute grey-level difference that says "the object is here, not in the median"
 MIN_SHARE = 0.9  # of labelled keypoints whose patch must differ from the median
@@ -29,6 +30,7 @@ def empty_background(images: list[np.ndarray], keypoints: list[np.ndarray], visi
     shape, members = max(sizes.items(), key=lambda kv: len(kv[1]))
     if len(members) < MIN_FRAMES:
         return None, f"fewer than {MIN_FRAMES} frames of one size"
+    members = [members[j] for j in np.linspace(0, len(members) - 1, min(len(members), MAX_FRAMES)).round().astype(int)]
     median = np.median(np.stack([images[i] for i in members]), axis=0).astype(np.uint8)
     grey_median = median.astype(np.float32).mean(2)
     differs = []

@@ -193,7 +193,8 @@ class Source:
 
     realtime: pace file-like sources by their timestamps (what a camera would do), so that the `live` policy can be
     exercised with files and lavfi graphs. max_frames: stop after that many frames. `skipped` counts frames that failed
-    to decode (files continue past them); `errors` keeps their messages.
+    to decode (files continue past them); `errors` keeps their messages; `corrupt` counts frames the decoder flagged
+    corrupt (errors it concealed).
 
     start: the first frame to yield; frames N, N+1, ... come with the index, PTS and pixels of a full decode. Video
     files: seek to the keyframe at or before frame N (frame_table), decode from it, discard until N's pts; when a seek
@@ -225,6 +226,8 @@ class Source:
         self.backoff_s = backoff_s
         self.give_up_s = give_up_s  # stop reconnecting after this long without a frame (None: never)
         self.skipped, self.reconnects, self.stopped = 0, 0, False
+        # frames the decoder flagged corrupt (errors it concealed), among those yielded
+        self.corrupt, self._last_corrupt = 0, False
         self.errors: list[str] = []
         self._opencv: bool | None = None
 
@@ -337,6 +340,7 @@ class Source:
                 for pts, image, ms in frames:
                     delay = self.backoff_s[0]
                     last_frame = time.monotonic()
+                    self.corrupt += self._last_corrupt
                     yield Frame(index, pts, time.monotonic_ns(), image, None, ms)
                     index += 1
                     if self.stopped:
@@ -378,6 +382,7 @@ class Source:
                 continue
             for frame in decoded:
                 pts = float(frame.time) if frame.time is not None else None
+                self._last_corrupt = bool(frame.is_corrupt)
                 image = frame.to_ndarray(format="rgb24")
                 ms = (time.perf_counter() - t0) * 1e3
                 yield (frame.pts, pts, image, ms) if ticks else (pts, image, ms)
