@@ -62,10 +62,10 @@ def test_backend_parity_on_real_frames(model_copy, test_frames):
     out16 = np.concatenate([ort16.infer(frames[i : i + 8]) for i in range(0, len(frames), 8)])
     assert np.abs(out32[..., :2] - ref[..., :2]).max() < 0.05
     assert np.abs(out32[..., 2:] - ref[..., 2:]).max() < 1e-4
-    # FP16 vs FP32: the issue asks for every keypoint within 0.5 px; measured, 94 of 96 are (median 0.03 px) and two
-    # jump about one feature cell on a near-tie of CoKe's flat similarity peak (README, "Backends").
+    # FP16 vs FP32: the issue asks for every keypoint within 0.5 px; measured, 95 of 96 are (median 0.03 px) and one
+    # moves 0.84 px (the first model, with its flat similarity peak, moved two by a whole cell; README, "Backends")
     moved = np.abs(out16[..., :2] - out32[..., :2]).max(-1)
-    assert np.median(moved) < 0.1 and (moved < 0.5).mean() >= 0.95 and moved.max() < 4.5
+    assert np.median(moved) < 0.1 and (moved < 0.5).mean() >= 0.98 and moved.max() < 1.5
 
 
 VIDEO = DLC_MOUSE / "videos" / "m3v1mp4.mp4"
