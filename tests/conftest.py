@@ -190,3 +190,31 @@ def start_live_run(model: Path, publish: str = "none", *extra: str):
         *extra,
     ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, timeout: float = 120.0, what: str = ""):
+    """Poll `condition()` until it returns something truthy (returned); fail after `timeout` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# a few training steps at toy sizes (tests/test_train_smoke.py, tests/test_teach.py)
+SMALL_TRAIN = [
+    "--set",
+    "augment.crop_size=[64, 64]",
+    "--set",
+    "model.input_size=[128, 96]",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.threads=2",
+    "--set",
+    "train.warmup_steps=2",
+]

@@ -12,11 +12,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
-from conftest import DLC_MOUSE, render_scene, write_video
+from conftest import DLC_MOUSE, render_scene, wait_for, write_video
 from test_sources_seek import write_gop_video
 
 from rtkp.chunks import Chunk, split_at_keyframes
@@ -25,16 +24,6 @@ from rtkp.cli import main
 COMMON = ["--backend", "onnxruntime", "--quiet", "--set", "run.threads=1"]
 LONG_FRAMES, GOP, CHUNK = 900, 60, 300  # the long video: 3 chunks of 300 frames (keyframes every 60)
 SHORT = {"a": 20, "b": 25, "c": 30}
-
-
-def _wait_for(condition, timeout: float = 120.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def write_video_with_decode_errors(path, frames: int = 60, gop: int = 12):
@@ -214,7 +203,7 @@ def test_ray_export_equals_the_local_one_and_a_bad_input_fails_alone(
     # complete outputs are skipped; the workers are gone
     assert _export(videos["short"], out, tiny_model, "--ray", "auto") == 0
     assert capsys.readouterr().out.count("skipped, outputs complete") == 3
-    _wait_for(lambda: not _actors(ray_cluster), 30, "the workers to be gone")
+    wait_for(lambda: not _actors(ray_cluster), 30, "the workers to be gone")
 
 
 def _actors(ray):
@@ -245,7 +234,7 @@ def test_a_worker_killed_mid_chunk_changes_no_record(ray_cluster, videos, refere
                     return actor, task, frames
             return None
 
-        actor, task, frames = _wait_for(busy, what="a worker in the middle of a chunk")
+        actor, task, frames = wait_for(busy, what="a worker in the middle of a chunk")
         pid = ray.get(actor.pid.remote())
         os.kill(pid, signal.SIGKILL)
         killed.update(pid=pid, task=task, frames=frames)
@@ -268,7 +257,7 @@ def test_an_interrupted_job_resumes_from_its_complete_chunks(
     stopped = {}
 
     def interrupt_after_a_chunk():
-        _wait_for(lambda: list(chunks.glob("*.json")), what="a complete chunk")
+        wait_for(lambda: list(chunks.glob("*.json")), what="a complete chunk")
         stopped["chunks"] = len(list(chunks.glob("*.json")))
         os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does: the job's handler stops it
 
@@ -279,7 +268,7 @@ def test_an_interrupted_job_resumes_from_its_complete_chunks(
     cap = capsys.readouterr()
     assert rc == 130 and "run the same command again to resume" in cap.err, cap.err
     assert 1 <= stopped["chunks"] < 3 and not (out / "long.done.json").exists()
-    _wait_for(lambda: not _actors(ray_cluster), 30, "the workers to be gone")
+    wait_for(lambda: not _actors(ray_cluster), 30, "the workers to be gone")
     assert main(_long_args(videos, out, tiny_model)) == 0
     assert "resumed with" in capsys.readouterr().out
     _assert_same_outputs(out, reference, ["long"])

@@ -9,11 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_model, write_video
+from conftest import make_tiny_model, wait_for, write_video
 
 from rtkp.cli import main
 
@@ -22,17 +21,6 @@ FRAMES = 900
 COMMON = ["--backend", "onnxruntime", "--set", "run.threads=1", "--set", "run.batch=1"]
 OUTPUTS = ["long.coco.json", "long.jsonl", "long.csv"]
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals as on Linux")
-
-
-def _wait_for(condition, timeout: float = 120.0, what: str = ""):
-    """Poll `condition()` until it returns something truthy; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _complete_lines(path: Path) -> list[str]:
@@ -67,7 +55,7 @@ def _interrupt(cmd: list[str], out: Path, body: str = "jsonl", records: int = 30
         return len(lines) >= records and lines
 
     try:
-        seen = _wait_for(enough, what=f"{records} records in {path.name}")
+        seen = wait_for(enough, what=f"{records} records in {path.name}")
         running = proc.poll() is None
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)

@@ -403,15 +403,9 @@ def test_leave_one_keypoint_out_through_the_command_line(dlc_project, tmp_path, 
     names = [f"labeled-data/clip/img{i:03d}.png" for i in range(12)]
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": names[:9], "test": names[9:]}))
-    small = [
-        "--set",
-        "augment.crop_size=[64, 64]",
-        "--set",
-        "model.input_size=[128, 96]",
-        "--set",
-        "train.batch_size=4",
-    ]
-    small += ["--set", "train.threads=2", "--set", "train.warmup_steps=2", "--set", "train.steps=3", "--quiet"]
+    from conftest import SMALL_TRAIN
+
+    small = [*SMALL_TRAIN, "--set", "train.steps=3", "--quiet"]
     common = ["--data", str(dlc_project), "--split", str(split)]
     two = tmp_path / "two"
     assert main(["train", *common, "--out", str(two), "--keypoints", "nose,right_eye", *small]) == 0

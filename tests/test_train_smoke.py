@@ -3,23 +3,12 @@
 import json
 
 import pytest
+from conftest import SMALL_TRAIN
 from safetensors.torch import load_file
 
 from rtkp.cli import main
 
-SMALL = [
-    "--set",
-    "augment.crop_size=[64, 64]",
-    "--set",
-    "model.input_size=[128, 96]",
-    "--set",
-    "train.batch_size=4",
-    "--set",
-    "train.threads=2",
-    "--set",
-    "train.warmup_steps=2",
-    "--quiet",
-]
+SMALL = [*SMALL_TRAIN, "--quiet"]
 
 
 @pytest.fixture
