@@ -95,6 +95,14 @@ class CokeConfig:
     # a Gaussian of `localise_sigma` cells at the label; models trained with it refine peaks by soft-argmax.
     localise_weight: float = field(default=1.0, metadata=_rule(_nonneg, "a number >= 0"))
     localise_sigma: float = field(default=1.0, metadata=_rule(_positive, "a positive number (feature cells)"))
+    # Self-supervised equivariance term (rtkp.model.equivariance): features of points spread over a crop must match
+    # those of the same points in a randomly warped copy better than any other point's. It shapes the features of
+    # unlabelled parts too, which keypoints added from a few clicks need (docs/FEWSHOT.md). The warped copies cost an
+    # extra forward and backward pass on `equivariance_share` of each batch.
+    equivariance_weight: float = field(default=0.3, metadata=_rule(_nonneg, "a number >= 0"))
+    equivariance_share: float = field(default=0.5, metadata=_rule(_fraction, "a number in [0, 1]"))
+    equivariance_grid: int = field(default=8, metadata=_rule(_positive_int, "a positive integer"))
+    equivariance_rotation: float = field(default=30.0, metadata=_rule(_nonneg, "degrees >= 0"))
 
 
 @dataclass(frozen=True)

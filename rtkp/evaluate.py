@@ -106,6 +106,12 @@ def evaluate(
         runtime.close()
 
 
+def object_size(points: np.ndarray) -> float:
+    """PCK's reference length: the larger side of the box of the object's labelled keypoints (M, 2); at least 1 px
+    (also for a frame where none is labelled, where it is not used)."""
+    return max(float(np.ptp(points, 0).max()), 1.0) if len(points) else 1.0
+
+
 def _occluders_label(photos: list[np.ndarray] | None, source: str | Path | None) -> str:
     """The report's "occluders" entry: "synthetic", or "photos:<folder>" (the count when no folder was named)."""
     if photos is None:
@@ -130,7 +136,7 @@ def _figures(
     images = [s.load_image() for s in tqdm(data.samples, desc="load", disable=not progress, file=sys.stderr)]
     gt = np.stack([s.keypoints for s in data.samples])
     labelled = np.stack([s.visible for s in data.samples])
-    scale = np.array([max(float(np.ptp(s.keypoints[s.visible], 0).max()), 1.0) for s in data.samples])
+    scale = np.array([object_size(s.object_points()) for s in data.samples])
     pred_xy, pred_visible = _predict_all(backend, manifest, images, cols)
     report = {
         "model": model,
@@ -157,7 +163,8 @@ def _figures(
                 occ_images = []
                 for i, (im, s) in enumerate(zip(images, data.samples)):
                     rng = np.random.default_rng([1234, i, li, d])
-                    im2, mask = paste_occluders(rng, im, object_box(s.keypoints, s.visible), cov, photos)
+                    pts = s.object_points()
+                    im2, mask = paste_occluders(rng, im, object_box(pts, np.ones(len(pts), bool)), cov, photos)
                     occ_images.append(im2)
                     hidden.append(covered(mask, s.keypoints) & s.visible)
                 xy, v = _predict_all(backend, manifest, occ_images, cols)

@@ -27,6 +27,7 @@ from .geometry import Letterbox
 from .mining import HardNegatives
 from .model.banks import ClutterBank, KeypointBank
 from .model.checkpoint import load_training_state, save_model, save_training_state
+from .model.equivariance import apply_warps, equivariance_loss, grid_points, random_warps, warp_images
 from .model.loss import coke_loss, gaussian_targets, heatmap_loss, localisation_loss, sample_features
 from .model.network import STRIDE, KeypointNet
 
@@ -234,11 +235,33 @@ def coke_step(net, batch: Batch, rng, cfg: Config, kp_bank: KeypointBank, clutte
         loss = loss + c.localise_weight * loc
         stats["loc"] = loc.item()
 
+    if c.equivariance_weight > 0:
+        eq = equivariance_term(net, batch, feats, rng, cfg)
+        loss = loss + c.equivariance_weight * eq
+        stats["eq"] = eq.item()
+
     def update_banks():
         kp_bank.update(sel_feats, sel_labels)
         clutter_bank.push(cl_feats)
 
     return loss, stats, update_banks
+
+
+def equivariance_term(net, batch: Batch, feats: torch.Tensor, rng, cfg: Config) -> torch.Tensor:
+    """The self-supervised term on the first `equivariance_share` of the batch's crops (rtkp.model.equivariance).
+
+    Each crop gets a random warp (rotation within ±equivariance_rotation, the recipe's scale range, 10 % shift) and a
+    brightness/contrast change; the warped copies go through the network once more.
+    """
+    c, a = cfg.coke, cfg.augment
+    n = max(1, round(c.equivariance_share * len(batch.images)))
+    size = tuple(batch.images.shape[2:0:-1])  # (width, height)
+    warps = random_warps(rng, n, size, c.equivariance_rotation, tuple(a.scale), 0.1)
+    gain = torch.from_numpy(rng.uniform(1 - a.contrast, 1 + a.contrast, (n, 1, 1, 1)).astype(np.float32))
+    offset = torch.from_numpy(rng.uniform(-a.brightness, a.brightness, (n, 1, 1, 1)).astype(np.float32)) * 255
+    warped = (warp_images(batch.images[:n], warps) * gain + offset).clamp(0, 255)
+    points = grid_points(rng, n, size, c.equivariance_grid)
+    return equivariance_loss(feats[:n], net(warped), points, apply_warps(points, warps), STRIDE, c.temperature)
 
 
 def peak_decoding(cfg: Config) -> dict | None:

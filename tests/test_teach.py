@@ -254,6 +254,15 @@ def test_select_keypoints_keeps_frames_and_renumbers_the_skeleton(tmp_path):
     assert sub.keypoint_names == ["c", "b"] and len(sub) == len(data) and sub.skeleton == [(1, 0)]
     np.testing.assert_array_equal(sub.samples[1].keypoints, data.samples[1].keypoints[[2, 1]])
     assert not sub.samples[0].visible[0] and sub.samples[0].visible[1]  # frame 0 has c unlabelled
+    # one keypoint is measured against the whole object (PCK's size), also on a frame where it is unlabelled
+    from rtkp.evaluate import object_size
+
+    whole = data.samples[1].keypoints[data.samples[1].visible]
+    alone = data.select_keypoints(["c"])
+    np.testing.assert_array_equal(alone.samples[1].object_points(), whole)
+    assert object_size(alone.samples[1].object_points()) == object_size(whole) > 1
+    assert len(alone.samples[0].object_points()) == 2 and not alone.samples[0].visible.any()
+    assert object_size(np.zeros((0, 2))) == 1.0
     with pytest.raises(DataError, match="no keypoint 'z'"):
         data.select_keypoints(["a", "z"])
     with pytest.raises(DataError, match="once"):

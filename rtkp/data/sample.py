@@ -18,6 +18,7 @@ class Sample:
     visible:   (K,) bool; False for keypoints that are unlabelled or marked not visible.
     box:       (4,) float32 (x, y, w, h) when the source gives one, else None.
     name:      identifier used by split files (the image path relative to the data root).
+    whole:     (M, 2) all labelled keypoints of the source when Dataset.select_keypoints dropped some, else None.
     """
 
     image_path: Path
@@ -25,10 +26,19 @@ class Sample:
     visible: np.ndarray
     name: str
     box: np.ndarray | None = None
+    whole: np.ndarray | None = None
 
     def load_image(self) -> np.ndarray:
         """The image as (H, W, 3) uint8 RGB."""
         return read_image(self.image_path)
+
+    def object_points(self) -> np.ndarray:
+        """(M, 2) the labelled keypoints of the whole object, also when only some are selected.
+
+        Object size (PCK's reference) and the occluders' object box come from these, so that evaluating one keypoint
+        (`rtkp eval --keypoints tailbase`) measures it against the mouse, not against a single point.
+        """
+        return self.whole if self.whole is not None else self.keypoints[self.visible]
 
 
 @dataclass
@@ -71,7 +81,8 @@ class Dataset:
         cols = [self.keypoint_names.index(n) for n in names]
         new = {old: i for i, old in enumerate(cols)}
         samples = [
-            Sample(s.image_path, s.keypoints[cols].copy(), s.visible[cols].copy(), s.name, s.box) for s in self.samples
+            Sample(s.image_path, s.keypoints[cols].copy(), s.visible[cols].copy(), s.name, s.box, s.object_points())
+            for s in self.samples
         ]
         skeleton = [(new[a], new[b]) for a, b in self.skeleton if a in new and b in new]
         return Dataset(samples, list(names), skeleton, self.root, self.kind)
