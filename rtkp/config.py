@@ -88,6 +88,9 @@ class CokeConfig:
     # are well apart (>= ~6 cells): on the DLC mouse, whose ears are 5 cells apart, it confused left and right ear.
     ring_per_keypoint: int = field(default=0, metadata=_rule(_nonneg_int, "an integer >= 0"))
     clutter_loss_weight: float = field(default=0.5, metadata=_rule(_nonneg, "a number >= 0"))
+    # False: the clutter term only pushes background away from the prototypes, not towards the clutter bank
+    # (rtkp.model.loss.coke_loss).
+    clutter_pull: bool = field(default=True, metadata=_rule(lambda v: isinstance(v, bool), "true or false"))
     # The best match of each hidden keypoint (covered, outside the crop, empty scene) joins the clutter term's samples
     # (rtkp.train.hidden_peaks).
     hidden_negatives: bool = field(default=True, metadata=_rule(lambda v: isinstance(v, bool), "true or false"))
@@ -98,8 +101,9 @@ class CokeConfig:
     # Self-supervised equivariance term (rtkp.model.equivariance): features of points spread over a crop must match
     # those of the same points in a randomly warped copy better than any other point's. It shapes the features of
     # unlabelled parts too, which keypoints added from a few clicks need (docs/FEWSHOT.md). The warped copies cost an
-    # extra forward and backward pass on `equivariance_share` of each batch.
-    equivariance_weight: float = field(default=0.3, metadata=_rule(_nonneg, "a number >= 0"))
+    # extra forward and backward pass on `equivariance_share` of each batch. Off by default: at 0.3 it costs the
+    # trained keypoints some precision (docs/MODEL.md); use 0.3 for a model meant to be taught keypoints.
+    equivariance_weight: float = field(default=0.0, metadata=_rule(_nonneg, "a number >= 0"))
     equivariance_share: float = field(default=0.5, metadata=_rule(_fraction, "a number in [0, 1]"))
     equivariance_grid: int = field(default=8, metadata=_rule(_positive_int, "a positive integer"))
     equivariance_rotation: float = field(default=30.0, metadata=_rule(_nonneg, "degrees >= 0"))

@@ -227,6 +227,7 @@ def coke_step(net, batch: Batch, rng, cfg: Config, kp_bank: KeypointBank, clutte
         c.temperature,
         c.clutter_weight,
         c.clutter_loss_weight,
+        c.clutter_pull,
     )
     if c.localise_weight > 0 and kp_bank.initialised.all():
         loc = localisation_loss(

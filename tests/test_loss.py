@@ -78,3 +78,23 @@ def test_localisation_loss_is_lowest_for_a_gaussian_peak_at_the_label_and_ignore
     assert at_label < shifted and at_label < flat
     hidden = localisation_loss(features_peaking_at(8.3, 4.0, 1.5), proto, label, ~vis, 4, t, 1.0)
     assert hidden.item() == 0.0
+
+
+def test_without_clutter_pull_background_is_only_pushed_away_from_prototypes():
+    eye = torch.eye(4)
+    prototypes, bank = eye[:2], eye[2:]  # prototypes along e1, e2; the clutter bank along e3, e4
+    no_kp = torch.zeros(0, 4)
+
+    def gradient(pull: bool) -> torch.Tensor:
+        background = F.normalize(torch.tensor([[1.0, 0.0, 1.0, 0.0]]), dim=1).requires_grad_(True)
+        loss, _ = coke_loss(
+            no_kp, torch.zeros(0, dtype=torch.long), torch.zeros(0, 2, dtype=torch.bool), background, prototypes,
+            bank, clutter_loss_weight=1.0, clutter_pull=pull,
+        )  # fmt: skip
+        loss.backward()
+        return background.grad[0]
+
+    pulled, pushed = gradient(True), gradient(False)
+    assert pulled[2] < -1e-3  # descent moves it towards the bank entry e3
+    assert pushed[2:].abs().max() < 1e-9  # no pull towards the bank: only the prototype directions
+    assert pushed[0] > 1e-3 and pulled[0] > 1e-3  # both push it away from prototype e1

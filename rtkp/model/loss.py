@@ -31,6 +31,7 @@ def coke_loss(
     temperature: float = 0.07,
     clutter_weight: float = 5e-3,
     clutter_loss_weight: float = 0.5,
+    clutter_pull: bool = True,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The contrastive loss.
 
@@ -42,6 +43,9 @@ def coke_loss(
     Clutter term: the same logits for background features, whose target is the clutter group as a whole
     (−log Σ_c softmax), which pushes background away from every prototype.
     Gradients reach only the features: prototypes and clutter bank are constants here.
+    clutter_pull=False keeps the clutter term from pulling background features towards the bank's contents (the
+    bank's logits are constants there too): background is only pushed away from the prototypes (tried for keypoints
+    added from shots, which need unlabelled parts to keep features of their own: no gain, docs/FEWSHOT.md).
     """
     protos = prototypes.detach()
     bank = clutter_bank.detach()
@@ -58,6 +62,8 @@ def coke_loss(
     if len(clutter_features) and clutter_loss_weight > 0 and len(bank):
         kp_logits = clutter_features @ protos.T / temperature
         cl_logits = clutter_features @ bank.T / temperature + log_w
+        if not clutter_pull:
+            cl_logits = cl_logits.detach()
         all_logits = torch.cat([kp_logits, cl_logits], 1)
         clutter_term = (torch.logsumexp(all_logits, 1) - torch.logsumexp(cl_logits, 1)).mean()
         total = total + clutter_loss_weight * clutter_term
