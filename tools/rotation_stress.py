@@ -22,6 +22,7 @@ def main() -> None:
 
     from rtkp.backends import open_backend
     from rtkp.data.load import load_split
+    from rtkp.evaluate import object_size
     from rtkp.manifest import read_manifest
     from rtkp.messages import Frame
     from rtkp.tracker import Tracker
@@ -48,7 +49,7 @@ def main() -> None:
             inside = s.visible & (kp[:, 0] >= 0) & (kp[:, 0] <= w - 1) & (kp[:, 1] >= 0) & (kp[:, 1] <= h - 1)
             out = Tracker(backend, manifest).process(Frame(i, None, 0, rotated))
             errors.append(np.linalg.norm(out.keypoints - kp, axis=1)[inside])
-            scales.append(np.full(inside.sum(), max(float(np.ptp(kp[s.visible], 0).max()), 1.0)))
+            scales.append(np.full(inside.sum(), object_size(kp[s.visible])))
             visible.append(out.visible[inside])
         e, sc, v = np.concatenate(errors), np.concatenate(scales), np.concatenate(visible)
         report[f"{angle:g}"] = {
