@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from rtkp.errors import ConfigError
 
 
 def _positive_int(v):
@@ -155,7 +155,7 @@ class AugmentConfig:
     # every keypoint hidden. Skipped, with a note, when the object stays in view in the median.
     empty_share: float = field(default=0.1, metadata=_rule(_fraction, "a probability in [0, 1]"))
     # Share of crops centred on a hard negative: a background cell that the current model scores high against some
-    # keypoint, mined on whole training frames every `hard_every` steps (rtkp.mining). 0 turns mining off.
+    # keypoint, mined on whole training frames every `hard_every` steps (rtkp.train.mining). 0 turns mining off.
     hard_crop: float = field(default=0.2, metadata=_rule(_fraction, "a probability in [0, 1]"))
     hard_every: int = field(default=100, metadata=_rule(_positive_int, "a positive integer (steps)"))
     hard_frames: int = field(default=8, metadata=_rule(_positive_int, "a positive integer (frames per refresh)"))

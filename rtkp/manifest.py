@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import ModelError
+from rtkp.errors import ModelError
 
 MANIFEST_VERSION = 1
 WEIGHTS = "model.safetensors"

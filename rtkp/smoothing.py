@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from .config import SmoothingConfig
+from rtkp.config import SmoothingConfig
 
 MEASURED, SMOOTHED, PREDICTED, MISSING = 0, 1, 2, 3
 

@@ -14,10 +14,10 @@ import time
 
 import numpy as np
 
-from .geometry import Letterbox
-from .messages import Frame, KeypointFrame, KeypointsChanged, ModelResult
-from .smoothing import KeypointSmoother, SmoothingConfig
-from .visibility import manifest_margin, visible
+from rtkp.geometry import Letterbox
+from rtkp.messages import Frame, KeypointFrame, KeypointsChanged, ModelResult
+from rtkp.smoothing import KeypointSmoother, SmoothingConfig
+from rtkp.visibility import manifest_margin, visible
 
 
 class KeypointMapper:

@@ -2,7 +2,7 @@
 
 rows are the inference graph's per-keypoint output (..., 4) = x, y, score, clutter_score (rtkp.model.graph). The
 margin is the manifest's `visibility_margins` (one per keypoint; older models: the single `visibility_margin`), chosen
-on occluded and object-free training crops (rtkp.calibrate). The heatmap baseline
+on occluded and object-free training crops (rtkp.train.calibrate). The heatmap baseline
 has no clutter evidence (clutter_score 0), so for it the rule reads "peak > margin".
 """
 

@@ -191,6 +191,6 @@ def test_build_engine_command(model_dir, tmp_path, capsys):
 
 def test_cli_backend_names_match_the_backends():
     from rtkp.backends import CHOICES
-    from rtkp.cli import BACKENDS
+    from rtkp.cli.defaults import BACKENDS
 
     assert tuple(BACKENDS) == tuple(CHOICES)

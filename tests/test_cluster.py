@@ -18,8 +18,8 @@ import pytest
 from conftest import DLC_MOUSE, render_scene, wait_for, write_video
 from test_sources_seek import write_gop_video
 
-from rtkp.chunks import Chunk, split_at_keyframes
 from rtkp.cli import main
+from rtkp.export.chunks import Chunk, split_at_keyframes
 
 COMMON = ["--backend", "onnxruntime", "--quiet", "--set", "run.threads=1"]
 LONG_FRAMES, GOP, CHUNK = 900, 60, 300  # the long video: 3 chunks of 300 frames (keyframes every 60)
@@ -162,9 +162,9 @@ def test_the_local_export_does_not_import_ray(tiny_model, tmp_path):
 
 
 def test_workers_take_a_gpu_each_while_there_are_gpus_then_cpus():
-    from rtkp.cluster import worker_options
     from rtkp.config import Config, RunConfig
-    from rtkp.offline import ExportOptions
+    from rtkp.export.local import ExportOptions
+    from rtkp.export.ray import worker_options
 
     opts = ExportOptions(out=None, model="m")
     assert worker_options({"CPU": 16, "GPU": 2}, opts, None) == [{"num_cpus": 1, "num_gpus": 1}] * 2
@@ -207,8 +207,8 @@ def test_ray_export_equals_the_local_one_and_a_bad_input_fails_alone(
 
 
 def _actors(ray):
-    """The export workers alive now (found by name: rtkp.cluster names them)."""
-    from rtkp.cluster import ACTOR_PREFIX
+    """The export workers alive now (found by name: rtkp.export.ray names them)."""
+    from rtkp.export.ray import ACTOR_PREFIX
 
     actors = []
     for name in ray.util.list_named_actors():

@@ -19,9 +19,9 @@ import pytest
 import zmq
 from conftest import free_port, render_scene, start_live_run, write_video
 
-from rtkp.client import Subscriber
-from rtkp.control.client import ControlClient
+from rtkp.control.remote import ControlClient
 from rtkp.errors import ControlError
+from rtkp.wire.subscriber import Subscriber
 
 K_MAX = 5
 

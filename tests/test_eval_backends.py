@@ -9,11 +9,11 @@ import torch
 from conftest import render_scene, write_dlc_project
 
 from rtkp.backends import PRECISIONS, open_backend, read_model_info
-from rtkp.bench import model_only
 from rtkp.cli import build_parser, main
+from rtkp.cli.bench import model_only
 from rtkp.data.load import load_split
 from rtkp.errors import ConfigError, EngineError
-from rtkp.evaluate import _predict_all, evaluate
+from rtkp.train.evaluate import _predict_all, evaluate
 
 CUDA = torch.cuda.is_available()
 

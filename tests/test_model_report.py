@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from rtkp.annotate import jsonl_line
+from rtkp.export.formats import jsonl_line
 from rtkp.messages import KeypointFrame
 
 _spec = importlib.util.spec_from_file_location("model_report", REPO / "tools" / "model_report.py")

@@ -13,9 +13,9 @@ import pytest
 import zmq
 from conftest import free_port, start_live_run
 
-from rtkp.client import ProtocolError, Subscriber, write_keys
 from rtkp.messages import KeypointFrame
-from rtkp.pipeline.publish import Publisher
+from rtkp.wire.publisher import Publisher
+from rtkp.wire.subscriber import ProtocolError, Subscriber, write_keys
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -159,8 +159,8 @@ def test_iterating_waits_for_a_publisher_that_starts_later():
 
 
 def test_a_timeout_given_is_a_clear_error_not_a_silent_end():
-    from rtkp.client import StreamTimeout
     from rtkp.errors import RtkpError
+    from rtkp.wire.subscriber import StreamTimeout
 
     ep = _endpoint()
     with Subscriber(ep, stream="cam", timeout_s=0.2) as sub:

@@ -82,7 +82,7 @@ def test_writer_without_source_timing_keeps_25fps_timestamps(tmp_path):
     """Cameras and streams have no probed time base: the 1/90000 default must not resample 25 fps onto a 30 fps grid.
 
     (Only the timestamps: without the source's rate the last frame's duration, hence the average rate, is nominal.)"""
-    from rtkp.pipeline.record import VideoWriter
+    from rtkp.sinks.video import VideoWriter
 
     rng = np.random.default_rng(0)
     writer = VideoWriter(tmp_path / "o.mp4", (128, 96))
@@ -94,7 +94,7 @@ def test_writer_without_source_timing_keeps_25fps_timestamps(tmp_path):
 
 def test_writer_survives_ntsc_rate_past_16_seconds(tmp_path):
     """29.97 fps on the old 1/30 encoder grid gave two frames the same tick at frame ~500 (16.7 s): the muxer failed."""
-    from rtkp.pipeline.record import VideoWriter
+    from rtkp.sinks.video import VideoWriter
 
     image = np.zeros((32, 32, 3), np.uint8)
     writer = VideoWriter(tmp_path / "ntsc.mp4", (32, 32))  # as for a camera: no probed rate or time base
@@ -105,7 +105,7 @@ def test_writer_survives_ntsc_rate_past_16_seconds(tmp_path):
 
 
 def test_live_sources_start_at_zero_and_frames_without_pts_are_spaced(tmp_path):
-    from rtkp.pipeline.record import VideoWriter
+    from rtkp.sinks.video import VideoWriter
 
     rng = np.random.default_rng(0)
     clock = 81234.5  # a camera's pts: a monotonic clock reading

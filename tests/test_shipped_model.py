@@ -37,7 +37,7 @@ def model_copy(tmp_path_factory):
 
 
 def test_recorded_figures_reproduce(test_frames):
-    from rtkp.evaluate import evaluate
+    from rtkp.train.evaluate import evaluate
 
     data, _ = test_frames
     # the figures were recorded by the FP32 graph in PyTorch (any GPU here would make "auto" pick FP16)

@@ -89,7 +89,7 @@ def test_no_filter_passes_measurements_through():
 
 
 def test_offline_rts_beats_causal_filters_and_bridges_gaps():
-    from rtkp.offline_smoothing import rts_smooth
+    from rtkp.export.offline_smoothing import rts_smooth
 
     t, truth, meas = _track(noise=1.5)
     vis = np.ones((len(t), 1), bool)

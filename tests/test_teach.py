@@ -11,11 +11,11 @@ import pytest
 import zmq
 from conftest import free_port, render_scene, write_dlc_project
 
-from rtkp.client import Subscriber
 from rtkp.control import protocol
 from rtkp.errors import ControlError, DataError
-from rtkp.keypoint_set import KeypointSet, Taught, check_name, max_keypoints, pad_prototypes
-from rtkp.teach import ShotReader, evidence, sample_features, shot_views, teach, unit
+from rtkp.teach.keypoint_set import KeypointSet, Taught, check_name, max_keypoints, pad_prototypes
+from rtkp.teach.shots import ShotReader, evidence, sample_features, shot_views, teach, unit
+from rtkp.wire.subscriber import Subscriber
 
 D = 8
 
@@ -146,7 +146,7 @@ def test_a_keypoint_left_out_and_taught_from_three_frames_is_found_on_new_ones(t
     from rtkp.demo.synth import render_sample
     from rtkp.demo.target import render_target
     from rtkp.geometry import Letterbox
-    from rtkp.teach import teach_keypoint
+    from rtkp.teach.shots import teach_keypoint
 
     info = read_model_info(target_model)
     backend = OnnxRuntimeBackend(info, threads=2)
@@ -213,7 +213,7 @@ def test_protocol_parses_requests_and_refuses_the_rest():
 
 def test_a_saved_set_round_trips_as_a_model_folder(tmp_path, tiny_model):
     from rtkp.backends import read_model_info
-    from rtkp.model_folder import read_taught, save_keypoint_set
+    from rtkp.teach.saved import read_taught, save_keypoint_set
 
     info = read_model_info(tiny_model)
     kset = KeypointSet.from_model(info.manifest, info.prototypes, info.clutter)
@@ -255,7 +255,7 @@ def test_select_keypoints_keeps_frames_and_renumbers_the_skeleton(tmp_path):
     np.testing.assert_array_equal(sub.samples[1].keypoints, data.samples[1].keypoints[[2, 1]])
     assert not sub.samples[0].visible[0] and sub.samples[0].visible[1]  # frame 0 has c unlabelled
     # one keypoint is measured against the whole object (PCK's size), also on a frame where it is unlabelled
-    from rtkp.evaluate import object_size
+    from rtkp.train.evaluate import object_size
 
     whole = data.samples[1].keypoints[data.samples[1].visible]
     alone = data.select_keypoints(["c"])
@@ -368,7 +368,7 @@ def test_names_are_paired_only_with_keypoints_of_their_bank():
 
 def test_publisher_sends_new_names_before_the_first_message_that_has_them():
     from rtkp.messages import KeypointFrame
-    from rtkp.pipeline.publish import Publisher
+    from rtkp.wire.publisher import Publisher
 
     ep = f"tcp://127.0.0.1:{free_port()}"
     pub = Publisher(ep, "cam", "m", {"keypoints": ["a", "b"], "skeleton": []}, meta_every_s=3600)
@@ -453,9 +453,9 @@ def test_leave_one_keypoint_out_through_the_command_line(dlc_project, tmp_path, 
 def test_control_server_answers_on_its_private_and_curve_endpoints(tmp_path):
     """The window's private ipc endpoint (no CURVE) and a CURVE public one, on one server: "not ready" until the
     model is, then requests reach the inference stage's queue; a client without keys gets nothing."""
-    from rtkp.client import write_keys
-    from rtkp.control.client import ControlClient
+    from rtkp.control.remote import ControlClient
     from rtkp.control.server import ControlServer
+    from rtkp.wire.subscriber import write_keys
 
     server_pub, server_secret = write_keys(tmp_path / "server", "server")
     _, good_secret = write_keys(tmp_path / "allowed", "good")

@@ -48,7 +48,7 @@ def backend_manifest(model: Path) -> dict:
 
 def report(model: Path, data_path: Path, split: Path) -> dict:
     from rtkp.data.load import load_dataset
-    from rtkp.evaluate import evaluate
+    from rtkp.train.evaluate import evaluate
 
     names = json.loads(split.read_text())
     full = load_dataset(data_path)

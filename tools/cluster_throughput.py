@@ -59,7 +59,7 @@ def chunk_costs(video: str) -> dict:
     first frame, beyond one frame of a running decode; the boundary check (one more frame decoded, two pixel hashes)."""
     import numpy as np
 
-    from rtkp.chunks import pixel_hash
+    from rtkp.export.chunks import pixel_hash
     from rtkp.pipeline.sources import Source, frame_table, parse_source
 
     spec, table = parse_source(video), frame_table(video)
@@ -116,7 +116,7 @@ def actor_call_ms(calls: int = 200) -> float:
 
 
 def main() -> None:
-    from rtkp.bench import _frames, decode_only, machine_info, model_only
+    from rtkp.cli.bench import _frames, decode_only, machine_info, model_only
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("video", nargs="?", default=str(VIDEO))

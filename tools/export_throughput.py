@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    from rtkp.bench import _frames, model_only
+    from rtkp.cli.bench import _frames, model_only
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("video", nargs="?", default=str(REPO.parent / "shared/data/dlc_openfield_mouse/videos/m3v1mp4.mp4"))

@@ -5,7 +5,7 @@
         [--skip-video] [--export-dir DIR] [--debug-masks DIR] [--json out.json]
 
 Everything runs through the path users run: still images through rtkp.backends.open_backend(model, "auto") and the
-Tracker (rtkp.evaluate), the video through the real `rtkp export` command with its default settings.
+Tracker (rtkp.train.evaluate), the video through the real `rtkp export` command with its default settings.
 
 1. Test split: RMSE, PCK@0.1 and the rate of labelled keypoints reported visible, on the split's `test` list only.
 2. Real-photo occlusion (--occluders): occluders cut from photographs (evaluation-only material) at L0..L3; per level
@@ -52,10 +52,10 @@ TARGETS = {"empty_hidden": 0.95, "video_visible": 0.90, "false_visible": 0.01}
 
 
 def split_figures(model: Path, data: Path, split: Path | None, occluders: Path | None, progress: bool) -> dict:
-    """Test-split figures, and the real-photo occlusion levels when `occluders` is given (one rtkp.evaluate run)."""
+    """Test-split figures, and the real-photo occlusion levels when `occluders` is given."""
     from rtkp.data.load import load_split
     from rtkp.data.occlude import load_photos
-    from rtkp.evaluate import evaluate
+    from rtkp.train.evaluate import evaluate
 
     test = load_split(data, split, "test")
     photos = load_photos(occluders) if occluders else None
@@ -85,7 +85,7 @@ def split_figures(model: Path, data: Path, split: Path | None, occluders: Path |
 
 
 def occlusion_levels(levels: dict) -> dict:
-    """rtkp.evaluate's per-level figures -> {level: pck_0.1, drop_points, covered_hidden, uncovered_visible, ...}."""
+    """the per-level figures -> {level: pck_0.1, drop_points, covered_hidden, uncovered_visible, ...}."""
     l0 = levels["L0"]["pck"]["0.1"]
     out = {}
     for name in LEVEL_NAMES:
@@ -157,7 +157,7 @@ def noisy_backgrounds(background: np.ndarray, sigma: float, draws: int) -> list[
 def empty_arena(model: Path, background: np.ndarray, sigmas=NOISE_SIGMAS, draws: int = NOISE_DRAWS) -> dict:
     """Fraction of keypoints reported hidden on the noisy empty arena, per sigma and over all draws."""
     from rtkp.backends import open_backend, read_model_info
-    from rtkp.evaluate import _predict_all
+    from rtkp.train.evaluate import _predict_all
 
     manifest = read_model_info(model).manifest
     backend = open_backend(model, "auto")
@@ -239,7 +239,7 @@ def run_export(video: Path, model: Path, out_dir: Path, quiet: bool) -> tuple[Pa
 def read_records(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """An `rtkp export` JSONL file -> (names, frame indices (N,), xy (N, K, 2) float32, visible (N, K) bool).
 
-    One record a line (rtkp.annotate.jsonl_line): {"frame": i, "keypoints": {name: [x, y, score, visible, state]}}.
+    One record a line (jsonl_line): {"frame": i, "keypoints": {name: [x, y, score, visible, state]}}.
     """
     frames, xy, visible, names = [], [], [], None
     with open(path) as fh:

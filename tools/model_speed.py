@@ -15,7 +15,7 @@ from pathlib import Path
 def main() -> None:
     import numpy as np
 
-    from rtkp.bench import model_only
+    from rtkp.cli.bench import model_only
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+")

@@ -17,7 +17,7 @@ import numpy as np
 
 def rtkp_publisher(endpoint: str, n: int, rate: float, k: int) -> None:
     from rtkp.messages import KeypointFrame
-    from rtkp.pipeline.publish import Publisher
+    from rtkp.wire.publisher import Publisher
 
     pub = Publisher(endpoint, "lat", "bench", {"keypoints": [f"k{i}" for i in range(k)]})
     time.sleep(1.0)
@@ -51,7 +51,7 @@ def raw_publisher(endpoint: str, n: int, rate: float, size: int) -> None:
 
 
 def measure_rtkp(endpoint, n, rate, k):
-    from rtkp.client import Subscriber
+    from rtkp.wire.subscriber import Subscriber
 
     p = mp.get_context("spawn").Process(target=rtkp_publisher, args=(endpoint, n, rate, k))
     sub = Subscriber(endpoint, timeout_s=5)
@@ -91,7 +91,7 @@ def main() -> None:
     import msgpack
 
     from rtkp.messages import KeypointFrame
-    from rtkp.pipeline.publish import keypoints_header
+    from rtkp.wire.publisher import keypoints_header
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=5000)

@@ -1,4 +1,4 @@
-"""Re-choose a trained model's visibility margins with the current calibration (rtkp.calibrate), on its own training
+"""Re-choose a trained model's visibility margins with the current calibration, on its own training
 frames, and write them into its manifest.
 
     python tools/recalibrate.py runs/abl/E --data ../shared/data/dlc_openfield_mouse --split runs/splits/mouse_val.json
@@ -14,12 +14,12 @@ from pathlib import Path
 
 
 def main() -> None:
-    from rtkp.calibrate import calibrate_margins
     from rtkp.config import config_from_dict
     from rtkp.data.load import load_dataset
     from rtkp.files import write_json_atomic
     from rtkp.model.checkpoint import load_model
-    from rtkp.train import BatchMaker
+    from rtkp.train.calibrate import calibrate_margins
+    from rtkp.train.loop import BatchMaker
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", type=Path)

@@ -22,10 +22,10 @@ def main() -> None:
 
     from rtkp.backends import open_backend
     from rtkp.data.load import load_split
-    from rtkp.evaluate import object_size
     from rtkp.manifest import read_manifest
     from rtkp.messages import Frame
     from rtkp.tracker import Tracker
+    from rtkp.train.evaluate import object_size
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, required=True)

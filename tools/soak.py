@@ -41,9 +41,9 @@ def tree_rss_mb(pid: int) -> float:
 
 
 def main() -> None:
-    from rtkp.cli import DEFAULT_MODEL, cache_dir
-    from rtkp.client import Subscriber
+    from rtkp.cli.defaults import DEFAULT_MODEL, cache_dir
     from rtkp.demo.video import demo_video
+    from rtkp.wire.subscriber import Subscriber
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10)

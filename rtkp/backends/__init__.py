@@ -13,8 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, EngineError
-from .base import Backend, ModelInfo, read_model_info
+from rtkp.backends.base import Backend, ModelInfo, read_model_info
+from rtkp.errors import ConfigError, EngineError
 
 CHOICES = ("auto", "tensorrt", "torch", "torch-cuda", "onnxruntime", "onnxruntime-cuda")
 PRECISIONS = ("fp32", "fp16")
@@ -135,14 +135,14 @@ def _open(name: str, info: ModelInfo, threads: int, precision: str | None, input
     gpu = name in ("tensorrt", "torch-cuda", "onnxruntime-cuda")
     half = gpu if precision is None else precision == "fp16"
     if name == "tensorrt":
-        from .tensorrt import TensorRTBackend
+        from rtkp.backends.tensorrt import TensorRTBackend
 
         return TensorRTBackend(info, fp16=half, input_size=input_size)
     if name in ("torch", "torch-cuda"):
-        from .torch import TorchBackend
+        from rtkp.backends.torch import TorchBackend
 
         return TorchBackend(info, "cuda" if gpu else "cpu", half, threads=threads, input_size=input_size)
-    from .onnxruntime import OnnxRuntimeBackend
+    from rtkp.backends.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(info, threads, "cuda" if gpu else "cpu", half, input_size)
 

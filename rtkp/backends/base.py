@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import ModelError
+from rtkp.errors import ModelError
 
 
 class Backend(Protocol):
@@ -59,8 +59,8 @@ class ModelInfo:
 
     @property
     def max_keypoints(self) -> int:
-        """K_max: prototype rows of the model's graph (rtkp.keypoint_set.max_keypoints)."""
-        from ..keypoint_set import max_keypoints
+        """K_max: prototype rows of the model's graph (rtkp.teach.keypoint_set.max_keypoints)."""
+        from rtkp.teach.keypoint_set import max_keypoints
 
         return max_keypoints(self.manifest)
 
@@ -69,7 +69,7 @@ def read_model_info(model_dir: str | Path) -> ModelInfo:
     """Manifest and banks of a model folder, via safetensors' numpy reader (no torch import)."""
     from safetensors import safe_open
 
-    from ..manifest import read_manifest
+    from rtkp.manifest import read_manifest
 
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import ModelInfo
+from rtkp.backends.base import ModelInfo
 
 
 def ensure_onnx(info: ModelInfo, input_size: tuple[int, int], fp16: bool) -> Path:
     """Path of an up-to-date ONNX export for these settings, exporting it first when missing or stale."""
-    from ..graphs.exports_index import find_export
+    from rtkp.graphs.exports_index import find_export
 
     found = find_export(info.path, input_size, fp16)
     if found is not None:
         return found
-    from ..graphs.onnx import export_onnx
+    from rtkp.graphs.onnx import export_onnx
 
     return export_onnx(info.path, input_size, fp16)

@@ -10,10 +10,10 @@ import os
 
 import numpy as np
 
-from ..errors import EngineError
-from ..keypoint_set import pad_prototypes
-from .base import ModelInfo
-from .onnx_cache import ensure_onnx
+from rtkp.backends.base import ModelInfo
+from rtkp.backends.onnx_cache import ensure_onnx
+from rtkp.errors import EngineError
+from rtkp.teach.keypoint_set import pad_prototypes
 
 
 class OnnxRuntimeBackend:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import EngineError, require
-from ..graphs.exports_index import GRAPH_VERSION
-from ..graphs.tensorrt import EngineCache, EngineKey, build_serialized, onnx_precision_for
-from ..keypoint_set import pad_prototypes
-from .base import ModelInfo
-from .onnx_cache import ensure_onnx
+from rtkp.backends.base import ModelInfo
+from rtkp.backends.onnx_cache import ensure_onnx
+from rtkp.errors import EngineError, require
+from rtkp.graphs.exports_index import GRAPH_VERSION
+from rtkp.graphs.tensorrt import EngineCache, EngineKey, build_serialized, onnx_precision_for
+from rtkp.teach.keypoint_set import pad_prototypes
 
 
 class TensorRTBackend:

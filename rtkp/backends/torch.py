@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import EngineError
-from ..keypoint_set import pad_prototypes
-from .base import ModelInfo
+from rtkp.backends.base import ModelInfo
+from rtkp.errors import EngineError
+from rtkp.teach.keypoint_set import pad_prototypes
 
 
 class TorchBackend:
@@ -24,8 +24,8 @@ class TorchBackend:
     ):
         import torch
 
-        from ..model.checkpoint import load_model
-        from ..model.graph import InferenceGraph
+        from rtkp.model.checkpoint import load_model
+        from rtkp.model.graph import InferenceGraph
 
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise EngineError("PyTorch here has no CUDA device (CPU-only build or no GPU): use --backend onnxruntime")

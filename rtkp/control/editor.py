@@ -13,14 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ControlError, RtkpError
-from ..geometry import Letterbox
-from ..keypoint_set import KeypointSet
-from ..messages import KeypointsChanged
-from ..model_folder import read_taught, save_keypoint_set
-from ..teach import ShotReader, teach, teach_keypoint
-from . import protocol
-from .server import check_inside
+from rtkp.control import protocol
+from rtkp.control.server import check_inside
+from rtkp.errors import ControlError, RtkpError
+from rtkp.geometry import Letterbox
+from rtkp.messages import KeypointsChanged
+from rtkp.teach.keypoint_set import KeypointSet
+from rtkp.teach.saved import read_taught, save_keypoint_set
+from rtkp.teach.shots import ShotReader, teach, teach_keypoint
 
 HISTORY_FRAMES = 60  # recent frames a request may name by seq or frame index (2 s at 30 fps)
 

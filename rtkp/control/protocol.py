@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..errors import ControlError
+from rtkp.errors import ControlError
 
 VERSION = 1
 OPS = ("add", "remove", "rename", "list", "save")

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConfigError, ControlError
-from . import protocol
+from rtkp.control import protocol
+from rtkp.errors import ConfigError, ControlError
 
 POLL_MS = 10  # how often the thread looks for replies to send while no request arrives
 
@@ -112,7 +112,7 @@ class ControlServer:
     def _enable_curve(self, sock, key_file: str, clients_dir: str | None) -> None:
         from zmq.auth.thread import ThreadAuthenticator
 
-        from ..client import load_key
+        from rtkp.wire.subscriber import load_key
 
         if not clients_dir:
             raise ConfigError("CURVE needs the folder of allowed client public keys (--curve-clients DIR)")

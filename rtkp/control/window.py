@@ -1,6 +1,6 @@
 """Click-to-add in the live window: mouse clicks and keys in, control requests out.
 
-The window (rtkp.pipeline.sinks.DisplaySink) sends the same requests as any client of the control socket, through a
+The window (rtkp.sinks.live.DisplaySink) sends the same requests as any client of the control socket, through a
 private endpoint of the same server, so what the socket's tests cover is what the window does; this class holds
 only the window's side (what was clicked, the name being typed, what to undo) and has no OpenCV in it, so it is
 tested headless.
@@ -41,7 +41,7 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 class ClickTeacher:
-    """See the module docstring. client: an rtkp.control.client.ControlClient (its send/replies are used)."""
+    """See the module docstring. client: an rtkp.control.remote.ControlClient (its send/replies are used)."""
 
     def __init__(self, client):
         self.client = client

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import AugmentConfig
-from .occlude import covered, object_box, paste_occluders
+from rtkp.config import AugmentConfig
+from rtkp.data.occlude import covered, object_box, paste_occluders
 
 
 def crop_matrix(
@@ -57,7 +57,7 @@ def augment_sample(
 
     image: (H, W, 3) uint8; keypoints: (K, 2) source pixels; visible: (K,) bool.
     base_scale: the scale the model sees this image at (its letterbox scale), so crops match inference resolution.
-    centre: (2,) source pixels to centre the crop on exactly (a hard negative, rtkp.mining), instead of a random
+    centre: (2,) source pixels to centre the crop on exactly (a hard negative, rtkp.train.mining), instead of a random
     centre near the object or anywhere. photos: training photographs that a `photo_share` of occluders are cut from.
     Returns (crop (h, w, 3) uint8, keypoints (K, 2) crop pixels, visible (K,) bool — False when outside the crop or
     under an occluder).

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from .sample import Dataset, Sample
+from rtkp.data.sample import Dataset, Sample
+from rtkp.errors import DataError
 
 
 def _image_dirs(ann_path: Path, images: Path | None) -> list[Path]:

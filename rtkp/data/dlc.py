@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from .sample import Dataset, Sample
+from rtkp.data.sample import Dataset, Sample
+from rtkp.errors import DataError
 
 
 def _bodyparts(project: Path) -> list[str]:

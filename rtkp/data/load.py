@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import DataError
-from .coco import read_coco
-from .dlc import read_dlc
-from .sample import Dataset
+from rtkp.data.coco import read_coco
+from rtkp.data.dlc import read_dlc
+from rtkp.data.sample import Dataset
+from rtkp.errors import DataError
 
 
 def load_dataset(path: str | Path, check_images: bool = True, images: str | Path | None = None) -> Dataset:

@@ -58,7 +58,7 @@ def load_photos(folder: str | Path) -> list[np.ndarray]:
     """Every .jpg/.jpeg/.png under `folder` (recursive, in sorted path order) as (H, W, 3) uint8 RGB arrays."""
     import cv2
 
-    from ..errors import DataError
+    from rtkp.errors import DataError
 
     root = Path(folder)
     if not root.is_dir():

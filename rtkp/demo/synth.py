@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.occlude import _texture, covered, occluder_mask
-from .target import Target, render_target
+from rtkp.data.occlude import _texture, covered, occluder_mask
+from rtkp.demo.target import Target, render_target
 
 IMAGE_SIZE = (640, 480)
 SKIN = [(224, 172, 105), (198, 134, 66), (141, 85, 36), (255, 219, 172), (241, 194, 125)]

@@ -144,7 +144,7 @@ def write_png(target: Target, path) -> None:
     import cv2
 
     if not cv2.imwrite(str(path), cv2.cvtColor(target.image, cv2.COLOR_RGB2BGR)):
-        from ..errors import ConfigError
+        from rtkp.errors import ConfigError
 
         raise ConfigError(f"--out {path}: cannot write the image")
 

@@ -11,8 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .synth import IMAGE_SIZE, SKIN, Pose, background, camera_effects, hand_mask, homography, project, warp_target
-from .target import render_target
+from rtkp.demo.synth import (
+    IMAGE_SIZE,
+    SKIN,
+    Pose,
+    background,
+    camera_effects,
+    hand_mask,
+    homography,
+    project,
+    warp_target,
+)
+from rtkp.demo.target import render_target
 
 DEMO_SEED = 7
 DEMO_SECONDS = 20.0

@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from ..files import sha256, write_json_atomic
+from rtkp.files import sha256, write_json_atomic
 
 OPSET = 17
 EXPORTS = "exports.json"
@@ -23,7 +23,7 @@ def onnx_name(input_size: tuple[int, int], fp16: bool, debug: bool = False) -> s
 
 def graph_max_keypoints(manifest: dict) -> int | None:
     """The prototype rows of the model's graph (K_max), or None for a heatmap model (no prototype input)."""
-    from ..keypoint_set import max_keypoints
+    from rtkp.teach.keypoint_set import max_keypoints
 
     return max_keypoints(manifest) if manifest.get("head") == "coke" else None
 

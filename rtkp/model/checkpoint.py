@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelError
-from ..files import sha256, write_json_atomic
-from ..manifest import MANIFEST, MANIFEST_VERSION, WEIGHTS, read_manifest
-from .network import KeypointNet
+from rtkp.errors import ModelError
+from rtkp.files import sha256, write_json_atomic
+from rtkp.manifest import MANIFEST, MANIFEST_VERSION, WEIGHTS, read_manifest
+from rtkp.model.network import KeypointNet
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

@@ -2,7 +2,7 @@
 
 CoKe's contrastive loss only shapes the features at the labelled keypoints and pushes everything else ("clutter")
 away from their prototypes; nothing asks an unlabelled part of the animal to look alike from frame to frame, which a
-keypoint taught from a few clicks (rtkp.teach) needs. This term does, in the spirit of SuperPoint's homographic
+keypoint taught from a few clicks (rtkp.teach.shots) needs. This term does, in the spirit of SuperPoint's homographic
 adaptation and of contrastive landmark learning on hypercolumns (Cheng et al., ICCV 2021): each training crop is warped
 by a random rotation, scaling and shift with a photometric change; points spread over the crop and their images under
 the warp must match each other better than any other point of that crop (InfoNCE, both directions). It needs no label,
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .loss import sample_features
+from rtkp.model.loss import sample_features
 
 
 def random_warps(

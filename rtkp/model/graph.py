@@ -13,7 +13,7 @@ on training crops; evaluation goes through a backend, so it measures exactly wha
                        are matched against, so that a clicked point becomes a prototype from exactly these numbers
            similarity  (B, K, H/4, W/4) float32 (CoKe similarity maps, or the heatmaps), only in the debug variant
 
-K_max (the manifest's `max_keypoints`, default rtkp.keypoint_set.DEFAULT_MAX_KEYPOINTS) fixes the prototype input's
+K_max (the manifest's `max_keypoints`, default DEFAULT_MAX_KEYPOINTS) fixes the prototype input's
 shape, so an exported graph or a built TensorRT engine serves any number of keypoints up to it without a rebuild; the
 backends pad the K prototypes in use and return only their K rows. Called without `active` and with K prototypes
 (training, calibration), the graph is the plain K-keypoint one.
@@ -31,8 +31,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .network import STRIDE, KeypointNet
-from .peaks import coke_keypoints, heatmap_keypoints
+from rtkp.model.network import STRIDE, KeypointNet
+from rtkp.model.peaks import coke_keypoints, heatmap_keypoints
 
 
 class InferenceGraph(nn.Module):

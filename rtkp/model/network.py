@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import TAP_CHANNELS, build_backbone
-from .hypercolumn import HypercolumnDecoder
+from rtkp.model.backbone import TAP_CHANNELS, build_backbone
+from rtkp.model.hypercolumn import HypercolumnDecoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

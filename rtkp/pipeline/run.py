@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import RunConfig, SmoothingConfig
-from ..errors import Interrupted, PipelineError, SourceError
-from ..messages import BackendReady, KeypointFrame, Progress, StageError, StageSummary
-from .shm import Flag, FrameRing, LatestChannel, LosslessChannel, sweep_stale
-from .stages import decode_worker, infer_worker, post_worker
+from rtkp.config import RunConfig, SmoothingConfig
+from rtkp.errors import Interrupted, PipelineError, SourceError
+from rtkp.messages import BackendReady, KeypointFrame, Progress, StageError, StageSummary
+from rtkp.pipeline.shm import Flag, FrameRing, LatestChannel, LosslessChannel, sweep_stale
+from rtkp.pipeline.stages import decode_worker, infer_worker, post_worker
 
 POLL_S = 0.1
 # After a stop, the stages have this long to finish before they are terminated (then killed 0.5 s later). The promise
@@ -55,7 +55,7 @@ class RunOptions:
 
 def probe_frame_bytes(source: str) -> int:
     """Bytes of the source's first frame (the ring's slot size), opening it once; SourceError when it cannot."""
-    from .sources import Source, parse_source
+    from rtkp.pipeline.sources import Source, parse_source
 
     src = Source(parse_source(source), max_frames=1, reconnect=False)
     for frame in src:
@@ -73,7 +73,7 @@ def run_pipeline(
     on_progress: called in the parent with the number of frames finished so far (a few times a second).
     frame_bytes: the source's frame size when the caller has already probed it (see probe_frame_bytes).
     """
-    from ..backends import read_model_info
+    from rtkp.backends import read_model_info
 
     sweep_stale()
     info = read_model_info(opts.model)  # a bad model folder fails here, in one line, before any process starts
@@ -235,7 +235,7 @@ def describe(summary: dict) -> str:
 
 def pick_policy(source: str, realtime: bool) -> str:
     """live for cameras, streams and --realtime; lossless for files and folders."""
-    from .sources import parse_source
+    from rtkp.pipeline.sources import parse_source
 
     return "live" if realtime or parse_source(source).live else "lossless"
 

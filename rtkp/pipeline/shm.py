@@ -22,7 +22,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from ..messages import Frame
+from rtkp.messages import Frame
 
 PREFIX = "rtkp_"
 # per-slot header: index, pts (NaN = none), capture_ns, height, width, seq, decode_ms

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SourceError
-from ..messages import Frame
+from rtkp.errors import SourceError
+from rtkp.messages import Frame
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -304,8 +304,8 @@ class Source:
                 return
 
     def _images(self) -> Iterator[Frame]:
-        from ..data.sample import read_image
-        from ..errors import DataError
+        from rtkp.data.sample import read_image
+        from rtkp.errors import DataError
 
         files = _image_files(self.spec)
         for i, path in enumerate(files[self.start :], self.start):

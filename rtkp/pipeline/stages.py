@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from ..errors import RtkpError
-from ..messages import BackendReady, KeypointsChanged, ModelResult, Progress, StageError, StageSummary
+from rtkp.errors import RtkpError
+from rtkp.messages import BackendReady, KeypointsChanged, ModelResult, Progress, StageError, StageSummary
 
 PROGRESS_EVERY_S = 0.2  # how often the post stage tells the parent how many frames are done
 IDLE_S = 0.05  # with a control socket: how often requests are served while no frame arrives
@@ -34,7 +34,7 @@ def decode_worker(opts, channel, stop, ready, report) -> None:
     Waits until the inference stage has its model loaded: a live source read earlier would only be dropped.
     """
     _child_setup()
-    from .sources import Source, parse_source
+    from rtkp.pipeline.sources import Source, parse_source
 
     spec = parse_source(opts.source)
     source = Source(spec, realtime=opts.realtime, max_frames=opts.max_frames, start=opts.start_frame)
@@ -76,8 +76,8 @@ def infer_worker(opts, channel, results, ready, report, pixels_downstream: bool)
     ModelResult inferred with it.
     """
     _child_setup()
-    from ..backends import open_backend, read_model_info
-    from ..tracker import ModelStage
+    from rtkp.backends import open_backend, read_model_info
+    from rtkp.tracker import ModelStage
 
     server = editor = None
     try:
@@ -87,7 +87,7 @@ def infer_worker(opts, channel, results, ready, report, pixels_downstream: bool)
         info = read_model_info(opts.model)
         stage = ModelStage(backend, info.manifest)
         if server is not None:
-            from ..control.editor import KeypointEditor
+            from rtkp.control.editor import KeypointEditor
 
             editor = KeypointEditor(stage, info, info.weights_sha256[:12])
     except RtkpError as exc:
@@ -151,7 +151,7 @@ def _control_server(opts):
     """The control socket of this run (its public endpoint and/or the live window's), or None when it has none."""
     if not (opts.control or opts.window_control):
         return None
-    from ..control.server import ControlServer
+    from rtkp.control.server import ControlServer
 
     curve = opts.run.curve_key or None
     return ControlServer(opts.control, curve, opts.run.curve_clients or None, private=opts.window_control)
@@ -205,11 +205,11 @@ def _drain(channel) -> None:
 
 def _open_sinks(opts, context, report, stop, status) -> list:
     """The run's sinks, in the order they get each frame: publish first (latency matters most), then the rest."""
-    from .sinks import CollectSink, DisplaySink, PublishSink, RecordSink
+    from rtkp.sinks.live import CollectSink, DisplaySink, PublishSink, RecordSink
 
     sinks = []
     if opts.publish:
-        from .publish import Publisher
+        from rtkp.wire.publisher import Publisher
 
         meta = {
             "keypoints": context.names,
@@ -240,10 +240,10 @@ def _open_sinks(opts, context, report, stop, status) -> list:
 def post_worker(opts, results, channel, ring, report, stop) -> None:
     """Finish each frame (KeypointStage) and hand it to the sinks, in frame order; reports a summary at the end."""
     _child_setup()
-    from ..backends import read_model_info
-    from ..tracker import KeypointStage
-    from .sinks import SinkContext, SinkItem
-    from .stats import RollingStats
+    from rtkp.backends import read_model_info
+    from rtkp.pipeline.stats import RollingStats
+    from rtkp.sinks.live import SinkContext, SinkItem
+    from rtkp.tracker import KeypointStage
 
     manifest = read_model_info(opts.model).manifest
     stage = KeypointStage(manifest, opts.smoothing)

@@ -11,14 +11,14 @@ import shlex
 import sys
 from pathlib import Path
 
-from .defaults import resolve_source
-from .errors import ConfigError, RtkpError
+from rtkp.cli.defaults import resolve_source
+from rtkp.errors import ConfigError, RtkpError
 
 
 def cmd_train(args) -> int:
-    from .config import load_config
-    from .data.load import load_split
-    from .train import few_frames_warning, train
+    from rtkp.config import load_config
+    from rtkp.data.load import load_split
+    from rtkp.train.loop import few_frames_warning, train
 
     overrides = list(args.set) + ([f"model.head={args.head}"] if args.head else [])
     cfg = load_config(args.config, overrides)
@@ -47,7 +47,7 @@ def cmd_train(args) -> int:
         print(f"stopped after {args.stop_after} steps; checkpoint in {out / 'checkpoint'} (run again to resume)")
         return 0
     if args.split and not args.no_eval:
-        from .evaluate import evaluate, format_report, record_in_manifest
+        from rtkp.train.evaluate import evaluate, format_report, record_in_manifest
 
         test = load_split(args.data, args.split, "test", images)
         if keypoints:
@@ -71,12 +71,12 @@ def _keypoint_list(text: str | None) -> list[str] | None:
 
 
 def cmd_eval(args) -> int:
-    from .data.load import load_split
-    from .evaluate import evaluate, format_report, plot_report
+    from rtkp.data.load import load_split
+    from rtkp.train.evaluate import evaluate, format_report, plot_report
 
     photos = None
     if args.occluders:
-        from .data.occlude import load_photos
+        from rtkp.data.occlude import load_photos
 
         if not args.occlusion:
             raise ConfigError("--occluders needs --occlusion (the occluders are only pasted for the occlusion levels)")
@@ -103,8 +103,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_build_engine(args) -> int:
-    from .backends import read_model_info
-    from .graphs.onnx import export_onnx
+    from rtkp.backends import read_model_info
+    from rtkp.graphs.onnx import export_onnx
 
     info = read_model_info(args.model)
     size = args.input_size or info.input_size
@@ -114,7 +114,7 @@ def cmd_build_engine(args) -> int:
     if args.debug:
         print(f"onnx: {export_onnx(args.model, size, debug=True)}")
     if args.backend == "tensorrt":
-        from .backends.tensorrt import TensorRTBackend
+        from rtkp.backends.tensorrt import TensorRTBackend
 
         backend = TensorRTBackend(info, fp16=args.fp16, input_size=size)
         engine, _ = backend.cache.paths(backend.key)
@@ -129,10 +129,10 @@ def _has_display() -> bool:
 
 
 def cmd_run(args) -> int:
-    from .config import load_config
-    from .errors import Interrupted
-    from .manifest import read_manifest
-    from .pipeline.run import RunOptions, describe, pick_policy, probe_frame_bytes, run_pipeline
+    from rtkp.config import load_config
+    from rtkp.errors import Interrupted
+    from rtkp.manifest import read_manifest
+    from rtkp.pipeline.run import RunOptions, describe, pick_policy, probe_frame_bytes, run_pipeline
 
     overrides = list(args.set) + ([f"smoothing.filter={args.smooth}"] if args.smooth else [])
     overrides += [f"run.curve_key={args.curve_key}"] if args.curve_key else []
@@ -192,12 +192,12 @@ def cmd_run(args) -> int:
 def cmd_export(args) -> int:
     """Export every input; a failed input is reported and the others still run (ExportFailed at the end). Interrupted
     (exit 130) keeps the input's partial outputs: its message says to run the same command again to resume."""
-    from .config import load_config
-    from .errors import ExportFailed, Interrupted
-    from .offline import ExportOptions, check_out_dir, expand_inputs, export_one, parse_formats
+    from rtkp.config import load_config
+    from rtkp.errors import ExportFailed, Interrupted
+    from rtkp.export.local import ExportOptions, check_out_dir, expand_inputs, export_one, parse_formats
 
     if args.ray:
-        from .errors import require
+        from rtkp.errors import require
 
         require("ray", "cluster")  # before anything else: the one line that says how to install it
     cfg = load_config(args.config, args.set)
@@ -217,7 +217,7 @@ def cmd_export(args) -> int:
     )
     inputs = expand_inputs(args.inputs)
     if args.ray:
-        from .cluster import export_on_ray
+        from rtkp.export.ray import export_on_ray
 
         return export_on_ray(inputs, opts, args.ray, args.workers, args.chunk_frames)
     if args.workers is not None or args.chunk_frames is not None:
@@ -253,7 +253,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_target(args) -> int:
-    from .demo.target import render_target, write_pdf, write_png
+    from rtkp.demo.target import render_target, write_pdf, write_png
 
     out = Path(args.out)
     if out.suffix.lower() not in (".pdf", ".png"):
@@ -270,8 +270,8 @@ def cmd_target(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from .demo.synth import write_coco_set
-    from .demo.video import render_video
+    from rtkp.demo.synth import write_coco_set
+    from rtkp.demo.video import render_video
 
     if args.images < 0 or args.videos < 0 or args.seconds <= 0:
         raise ConfigError("--images and --videos must be >= 0 and --seconds > 0")
@@ -293,9 +293,9 @@ def cmd_synth(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .backends import read_model_info
-    from .bench import format_table, run_bench
-    from .config import load_config
+    from rtkp.backends import read_model_info
+    from rtkp.cli.bench import format_table, run_bench
+    from rtkp.config import load_config
 
     if args.seconds <= 0:
         raise ConfigError(f"--seconds must be positive, got {args.seconds}")
@@ -318,7 +318,7 @@ def _quiet_aware(sub, timeout_s: float | None, notice_s: float = SUBSCRIBE_NOTIC
     spell); after `timeout_s` (None: never) without one, raises StreamTimeout."""
     import time
 
-    from .client import StreamTimeout
+    from rtkp.wire.subscriber import StreamTimeout
 
     hint = "--server-key FILE", "--client-key FILE"
     quiet_since, told = time.monotonic(), False
@@ -342,7 +342,7 @@ def _quiet_aware(sub, timeout_s: float | None, notice_s: float = SUBSCRIBE_NOTIC
 def cmd_subscribe(args) -> int:
     import statistics
 
-    from .client import StreamTimeout, Subscriber
+    from rtkp.wire.subscriber import StreamTimeout, Subscriber
 
     sub = Subscriber(args.endpoint, args.stream, args.latest_only, None, args.server_key, args.client_key)
     latencies, n, first_ns, last_ns, timed_out = [], 0, None, None, None
@@ -389,7 +389,7 @@ def cmd_subscribe(args) -> int:
 
 
 def cmd_keys(args) -> int:
-    from .client import write_keys
+    from rtkp.wire.subscriber import write_keys
 
     public, secret = write_keys(args.out, args.name)
     print(f"public key (give to peers): {public}\nsecret key (keep private):  {secret}")
@@ -397,8 +397,8 @@ def cmd_keys(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from .backends import doctor
-    from .errors import EngineError
+    from rtkp.backends import doctor
+    from rtkp.errors import EngineError
 
     statuses = doctor()
     for s in statuses:
@@ -409,7 +409,7 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_keypoints(args) -> int:
-    from .keypoints_command import cmd_keypoints as run
+    from rtkp.cli.keypoints import cmd_keypoints as run
 
     return run(args)
 

@@ -1,6 +1,6 @@
 """`rtkp keypoints add|remove|rename|list|save`: change the keypoints of a running tracker or of a model folder.
 
-With --control ENDPOINT it is a thin client of `rtkp run --control ENDPOINT` (rtkp.control.client: pyzmq and msgpack,
+With --control ENDPOINT it is a thin client of `rtkp run --control ENDPOINT` (rtkp.control.remote: pyzmq and msgpack,
 no torch, no numpy), answered as soon as the running model has done it. With --model DIR it works on a model folder
 and writes the result as a new one (--out); only `add --data` runs the model (to read the shots' features).
 """
@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, DataError
+from rtkp.errors import ConfigError, DataError
 
 
 def cmd_keypoints(args) -> int:
@@ -27,7 +27,7 @@ def cmd_keypoints(args) -> int:
 
 def _samples(args) -> list[dict]:
     """--image FILE / --seq N, each with an --xy X,Y in the same order."""
-    from .control.client import sample_from_file
+    from rtkp.control.remote import sample_from_file
 
     if args.image and args.seq:
         raise ConfigError("give the shots as --image FILE or as --seq N, not both (the protocol mixes them)")
@@ -54,7 +54,7 @@ def _request(args) -> tuple[str, dict]:
 
 
 def _live(args) -> int:
-    from .control.client import ControlClient
+    from rtkp.control.remote import ControlClient
 
     if getattr(args, "data", None) or (args.action != "save" and getattr(args, "out", None)):
         raise ConfigError("--data and --out are for a model folder (--model); a running tracker saves with `save`")
@@ -93,9 +93,9 @@ def _print(args, reply: dict) -> None:
 
 
 def _offline(args) -> int:
-    from .backends import read_model_info
-    from .keypoint_set import KeypointSet
-    from .model_folder import read_taught, save_keypoint_set
+    from rtkp.backends import read_model_info
+    from rtkp.teach.keypoint_set import KeypointSet
+    from rtkp.teach.saved import read_taught, save_keypoint_set
 
     if args.action == "save":
         raise ConfigError("save is for a running tracker (--control); with --model, add/remove/rename take --out")
@@ -128,10 +128,10 @@ def _offline(args) -> int:
 
 def _offline_add(args, info, kset) -> tuple[dict, dict]:
     """The first --shots labelled training frames with NAME, taught through the model (a backend's features)."""
-    from .backends import open_backend
-    from .data.load import load_split
-    from .geometry import Letterbox
-    from .teach import ShotReader, teach_keypoint
+    from rtkp.backends import open_backend
+    from rtkp.data.load import load_split
+    from rtkp.geometry import Letterbox
+    from rtkp.teach.shots import ShotReader, teach_keypoint
 
     if args.image or args.seq or args.xy:
         raise ConfigError("--image/--seq/--xy are for a running tracker (--control); with --model give --data")

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..messages import KeypointFrame
+from rtkp.messages import KeypointFrame
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class SinkItem:
 
     def drawn(self) -> np.ndarray:
         if self._drawn is None:
-            from ..viz import draw_keypoints
+            from rtkp.sinks.draw import draw_keypoints
 
             ctx = self._context
             self._drawn = draw_keypoints(self.image, self.kf, ctx.names, ctx.skeleton, self.hud)
@@ -108,8 +108,8 @@ class DisplaySink:
         self.teacher = self.client = None
         self._last = None  # (image, kf) on screen: what a click refers to
         if control:
-            from ..control.client import ControlClient
-            from ..control.window import ClickTeacher
+            from rtkp.control.remote import ControlClient
+            from rtkp.control.window import ClickTeacher
 
             self.client = ControlClient(control)
             self.teacher = ClickTeacher(self.client)
@@ -134,7 +134,7 @@ class DisplaySink:
     def write(self, item: SinkItem) -> None:
         import cv2
 
-        from ..viz import draw_lines, draw_marker
+        from rtkp.sinks.draw import draw_lines, draw_marker
 
         if not self._window:
             self._open_window()
@@ -173,7 +173,7 @@ class RecordSink:
 
     def write(self, item: SinkItem) -> None:
         if self.writer is None:
-            from .record import VideoWriter
+            from rtkp.sinks.video import VideoWriter
 
             image = item.image
             self.writer = VideoWriter.for_source(self.path, (image.shape[1], image.shape[0]), self.source)

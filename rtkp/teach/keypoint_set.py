@@ -5,7 +5,7 @@ so keypoints can be added, removed and renamed while a tracker runs, with no re-
 compact: keypoint k sits in prototype row k, rows K..K_max−1 are free. numpy only (the inference and post processes of
 `rtkp run` never import torch for it).
 
-An added keypoint keeps what it was taught from (rtkp.teach): per shot, the features of its views (V, D) and of the
+An added keypoint keeps what it was taught from: per shot, the features of its views (V, D) and of the
 strongest look-alikes in the shot's frame (M, D), so that more shots can be added later and its prototype and margin
 recomputed from all of them, also after the set is saved as a model folder and loaded again.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ControlError, ModelError
+from rtkp.errors import ControlError, ModelError
 
 DEFAULT_MAX_KEYPOINTS = 32  # prototype rows of an exported graph when the manifest does not set `max_keypoints`
 NAME_MAX_CHARS = 64
@@ -109,8 +109,8 @@ class KeypointSet:
 
     @classmethod
     def from_model(cls, manifest: dict, prototypes: np.ndarray, clutter: np.ndarray, taught=None) -> KeypointSet:
-        """The set a model folder describes (its manifest and banks; `taught` from rtkp.model_folder.read_taught)."""
-        from .visibility import manifest_margin
+        """The set a model folder describes (its manifest and banks; `taught` from rtkp.teach.saved.read_taught)."""
+        from rtkp.visibility import manifest_margin
 
         names = list(manifest["keypoint_names"])
         margins = np.broadcast_to(np.asarray(manifest_margin(manifest), np.float32), (len(names),))

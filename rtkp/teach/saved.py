@@ -3,7 +3,7 @@
 A saved folder is an ordinary model folder (`rtkp run --model`, `rtkp export --model`, `rtkp eval --model` load it):
 the network weights are copied unchanged, the prototypes, clutter summary and margins are the set's, and the manifest
 lists under `added_keypoints` which keypoints were added, from how many shots, with what margin. Each added keypoint's
-shots (rtkp.keypoint_set.Taught) are stored as tensors `taught.<i>.views` and `taught.<i>.lookalikes`, so it can be
+shots (keypoint_set.Taught) are stored as tensors `taught.<i>.views` and `taught.<i>.lookalikes`, so it can be
 given more shots after a reload. ONNX exports of the source folder are copied too: the graph holds the network only
 (prototypes are an input), so the saved folder runs without torch and without exporting again.
 """
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ControlError, ModelError
-from .files import sha256, write_json_atomic
-from .keypoint_set import KeypointSet, Taught
-from .manifest import MANIFEST, MANIFEST_VERSION, WEIGHTS
+from rtkp.errors import ControlError, ModelError
+from rtkp.files import sha256, write_json_atomic
+from rtkp.manifest import MANIFEST, MANIFEST_VERSION, WEIGHTS
+from rtkp.teach.keypoint_set import KeypointSet, Taught
 
 
 def _weights_path(model_dir: Path, manifest: dict) -> Path:
@@ -121,7 +121,7 @@ def save_keypoint_set(
 
 def _copy_exports(model_dir: Path, out: Path, manifest: dict) -> None:
     """Copy the source's current ONNX exports (same network, same K_max) and record them for the new weights."""
-    from .graphs.exports_index import EXPORTS, GRAPH_VERSION
+    from rtkp.graphs.exports_index import EXPORTS, GRAPH_VERSION
 
     try:
         index = json.loads((model_dir / EXPORTS).read_text())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from ..messages import SCHEMA_VERSION, KeypointFrame
+from rtkp.messages import SCHEMA_VERSION, KeypointFrame
 
 
 def keypoints_header(kf: KeypointFrame, seq: int, stream: str, model_id: str) -> dict:
@@ -68,7 +68,7 @@ class Publisher:
         try:
             self.sock.bind(endpoint)
         except zmq.ZMQError as exc:
-            from ..errors import ConfigError
+            from rtkp.errors import ConfigError
 
             self.sock.close()
             raise ConfigError(f"--publish {endpoint!r}: cannot bind ({exc})") from None
@@ -90,8 +90,8 @@ class Publisher:
         """CURVE server: encrypt, and accept only clients whose public key file is in `clients_dir`."""
         from zmq.auth.thread import ThreadAuthenticator
 
-        from ..client import load_key
-        from ..errors import ConfigError
+        from rtkp.errors import ConfigError
+        from rtkp.wire.subscriber import load_key
 
         if not clients_dir:
             raise ConfigError("CURVE needs the folder of allowed client public keys (--curve-clients DIR)")

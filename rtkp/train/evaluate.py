@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.occlude import LEVELS, covered, object_box, paste_occluders
-from .data.sample import Dataset
+from rtkp.data.occlude import LEVELS, covered, object_box, paste_occluders
+from rtkp.data.sample import Dataset
 
 THRESHOLDS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
 OCCLUSION_DRAWS = 4
@@ -29,8 +29,8 @@ OCCLUSION_DRAWS = 4
 def _predict_all(backend, manifest: dict, images: list[np.ndarray], cols=None) -> tuple[np.ndarray, np.ndarray]:
     """images: list of (H, W, 3) uint8 RGB, any sizes -> (keypoints (N, K, 2) source px, visible (N, K) bool), for the
     model's keypoints at indices `cols` (None: all of them)."""
-    from .messages import Frame
-    from .tracker import Tracker
+    from rtkp.messages import Frame
+    from rtkp.tracker import Tracker
 
     xy, visible = [], []
     cols = slice(None) if cols is None else cols
@@ -84,7 +84,7 @@ def evaluate(
     photos: (h, w, 3) uint8 RGB images (rtkp.data.occlude.load_photos) to cut occluders from; None: synthetic
     textures. photos_source: where they came from (a folder), for the report's "occluders" entry.
     """
-    from .backends import open_backend, read_model_info
+    from rtkp.backends import open_backend, read_model_info
 
     manifest = read_model_info(model_dir).manifest
     names = list(manifest["keypoint_names"])
@@ -93,7 +93,7 @@ def evaluate(
     # the order may differ (added keypoints come last); what both have is evaluated, in the data's order
     common = [n for n in data.keypoint_names if n in names]
     if not common:
-        from .errors import DataError
+        from rtkp.errors import DataError
 
         raise DataError(f"the model's keypoints {names} and the data's {data.keypoint_names} have none in common")
     if common != data.keypoint_names:
@@ -223,8 +223,8 @@ def format_report(report: dict) -> str:
 
 def record_in_manifest(model_dir: Path, report: dict, data, split) -> None:
     """Store the held-out figures in the model's manifest."""
-    from .files import write_json_atomic
-    from .manifest import MANIFEST
+    from rtkp.files import write_json_atomic
+    from rtkp.manifest import MANIFEST
 
     path = Path(model_dir) / MANIFEST
     manifest = json.loads(path.read_text())
@@ -235,7 +235,7 @@ def record_in_manifest(model_dir: Path, report: dict, data, split) -> None:
 
 def plot_report(report: dict, path: Path) -> None:
     """PCK against threshold, and PCK@0.1 against occlusion level."""
-    from .errors import require
+    from rtkp.errors import require
 
     require("matplotlib", "train")
     import matplotlib

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ControlError
-from .keypoint_set import KeypointSet, Taught
+from rtkp.errors import ControlError
+from rtkp.teach.keypoint_set import KeypointSet, Taught
 
 # (rotation in degrees, scale) of each view of a shot, about the clicked point; the first is the shot itself
 VIEWS = ((0.0, 1.0), (20.0, 1.0), (-20.0, 1.0), (0.0, 0.85), (0.0, 1.2))

@@ -27,10 +27,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .annotate import FORMATS, SUFFIX, coco_line, csv_header, csv_line, join_coco, jsonl_line
-from .config import Config
-from .errors import ConfigError, ExportFailed, Interrupted, RtkpError
-from .messages import KeypointFrame
+from rtkp.config import Config
+from rtkp.errors import ConfigError, ExportFailed, Interrupted, RtkpError
+from rtkp.export.formats import FORMATS, SUFFIX, coco_line, csv_header, csv_line, join_coco, jsonl_line
+from rtkp.messages import KeypointFrame
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class ExportOptions:
 
 def expand_inputs(items: list[str]) -> list[str]:
     """Video files and folders as given; a glob of videos becomes one input per file, a glob of images stays one."""
-    from .pipeline.sources import IMAGE_SUFFIXES
+    from rtkp.pipeline.sources import IMAGE_SUFFIXES
 
     out = []
     for item in items:
@@ -100,7 +100,7 @@ def _complete(marker: Path, outputs: dict[str, Path], settings: dict) -> bool:
 
 def offline_smooth(frames: list[KeypointFrame], cfg) -> list[KeypointFrame]:
     """Replace positions/visibility/state by the RTS smoother's (see offline_smoothing.py)."""
-    from .offline_smoothing import rts_smooth
+    from rtkp.export.offline_smoothing import rts_smooth
 
     if not frames:
         return frames
@@ -128,9 +128,9 @@ def _write_video(source: str, path: Path, frames: Iterable[KeypointFrame], names
     frames: the records in index order (a stream, merged with the decoded frames by index). The MP4 keeps the source's
     rate and timestamps (VideoWriter.for_source). step(): called after each frame written.
     """
-    from .pipeline.record import VideoWriter
-    from .pipeline.sources import Source, parse_source
-    from .viz import draw_keypoints
+    from rtkp.pipeline.sources import Source, parse_source
+    from rtkp.sinks.draw import draw_keypoints
+    from rtkp.sinks.video import VideoWriter
 
     records = iter(frames)
     kf = next(records, None)
@@ -222,7 +222,7 @@ class ExportTargets(NamedTuple):
 
 
 def export_targets(source: str, opts: ExportOptions, weights_sha256: str) -> ExportTargets:
-    """The local export and `rtkp export --ray` (rtkp.cluster) name and check outputs the same way."""
+    """The local export and `rtkp export --ray` (rtkp.export.ray) name and check outputs the same way."""
     stem = output_stem(source)
     marker = opts.out / f"{stem}.done.json"
     outputs = _outputs(opts.out, stem, opts.formats, opts.video)
@@ -243,8 +243,8 @@ def export_one(source: str, opts: ExportOptions) -> dict:
 
     Raises RtkpError with a one-line reason; Interrupted (SIGINT/SIGTERM, Ctrl-C) keeps the partial folder.
     """
-    from .backends import read_model_info
-    from .pipeline.export_sinks import Partial
+    from rtkp.backends import read_model_info
+    from rtkp.sinks.writers import Partial
 
     info = read_model_info(opts.model)
     stem, outputs, marker, settings = export_targets(source, opts, info.weights_sha256)
@@ -286,8 +286,8 @@ def _resume_hint(source: str, partial) -> str:
 
 def _track(source: str, opts: ExportOptions, info, partial, kept: int, start: int, bar: _Progress) -> None:
     """Run the pipeline from frame `start` with the writer sink appending to the partial folder."""
-    from .pipeline.export_sinks import ExportSpec
-    from .pipeline.run import RunOptions, run_pipeline
+    from rtkp.pipeline.run import RunOptions, run_pipeline
+    from rtkp.sinks.writers import ExportSpec
 
     causal = opts.smooth == "causal"
     spec = ExportSpec(
@@ -333,7 +333,7 @@ def finish_outputs(source: str, opts: ExportOptions, info, partial, outputs: dic
     partial: a tracked Partial; a format not among its bodies is written here from the raw records (offline
     smoothing, and `rtkp export --ray`, whose chunks hold raw records only). bar: a _Progress (disabled: no output).
     """
-    from .pipeline.export_sinks import PublishedRecords
+    from rtkp.sinks.writers import PublishedRecords
 
     frames, segments = partial.records(), partial.segments()
     skipped = sum(s["skipped"] for s in segments)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model.network import STRIDE
+from rtkp.model.network import STRIDE
 
 
 def model_view(image: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:

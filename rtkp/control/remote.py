@@ -15,8 +15,8 @@ import itertools
 import time
 from pathlib import Path
 
-from ..errors import ControlError
-from . import protocol
+from rtkp.control import protocol
+from rtkp.errors import ControlError
 
 
 def sample_from_file(path: str | Path, x: float, y: float) -> dict:
@@ -48,7 +48,7 @@ class ControlClient:
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         if server_key is not None:
-            from ..client import load_key
+            from rtkp.wire.subscriber import load_key
 
             if client_key is None:
                 raise ControlError("bad_request", "a CURVE control client needs its own key pair (client_key)")

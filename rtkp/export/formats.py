@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .messages import KeypointFrame
-from .smoothing import PREDICTED
+from rtkp.messages import KeypointFrame
+from rtkp.smoothing import PREDICTED
 
 FORMATS = ("coco", "jsonl", "csv")
 SUFFIX = {"coco": ".coco.json", "jsonl": ".jsonl", "csv": ".csv"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .smoothing import MISSING, PREDICTED, SMOOTHED
+from rtkp.smoothing import MISSING, PREDICTED, SMOOTHED
 
 
 def rts_smooth(

@@ -25,7 +25,7 @@ def source_timing(source: str) -> tuple[Fraction | None, Fraction | None, bool]:
     recording starts at zero instead (zero_start). Image folders have no timestamps: frames are spaced at the default
     rate.
     """
-    from .sources import open_container, parse_source
+    from rtkp.pipeline.sources import open_container, parse_source
 
     try:
         spec = parse_source(source)

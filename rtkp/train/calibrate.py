@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .config import Config
-from .model.graph import InferenceGraph
-from .visibility import evidence as visibility_evidence
+from rtkp.config import Config
+from rtkp.model.graph import InferenceGraph
+from rtkp.visibility import evidence as visibility_evidence
 
 
 def best_threshold(evidence: np.ndarray, visible: np.ndarray) -> float:
@@ -42,9 +42,9 @@ def calibrate_margins(
     threshold that separated them best on validation frames). A keypoint whose frames are all visible or all hidden
     gets the common margin.
     """
-    from .data.occlude import covered, object_box, paste_occluders
-    from .geometry import Letterbox
-    from .train import peak_decoding
+    from rtkp.data.occlude import covered, object_box, paste_occluders
+    from rtkp.geometry import Letterbox
+    from rtkp.train.loop import peak_decoding
 
     # the FP32 inference graph that the backends run, so the margin is chosen on the figures they report
     graph = InferenceGraph(net, peak=peak_decoding(cfg)).eval()

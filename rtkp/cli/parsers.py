@@ -1,13 +1,13 @@
-"""`rtkp` command line: parse -> config -> call (rtkp/commands.py). Heavy packages are imported by the commands."""
+"""`rtkp` command line: parse -> config -> call (rtkp/cli/commands.py). Heavy packages are imported by the commands."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import __version__
-from .defaults import BACKENDS, DEFAULT_MODEL, ENGINES, cache_dir, resolve_source
-from .errors import RtkpError
+from rtkp import __version__
+from rtkp.cli.defaults import BACKENDS, DEFAULT_MODEL, ENGINES, cache_dir, resolve_source
+from rtkp.errors import RtkpError
 
 __all__ = ["BACKENDS", "DEFAULT_MODEL", "ENGINES", "build_parser", "cache_dir", "main", "resolve_source"]
 
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        from .commands import COMMANDS
+        from rtkp.cli.commands import COMMANDS
 
         return COMMANDS[args.command](args)
     except RtkpError as exc:

@@ -3,8 +3,8 @@
 The driver (this process) checks each input's outputs as the local export does (complete ones are skipped), then
 hands the workers one task at a time each, in this order per input:
 
-    plan    the input's frame table and its chunks, split at keyframes (rtkp.chunks.plan_input)
-    chunk   frames [start, end) tracked into a chunk file (rtkp.chunks.track_chunk), renamed into place when done
+    plan    the input's frame table and its chunks, split at keyframes (rtkp.export.chunks.plan_input)
+    chunk   frames [start, end) tracked into a chunk file (rtkp.export.chunks.track_chunk), renamed into place when done
     finish  the chunks joined in order, then offline.finish_outputs, as for a local export: smoothing over the whole
             sequence, COCO/JSONL/CSV, the annotated MP4, the .done.json marker
 
@@ -32,9 +32,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .chunks import CHUNK_FRAMES, Chunk, ChunkFolder, boundaries_agree, chunks_of
-from .errors import ConfigError, EngineError, ExportFailed, Interrupted, RtkpError, require
-from .offline import ExportOptions, ExportTargets
+from rtkp.errors import ConfigError, EngineError, ExportFailed, Interrupted, RtkpError, require
+from rtkp.export.chunks import CHUNK_FRAMES, Chunk, ChunkFolder, boundaries_agree, chunks_of
+from rtkp.export.local import ExportOptions, ExportTargets
 
 MAX_ATTEMPTS = 3  # runs of one task before its input fails (a chunk that kills every worker it reaches)
 POLL_S = 0.5  # progress bar refresh
@@ -57,9 +57,9 @@ class ExportWorker:
         if os.path.isdir(cwd):
             os.chdir(cwd)
 
-        from .backends import open_backend, read_model_info
-        from .config import SmoothingConfig
-        from .tracker import Tracker
+        from rtkp.backends import open_backend, read_model_info
+        from rtkp.config import SmoothingConfig
+        from rtkp.tracker import Tracker
 
         self.opts, self.batch, self.error, self.tracker = opts, batch, None, None
         self.doing: tuple[str | None, int] = (None, 0)
@@ -86,7 +86,7 @@ class ExportWorker:
 
     def _table(self, source: str):
         """The video's frame table, demuxed once per worker and file (kept for the last few files)."""
-        from .pipeline.sources import frame_table, parse_source
+        from rtkp.pipeline.sources import frame_table, parse_source
 
         if parse_source(source).kind != "file":
             return None
@@ -100,7 +100,7 @@ class ExportWorker:
         return self.tables[key]
 
     def plan(self, source: str, chunk_frames: int) -> dict:
-        from .chunks import plan_input
+        from rtkp.export.chunks import plan_input
 
         try:
             return plan_input(source, chunk_frames, self._table(source))
@@ -108,7 +108,7 @@ class ExportWorker:
             return {"error": str(exc)}
 
     def chunk(self, source: str, folder: str, start: int, end: int | None) -> dict:
-        from .chunks import track_chunk
+        from rtkp.export.chunks import track_chunk
 
         chunk = Chunk(start, end)
         self.doing = (chunk.name, 0)
@@ -122,9 +122,9 @@ class ExportWorker:
             self.doing = (None, 0)
 
     def finish(self, source: str, folder: str, targets: ExportTargets, plan: dict) -> dict:
-        from .chunks import join_chunks
-        from .offline import _Progress, _total_frames, finish_outputs, is_complete
-        from .pipeline.export_sinks import Partial
+        from rtkp.export.chunks import join_chunks
+        from rtkp.export.local import _Progress, _total_frames, finish_outputs, is_complete
+        from rtkp.sinks.writers import Partial
 
         if not Path(folder).is_dir() and is_complete(targets):  # done by a worker that died before it could say so
             return json.loads(targets.marker.read_text())["result"]
@@ -291,7 +291,7 @@ class _Driver:
 
     def enqueue(self, item: _Input) -> None:
         """An input's next tasks, from what its folder holds (a resumed job skips what is complete)."""
-        from .pipeline.export_sinks import Partial
+        from rtkp.sinks.writers import Partial
 
         partial = Partial(item.folder.folder, item.targets.settings, ("raw",))
         if self.opts.overwrite or not partial.matches():
@@ -515,7 +515,7 @@ def describe_result(item: _Input) -> str:
 
 def _prepare(sources: list[str], opts: ExportOptions, weights_sha256: str) -> list[_Input]:
     """Each input's targets and folder; complete inputs skipped, a second input with the same output name failed."""
-    from .offline import export_targets, is_complete, skipped
+    from rtkp.export.local import export_targets, is_complete, skipped
 
     items, stems = [], {}
     for source in sources:
@@ -545,7 +545,7 @@ def export_on_ray(
     MissingDependencyError without Ray, ConfigError for an address that cannot be reached.
     """
     ray = require("ray", "cluster")
-    from .backends import read_model_info
+    from rtkp.backends import read_model_info
 
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be a positive integer, got {workers}")

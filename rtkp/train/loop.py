@@ -16,20 +16,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Config
-from .data.augment import augment_sample
-from .data.background import empty_background
-from .data.occlude import load_photos
-from .data.sample import Dataset
-from .data.sides import pair_sides, resolve_flip_pairs
-from .errors import ConfigError
-from .geometry import Letterbox
-from .mining import HardNegatives
-from .model.banks import ClutterBank, KeypointBank
-from .model.checkpoint import load_training_state, save_model, save_training_state
-from .model.equivariance import apply_warps, equivariance_loss, grid_points, random_warps, warp_images
-from .model.loss import coke_loss, gaussian_targets, heatmap_loss, localisation_loss, sample_features
-from .model.network import STRIDE, KeypointNet
+from rtkp.config import Config
+from rtkp.data.augment import augment_sample
+from rtkp.data.background import empty_background
+from rtkp.data.occlude import load_photos
+from rtkp.data.sample import Dataset
+from rtkp.data.sides import pair_sides, resolve_flip_pairs
+from rtkp.errors import ConfigError
+from rtkp.geometry import Letterbox
+from rtkp.model.banks import ClutterBank, KeypointBank
+from rtkp.model.checkpoint import load_training_state, save_model, save_training_state
+from rtkp.model.equivariance import apply_warps, equivariance_loss, grid_points, random_warps, warp_images
+from rtkp.model.loss import coke_loss, gaussian_targets, heatmap_loss, localisation_loss, sample_features
+from rtkp.model.network import STRIDE, KeypointNet
+from rtkp.train.mining import HardNegatives
 
 # Fewer labelled frames than this and the recipe overfits: the shipped mouse model trained on 92 frames (test RMSE
 # 4.1 px), while 12 frames of the same data gave an RMSE of 37.9 px.
@@ -304,7 +304,7 @@ def flip_policy(names: list[str], cfg: Config) -> Config:
 
 
 def mine(net, maker: BatchMaker, cfg: Config, kp_bank: KeypointBank, rng: np.random.Generator) -> None:
-    """Refresh the batch maker's hard negatives with the current network (rtkp.mining)."""
+    """Refresh the batch maker's hard negatives with the current network (rtkp.train.mining)."""
     head = cfg.model.head
 
     def score_maps(image: torch.Tensor) -> torch.Tensor:
@@ -375,7 +375,7 @@ def train(
     """
     from tqdm import tqdm
 
-    from .calibrate import calibrate_margins
+    from rtkp.train.calibrate import calibrate_margins
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..annotate import coco_line, csv_header, csv_line, jsonl_line
-from ..config import SmoothingConfig
-from ..errors import ExportFailed
-from ..messages import KeypointFrame
+from rtkp.config import SmoothingConfig
+from rtkp.errors import ExportFailed
+from rtkp.export.formats import coco_line, csv_header, csv_line, jsonl_line
+from rtkp.messages import KeypointFrame
 
 FLUSH_S = 0.2  # how often the bodies reach the disk: what a crash can lose, and what a reader waits at most
 HEADER_LINES = {"csv": 3}  # lines before the first record
@@ -57,7 +57,7 @@ def raw_line(kf: KeypointFrame, t: float) -> str:
 
 def read_raw(path: Path):
     """(t, KeypointFrame) per line of a raw body; keypoints (K, 2) float32, state MEASURED/MISSING as in the run."""
-    from ..smoothing import MEASURED, MISSING
+    from rtkp.smoothing import MEASURED, MISSING
 
     with open(path) as fh:
         for line in fh:
@@ -75,7 +75,7 @@ class CausalReplay:
     state exactly: by replaying the raw measurements already written (tracks then match an uninterrupted export)."""
 
     def __init__(self, num_keypoints: int, cfg: SmoothingConfig):
-        from ..smoothing import KeypointSmoother
+        from rtkp.smoothing import KeypointSmoother
 
         self.smoother = KeypointSmoother(num_keypoints, cfg)
 
@@ -100,7 +100,7 @@ class PublishedRecords:
 
     def _rts(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(xy (n, K, 2) float32, visible (n, K) bool, state (n, K) uint8) for the n records (offline_smoothing)."""
-        from ..offline_smoothing import rts_smooth
+        from rtkp.export.offline_smoothing import rts_smooth
 
         t, xy, vis = np.zeros(n), np.zeros((n, self.k, 2)), np.zeros((n, self.k), bool)
         for i, (_, kf) in enumerate(read_raw(self.raw)):

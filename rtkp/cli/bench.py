@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 
-from .backends import doctor, open_backend, read_model_info
-from .config import Config
-from .pipeline.run import RunOptions, run_pipeline
-from .pipeline.sources import Source, parse_source
+from rtkp.backends import doctor, open_backend, read_model_info
+from rtkp.config import Config
+from rtkp.pipeline.run import RunOptions, run_pipeline
+from rtkp.pipeline.sources import Source, parse_source
 
 
 def machine_info() -> dict:
@@ -67,7 +67,7 @@ def model_only(
     precision: str | None = None,
 ) -> dict:
     """Batch-1 latency of backend.infer on preprocessed frames (after a warm-up)."""
-    from .tracker import ModelStage
+    from rtkp.tracker import ModelStage
 
     backend = open_backend(model, backend_name, threads=threads, precision=precision)
     stage = ModelStage(backend, read_model_info(model).manifest)
@@ -103,8 +103,8 @@ def naive_loop(
     model: str, backend_name: str, source: str, seconds: float, threads: int, cfg: Config, precision: str | None = None
 ) -> dict:
     """Everything in one process, one frame at a time: what a quick script would do."""
-    from .pipeline.publish import Publisher
-    from .tracker import Tracker
+    from rtkp.tracker import Tracker
+    from rtkp.wire.publisher import Publisher
 
     manifest = read_model_info(model).manifest
     backend = open_backend(model, backend_name, threads=threads, precision=precision)

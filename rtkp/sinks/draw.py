@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .messages import KeypointFrame
-from .smoothing import PREDICTED
+from rtkp.messages import KeypointFrame
+from rtkp.smoothing import PREDICTED
 
 _PALETTE = [
     (230, 25, 75),

@@ -21,6 +21,6 @@ def resolve_source(source: str, quiet: bool = False) -> tuple[str, bool]:
     """`demo` becomes the cached demo video (rendered on first use) played in real time; others pass through."""
     if source != "demo":
         return source, False
-    from .demo.video import demo_video
+    from rtkp.demo.video import demo_video
 
     return str(demo_video(cache_dir(), progress=not quiet)), True

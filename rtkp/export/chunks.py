@@ -1,6 +1,6 @@
-"""Chunks of an input for `rtkp export --ray` (rtkp/cluster.py): plan them at keyframes, track one, join them.
+"""Chunks of an input for `rtkp export --ray` (rtkp/export/ray.py): plan them at keyframes, track one, join them.
 
-Nothing here imports Ray: a chunk is tracked by whoever calls `track_chunk` (a Ray actor in rtkp.cluster, or a test).
+Nothing here imports Ray: a chunk is tracked by whoever calls `track_chunk` (a Ray actor in rtkp.export.ray, or a test).
 
 An input's chunked export lives in `<out>/<stem>.ray.partial/` (the local export's is `<stem>.partial/`, a layout of
 its own; neither resumes the other's):
@@ -77,7 +77,7 @@ def plan_input(source: str, chunk_frames: int, table=None) -> dict:
     whose packets lack distinct timestamps) are one chunk. Raises SourceError in one line for an unreadable input.
     table: the file's frame_table, when the caller has it.
     """
-    from .pipeline.sources import _image_files, frame_table, parse_source
+    from rtkp.pipeline.sources import _image_files, frame_table, parse_source
 
     spec = parse_source(source)
     if spec.kind == "file":
@@ -196,8 +196,8 @@ def track_chunk(
     on_frames(n): called with the frames done so far. A chunk already complete is not tracked again: its summary is
     returned. {"inexact": reason} when the chunk cannot be shown to hold the frames a full decode would give them.
     """
-    from .pipeline.export_sinks import raw_line
-    from .pipeline.sources import Source, parse_source
+    from rtkp.pipeline.sources import Source, parse_source
+    from rtkp.sinks.writers import raw_line
 
     done = folder.summary(chunk)
     if done is not None:

@@ -1,0 +1,3 @@
+from rtkp.cli import main
+
+raise SystemExit(main())
