@@ -1,8 +1,29 @@
-"""Compatibility name for the stream's Python subscriber: `from rtkp.client import Subscriber` keeps working.
+"""Compatibility name for the stream's Python subscriber: `from rtkp.client import Subscriber` keeps working (every
+public name this module had before rtkp.wire existed is still here).
 
-The subscriber lives in rtkp.wire (both ends of the stream in one package); new code imports it from there.
+Both ends of the stream live in rtkp.wire; new code imports from there (`from rtkp.wire import Subscriber`).
 """
 
-from rtkp.wire.subscriber import ProtocolError, StreamTimeout, Subscriber, load_key, write_keys
+from rtkp.errors import RtkpError
+from rtkp.wire import (
+    SCHEMA_VERSION,
+    Keypoint,
+    KeypointMessage,
+    ProtocolError,
+    StreamTimeout,
+    Subscriber,
+    load_key,
+    write_keys,
+)
 
-__all__ = ["ProtocolError", "StreamTimeout", "Subscriber", "load_key", "write_keys"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Keypoint",
+    "KeypointMessage",
+    "ProtocolError",
+    "RtkpError",
+    "StreamTimeout",
+    "Subscriber",
+    "load_key",
+    "write_keys",
+]

@@ -1,4 +1,10 @@
-"""A model folder's manifest: its file names, format version and the reader every runtime uses.
+"""A model folder's manifest: one typed record (`Manifest`), its one reader and its one writer.
+
+`read_manifest(folder)` checks and types the manifest once; everything downstream (backends' ModelInfo, the Tracker,
+teaching, export) is handed the `Manifest`. `write_manifest(folder, manifest)` writes it atomically (rtkp.files). The
+fields are what rtkp reads; every other key (training config, evaluation figures, provenance, the prototypes as a
+list, ...) is kept as read in `extra` and written back in its place, so a folder made by an older or newer rtkp
+survives a rewrite.
 
 Kept free of torch (and of numpy) on purpose: the parent of `rtkp run`, the post stage and an ONNX Runtime inference
 stage only need the manifest, and importing torch costs each of them about a second at start and 0.2 s at exit
@@ -7,34 +13,147 @@ stage only need the manifest, and importing torch costs each of them about a sec
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rtkp.errors import ModelError
+from rtkp.files import write_json_atomic
 
 MANIFEST_VERSION = 1
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
+REQUIRED = ("head", "keypoint_names", "input_size", "feature_dim", "decoder_channels", "backbone")
 
 
-def read_manifest(model_dir: str | Path) -> dict:
+@dataclass(frozen=True)
+class Manifest:
+    """What a model folder says about its model. Change one with `updated(...)`; write it with `write_manifest`.
+
+    head: "coke" or "heatmap"; keypoint_names (K,); input_size (W, H) model-input px; skeleton: index pairs;
+    flip_pairs: name pairs; stride: feature-map step in input px; peak: how the graph refines a similarity peak
+    (rtkp.model.graph; None: quadratic fit); visibility_margins (K,) per keypoint, else the single visibility_margin
+    (rtkp.visibility); max_keypoints: K_max as declared, None when not (checked and defaulted by
+    rtkp.graphs.prototypes.max_keypoints); weights: the safetensors file name and its sha256; added_keypoints: one map
+    per keypoint taught from shots (name, shots, margin, source, tensors; rtkp.teach.saved).
+    """
+
+    head: str
+    keypoint_names: tuple[str, ...]
+    input_size: tuple[int, int]
+    feature_dim: int
+    decoder_channels: int
+    backbone: str
+    skeleton: tuple[tuple[int, int], ...] = ()
+    flip_pairs: tuple[tuple[str, str], ...] = ()
+    stride: int = 4
+    peak: dict | None = None
+    visibility_margin: float = 0.0
+    visibility_margins: tuple[float, ...] | None = None
+    max_keypoints: int | None = None
+    weights: str = WEIGHTS
+    weights_sha256: str = ""
+    added_keypoints: tuple[dict, ...] = ()
+    manifest_version: int = MANIFEST_VERSION
+    extra: dict = field(default_factory=dict)  # every key not modelled above, as read
+    key_order: tuple[str, ...] = field(default=(), compare=False, repr=False)  # the keys' order as read
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "manifest") -> Manifest:
+        """Check and type a manifest's JSON object; `where` prefixes the ModelError messages (the file's path)."""
+        if not isinstance(data, dict):
+            raise ModelError(f"{where}: corrupt manifest (not a JSON object)")
+        version = data.get("manifest_version")
+        if version != MANIFEST_VERSION:
+            raise ModelError(f"{where}: manifest version {version!r}, this rtkp reads version {MANIFEST_VERSION}")
+        for key in REQUIRED:
+            if key not in data:
+                raise ModelError(f"{where}: manifest lacks `{key}`")
+        typed = {}
+        for name, convert in _CONVERT.items():
+            if data.get(name) is None:  # absent (or null): the field's default
+                continue
+            try:
+                typed[name] = convert(data[name])
+            except (TypeError, ValueError):
+                raise ModelError(f"{where}: manifest `{name}` cannot be read as expected, got {data[name]!r}") from None
+        extra = {k: v for k, v in data.items() if k not in _CONVERT}
+        return cls(**typed, extra=extra, key_order=tuple(data))
+
+    def to_dict(self) -> dict:
+        """The JSON object written to manifest.json (keys in the order they were read, new ones after)."""
+        return dict(self._json)
+
+    def updated(self, drop: tuple[str, ...] = (), **changes) -> Manifest:
+        """A copy with fields (or extra keys) changed and the extra keys in `drop` removed."""
+        fields = {k: _CONVERT[k](v) if v is not None else None for k, v in changes.items() if k in _CONVERT}
+        extra = {k: v for k, v in self.extra.items() if k not in drop}
+        extra.update({k: v for k, v in changes.items() if k not in _CONVERT})
+        order = self.key_order + tuple(k for k in changes if k not in self.key_order)
+        return dataclasses.replace(self, **fields, extra=extra, key_order=order)
+
+    @functools.cached_property
+    def _json(self) -> dict:
+        values = {}
+        for f in dataclasses.fields(self):
+            if f.name not in _CONVERT:
+                continue
+            value = getattr(self, f.name)
+            if f.name in REQUIRED or f.name in self.key_order or value != f.default:
+                values[f.name] = _to_json(value)
+        values.update(self.extra)
+        order = [k for k in self.key_order if k in values] + [k for k in values if k not in self.key_order]
+        return {k: values[k] for k in order}
+
+
+def _pairs(kind):
+    return lambda pairs: tuple((kind(a), kind(b)) for a, b in pairs)
+
+
+def _to_json(value):
+    if isinstance(value, tuple):
+        return [_to_json(v) for v in value]
+    return value
+
+
+# field -> how its JSON value becomes the field's type (ValueError/TypeError when it cannot)
+_CONVERT = {
+    "head": str,
+    "keypoint_names": lambda names: tuple(str(n) for n in names),
+    "input_size": lambda size: tuple(int(v) for v in size),
+    "feature_dim": int,
+    "decoder_channels": int,
+    "backbone": str,
+    "skeleton": _pairs(int),
+    "flip_pairs": _pairs(str),
+    "stride": int,
+    "peak": dict,
+    "visibility_margin": float,
+    "visibility_margins": lambda margins: tuple(float(m) for m in margins),
+    "max_keypoints": lambda k: k,  # checked where K_max is used (rtkp.graphs.prototypes.max_keypoints)
+    "weights": str,
+    "weights_sha256": str,
+    "added_keypoints": lambda entries: tuple(dict(e) for e in entries),
+    "manifest_version": int,
+}
+
+
+def read_manifest(model_dir: str | Path) -> Manifest:
     """The manifest of a model folder, checked for the fields inference needs."""
     path = Path(model_dir) / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise ModelError(f"{path}: not found; --model must be a folder made by `rtkp train`") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ModelError(f"{path}: corrupt manifest (not valid JSON)") from None
     except IsADirectoryError:
         raise ModelError(f"{path}: is a folder; --model must be a folder made by `rtkp train`") from None
-    if not isinstance(manifest, dict):
-        raise ModelError(f"{path}: corrupt manifest (not a JSON object)")
-    if manifest.get("manifest_version") != MANIFEST_VERSION:
-        raise ModelError(
-            f"{path}: manifest version {manifest.get('manifest_version')!r}, this rtkp reads version {MANIFEST_VERSION}"
-        )
-    for key in ("head", "keypoint_names", "input_size", "feature_dim", "decoder_channels", "backbone"):
-        if key not in manifest:
-            raise ModelError(f"{path}: manifest lacks `{key}`")
-    return manifest
+    return Manifest.from_dict(data, str(path))
+
+
+def write_manifest(model_dir: str | Path, manifest: Manifest) -> None:
+    """Write `manifest` as the folder's manifest.json, atomically."""
+    write_json_atomic(Path(model_dir) / MANIFEST, manifest.to_dict())

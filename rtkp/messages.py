@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-
 
 @dataclass(frozen=True)
 class Frame:
@@ -50,13 +48,11 @@ class KeypointFrame:
 
 @dataclass(frozen=True)
 class ModelResult:
-    """Inference → post stage: one frame's graph rows and what the post stage needs to finish it.
+    """Inside the Tracker (ModelStage → KeypointStage): one frame's graph rows and what is needed to finish it.
 
-    frame: the decoded frame's metadata (its `image` is None: pixels stay in the ring); source_size: (W, H);
-    rows: (K, 4) float32 x, y (model-input px), score, clutter_score; timings_ms: decode, preprocess, inference (per
-    batch), batch; dropped: frames the live policy skipped before this one; bank_version: see KeypointFrame;
-    slot: the ring slot still holding the pixels for sinks that draw (None: released already);
-    image: the pixels when they came through the pipe instead of the ring (frames larger than a slot), else None.
+    frame: the decoded frame's metadata (its `image` is None); source_size: (W, H); rows: (K, 4) float32 x, y
+    (model-input px), score, clutter_score; timings_ms: decode, preprocess, inference (per batch), batch; dropped:
+    frames the live policy skipped before this one; bank_version: see KeypointFrame.
     """
 
     frame: Frame
@@ -65,24 +61,35 @@ class ModelResult:
     timings_ms: dict
     dropped: int = 0
     bank_version: int = 0
+
+
+@dataclass(frozen=True)
+class TrackedFrame:
+    """Inference → post, in frame order: a finished frame and where sinks that draw find its pixels.
+
+    kf: the KeypointFrame (the Tracker's, whole); slot: the ring slot still holding the pixels (None: released
+    already, no sink draws); image: the pixels when they came through the pipe instead of the ring (frames larger
+    than a slot), else None.
+    """
+
+    kf: KeypointFrame
     slot: int | None = None
     image: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class KeypointsChanged:
-    """Inference → post, in frame order: every ModelResult after this one has rows for these keypoints.
+    """Inference → post, in frame order: every TrackedFrame after this one has these keypoints (the Tracker in the
+    inference process has changed already; the post process tells the sinks, so the publisher re-sends `.meta`
+    before the first keypoints of the new set).
 
     Sent when a control request (rtkp.control) adds, removes or renames keypoints. bank_version: the new version
-    (ModelStage.bank_version; the stream's `bank`); names: (K,) in row order; margins: (K,) float32 visibility margins;
-    skeleton: index pairs into names; shots: {name: number of shots} of the keypoints added from shots;
-    previous: (K,) each keypoint's row before the change, −1 for a new one (a renamed keypoint keeps its row).
+    (Tracker.bank_version; the stream's `bank`); names: (K,) in row order; skeleton: index pairs into names;
+    shots: {name: number of shots} of the keypoints added from shots.
     """
 
     bank_version: int
     names: tuple[str, ...]
-    margins: np.ndarray
-    previous: tuple[int, ...]
     skeleton: tuple[tuple[int, int], ...] = ()
     shots: dict = field(default_factory=dict)
 
@@ -92,10 +99,20 @@ class KeypointsChanged:
 
 @dataclass(frozen=True)
 class StageError:
-    """A stage could not go on: `stage` is decode, infer or post; `message` is one line for the user."""
+    """A stage could not go on: `stage` is decode, infer or post; `message` is one line for the user. source: the
+    source failed before its first frame (the run raises SourceError, as for a bad --source)."""
 
     stage: str
     message: str
+    source: bool = False
+
+
+@dataclass(frozen=True)
+class FrameSize:
+    """Decode → parent, once: the source's first frame has `nbytes` of pixels (H × W × 3); the parent sizes the
+    ring's slots from it before the frame goes in (the decoder is the only one to open the source)."""
+
+    nbytes: int
 
 
 @dataclass(frozen=True)

@@ -3,19 +3,28 @@
     letterbox → graph (through a backend) → keypoints in source pixels → visibility → smoothing → KeypointFrame
     └──────────── ModelStage ───────────┘   └──────────────── KeypointStage ──────────────────┘
 
-`rtkp eval`, `rtkp bench`'s naive loop and tests call `Tracker.process`; the multi-process runner calls the two stages
-in two processes (inference and post). Each stage is whole in the process that runs it: no stage is built half-empty.
+Every caller runs the whole Tracker in one process: `rtkp eval`, `rtkp bench`'s naive loop, `rtkp export` and tests
+through `process` / `process_batch`; the multi-process runner's inference process through `prepare` then `track` (the
+same two steps `process_batch` takes, split so the frames' ring slots may go back in between). So the keypoint state
+(the bank the graph runs with, the names and margins its rows are read with, the smoothing tracks, recent model
+inputs a control request may name) lives in one object, and a change of keypoints (`change_keypoints`) reaches the
+graph and the reading of its rows at once. The two stages are its parts; tools that replay stored graph rows use
+them apart.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
+from rtkp.errors import ControlError
 from rtkp.geometry import Letterbox
-from rtkp.messages import Frame, KeypointFrame, KeypointsChanged, ModelResult
+from rtkp.manifest import Manifest
+from rtkp.messages import Frame, KeypointFrame, ModelResult
 from rtkp.smoothing import KeypointSmoother, SmoothingConfig
 from rtkp.visibility import manifest_margin, visible
 
@@ -26,9 +35,9 @@ class KeypointMapper:
     The visibility rule is rtkp.visibility's, with the manifest's margin.
     """
 
-    def __init__(self, manifest: dict):
+    def __init__(self, manifest: Manifest):
         self.margin = manifest_margin(manifest)
-        self.input_size = tuple(manifest["input_size"])
+        self.input_size = tuple(manifest.input_size)
         self._boxes: dict[tuple[int, int], Letterbox] = {}
 
     def letterbox(self, size: tuple[int, int]) -> Letterbox:
@@ -43,28 +52,118 @@ class KeypointMapper:
         return xy, rows[:, 2].astype(np.float32), visible(rows, self.margin)
 
 
-class ModelStage:
-    """Frames → graph rows: the letterbox and the backend (the inference process runs this one)."""
+@dataclass(frozen=True)
+class RecentInput:
+    """One frame as the model saw it: seq (its place among the stage's results, 1, 2, 3, …), source frame index,
+    model input (h, w, 3) uint8, and the letterbox from its source size."""
 
-    def __init__(self, backend, manifest: dict):
-        self.backend = backend
+    seq: int
+    frame: int
+    model_input: np.ndarray
+    box: Letterbox
+
+
+@dataclass(frozen=True)
+class ModelBatch:
+    """B frames made ready for one graph call: inputs (B, h, w, 3) uint8 — a copy, so the frames' pixels may be reused
+    once it exists; frames: their metadata (`image` None); sizes: (W, H) each; preprocess_ms: (B,) per frame;
+    dropped: (B,) frames the live policy skipped before each (KeypointFrame.dropped)."""
+
+    inputs: np.ndarray
+    frames: list[Frame]
+    sizes: list[tuple[int, int]]
+    preprocess_ms: list[float]
+    dropped: list[int]
+
+
+class ModelStage:
+    """Frames → ModelResults: the letterbox and the backend (the inference process runs this one).
+
+    It owns the keypoint bank the graph runs with (`set_prototypes`, `bank_version`) and, with `history` > 0, the
+    last `history` model inputs, so that a control request may name a recent frame (`recent`) to teach a keypoint
+    on; `features` reads the graph's feature maps for shots. The control editor uses only these.
+    """
+
+    def __init__(self, backend, manifest: Manifest, history: int = 0):
+        self._backend = backend
         self.mapper = KeypointMapper(manifest)
         self.bank_version = 0  # bumped whenever the prototypes change (set_prototypes)
+        self._recent: deque[RecentInput] = deque(maxlen=history)
+        self._results = 0  # ModelResults made so far: the seq of the last one
+
+    @property
+    def backend_name(self) -> str:
+        """The backend's name (it says the precision too)."""
+        return self._backend.name
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 -> (h, w, 3) uint8 model input."""
+        """(H, W, 3) uint8 -> (h, w, 3) uint8 model input (the image itself when nothing changes)."""
         return self.mapper.letterbox((image.shape[1], image.shape[0])).apply(image)
+
+    def prepare(self, frames: list[Frame], dropped: list[int] | None = None) -> ModelBatch:
+        """(B,) Frames -> their model inputs, stacked (a copy: frames in shared memory may go back after this).
+        dropped: (B,) frames the live policy skipped before each (none by default)."""
+        inputs, ms = [], []
+        for frame in frames:
+            t0 = time.perf_counter()
+            inputs.append(self.preprocess(frame.image))
+            ms.append((time.perf_counter() - t0) * 1e3)
+        sizes = [(f.image.shape[1], f.image.shape[0]) for f in frames]
+        metadata = [dataclasses.replace(f, image=None) for f in frames]
+        return ModelBatch(np.stack(inputs), metadata, sizes, ms, list(dropped or [0] * len(frames)))
+
+    def run(self, batch: ModelBatch | list[Frame]) -> list[ModelResult]:
+        """One graph call for a batch (or for frames, prepared first): (B,) -> (B,) ModelResults, in order.
+
+        timings_ms of each: decode (the frame's), preprocess (its own), inference (the batch's), batch (B)."""
+        if not isinstance(batch, ModelBatch):
+            batch = self.prepare(batch)
+        t0 = time.perf_counter()
+        rows = self.infer(batch.inputs)
+        infer_ms = (time.perf_counter() - t0) * 1e3
+        out = []
+        for i, (frame, size, r) in enumerate(zip(batch.frames, batch.sizes, rows)):
+            timings = {
+                "decode": frame.decode_ms,
+                "preprocess": batch.preprocess_ms[i],
+                "inference": infer_ms,
+                "batch": len(batch.frames),
+            }
+            out.append(ModelResult(frame, size, r, timings, batch.dropped[i], self.bank_version))
+            self._results += 1
+            if self._recent.maxlen:
+                # a view into the batch (no copy): a request may name this frame by seq for a while
+                self._recent.append(
+                    RecentInput(self._results, frame.index, batch.inputs[i], self.mapper.letterbox(size))
+                )
+        return out
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """(B, h, w, 3) uint8 -> (B, K, 4)."""
-        return self.backend.infer(batch)
+        return self._backend.infer(batch)
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """(B, h, w, 3) uint8 model inputs -> (B, D, h/s, w/s) feature maps (what teaching from shots reads)."""
+        return self._backend.features(images)
 
     def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> int:
         """Swap the keypoint bank, (K, D) for any K up to the graph's K_max, without rebuilding anything; returns the
         new bank version. Rows of every later `infer` follow the new prototypes."""
-        self.backend.set_prototypes(prototypes, clutter)
+        self._backend.set_prototypes(prototypes, clutter)
         self.bank_version += 1
         return self.bank_version
+
+    def recent(self, seq: int | None = None, frame: int | None = None) -> RecentInput:
+        """The recent frame with this seq (or source frame index); ControlError when it is no longer held."""
+        for r in reversed(self._recent):
+            if (seq is not None and r.seq == seq) or (frame is not None and r.frame == frame):
+                return r
+        what = f"seq {seq}" if seq is not None else f"frame {frame}"
+        held = f"seq {self._recent[0].seq}..{self._recent[-1].seq}" if self._recent else "none yet"
+        raise ControlError("bad_image", f"{what} is not among the recent frames held ({held}); send the image instead")
+
+    def close(self) -> None:
+        self._backend.close()
 
 
 class KeypointStage:
@@ -73,17 +172,18 @@ class KeypointStage:
     Stateful (the smoother): call in frame order.
     """
 
-    def __init__(self, manifest: dict, smoothing: SmoothingConfig | None = None):
+    def __init__(self, manifest: Manifest, smoothing: SmoothingConfig | None = None):
         self.mapper = KeypointMapper(manifest)
-        self.keypoint_names = list(manifest["keypoint_names"])
+        self.keypoint_names = list(manifest.keypoint_names)
         self.smoother = KeypointSmoother(len(self.keypoint_names), smoothing or SmoothingConfig(filter="none"))
 
-    def change_keypoints(self, change: KeypointsChanged) -> None:
-        """Apply a change of the keypoint set (sent by the inference stage before the first rows that have it):
-        names and margins are replaced, and a keypoint that stays keeps its smoothing track, whatever its new row."""
-        self.smoother.remap(change.previous)
-        self.keypoint_names = list(change.names)
-        self.mapper.margin = np.asarray(change.margins, np.float32)
+    def change_keypoints(self, names: list[str], margins: np.ndarray, previous: list[int]) -> None:
+        """Read the rows of every later result as these keypoints: names (K,) and visibility margins (K,) are
+        replaced; previous (K,): each keypoint's row before, −1 for a new one — a keypoint that stays keeps its
+        smoothing track, whatever its new row."""
+        self.smoother.remap(previous)
+        self.keypoint_names = list(names)
+        self.mapper.margin = np.asarray(margins, np.float32)
 
     def finish(self, result: ModelResult) -> KeypointFrame:
         t0 = time.perf_counter()
@@ -112,24 +212,32 @@ class KeypointStage:
 
 
 class Tracker:
-    """Both stages in one process. `process(frame)` runs every stage for one frame."""
+    """Both stages in one object, in the process that runs it. `process(frame)` runs every step for one frame.
 
-    def __init__(self, backend, manifest: dict, smoothing: SmoothingConfig | None = None):
+    history: how many recent model inputs to keep for control requests that name a frame (`recent`); 0: none.
+    """
+
+    def __init__(self, backend, manifest, smoothing: SmoothingConfig | None = None, history: int = 0):
         self.manifest = manifest
-        self.model = ModelStage(backend, manifest)
+        self.model = ModelStage(backend, manifest, history)
         self.keypoints = KeypointStage(manifest, smoothing)
-        self.keypoint_names = self.keypoints.keypoint_names
+
+    @property
+    def keypoint_names(self) -> list[str]:
+        """(K,) the names of the rows of every KeypointFrame made from now on."""
+        return self.keypoints.keypoint_names
+
+    @property
+    def backend_name(self) -> str:
+        return self.model.backend_name
+
+    @property
+    def bank_version(self) -> int:
+        """The keypoint set's version (the stream's `bank`): bumped by every `change_keypoints`."""
+        return self.model.bank_version
 
     def process(self, frame: Frame) -> KeypointFrame:
-        t0 = time.perf_counter()
-        model_input = self.model.preprocess(frame.image)
-        t1 = time.perf_counter()
-        rows = self.model.infer(model_input[None])[0]
-        t2 = time.perf_counter()
-        size = (frame.image.shape[1], frame.image.shape[0])
-        timings = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3}
-        meta = dataclasses.replace(frame, image=None)
-        return self.keypoints.finish(ModelResult(meta, size, rows, timings, 0, self.model.bank_version))
+        return self.process_batch([frame])[0]
 
     def process_batch(self, frames: list[Frame]) -> list[KeypointFrame]:
         """`process` for B frames in order, with one graph call for all of them: (B,) Frames -> (B,) KeypointFrames.
@@ -137,15 +245,34 @@ class Tracker:
         The same numbers as B `process` calls when the backend is batch-invariant (ONNX Runtime on the CPU is:
         tests/test_cluster.py), and the lossless runner batches the same way.
         """
-        t0 = time.perf_counter()
-        inputs = np.stack([self.model.preprocess(f.image) for f in frames])  # a copy: frames may be reused after
-        t1 = time.perf_counter()
-        rows = self.model.infer(inputs)
-        t2 = time.perf_counter()
-        timings = {"preprocess": (t1 - t0) * 1e3 / len(frames), "inference": (t2 - t1) * 1e3, "batch": len(frames)}
-        out = []
-        for frame, r in zip(frames, rows):
-            size = (frame.image.shape[1], frame.image.shape[0])
-            meta = dataclasses.replace(frame, image=None)
-            out.append(self.keypoints.finish(ModelResult(meta, size, r, timings, 0, self.model.bank_version)))
-        return out
+        return self.track(self.prepare(frames))
+
+    def prepare(self, frames: list[Frame], dropped: list[int] | None = None) -> ModelBatch:
+        """The letterbox of B frames, copied into one batch (ModelStage.prepare): their pixels may be reused after."""
+        return self.model.prepare(frames, dropped)
+
+    def track(self, batch: ModelBatch) -> list[KeypointFrame]:
+        """A prepared batch → (B,) KeypointFrames, in order: one graph call, then source pixels, visibility and
+        smoothing per frame. timings_ms of each: decode, preprocess, inference (the batch's), batch (B), match,
+        smooth."""
+        return [self.keypoints.finish(r) for r in self.model.run(batch)]
+
+    def change_keypoints(self, prototypes: np.ndarray, clutter: np.ndarray, names, margins, previous) -> int:
+        """A new keypoint set, for every frame tracked from now on: the graph's bank (prototypes (K, D) and clutter,
+        K up to the graph's K_max; no rebuild) and the reading of its rows (names (K,), margins (K,); previous (K,):
+        each keypoint's row before, −1 for a new one, so a keypoint that stays keeps its smoothing track). Returns
+        the new bank version."""
+        version = self.model.set_prototypes(prototypes, clutter)
+        self.keypoints.change_keypoints(names, margins, previous)
+        return version
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """(B, h, w, 3) uint8 model inputs -> (B, D, h/s, w/s) feature maps (what teaching from shots reads)."""
+        return self.model.features(images)
+
+    def recent(self, seq: int | None = None, frame: int | None = None) -> RecentInput:
+        """A recent model input by seq or source frame index (ModelStage.recent; ControlError when not held)."""
+        return self.model.recent(seq, frame)
+
+    def close(self) -> None:
+        self.model.close()

@@ -8,7 +8,12 @@ has no clutter evidence (clutter_score 0), so for it the rule reads "peak > marg
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from rtkp.manifest import Manifest
 
 
 def evidence(rows):
@@ -21,10 +26,10 @@ def visible(rows: np.ndarray, margin) -> np.ndarray:
     return np.asarray(evidence(rows)) > np.asarray(margin, np.float32)
 
 
-def manifest_margin(manifest: dict):
+def manifest_margin(manifest: Manifest):
     """The margins a model folder's manifest sets: one per keypoint ((K,) array) when it has `visibility_margins`,
     else its single `visibility_margin` (0 when it has none: models trained before calibration existed)."""
-    per_keypoint = manifest.get("visibility_margins")
-    if per_keypoint is not None and len(per_keypoint) == len(manifest["keypoint_names"]):
+    per_keypoint = manifest.visibility_margins
+    if per_keypoint is not None and len(per_keypoint) == len(manifest.keypoint_names):
         return np.asarray(per_keypoint, np.float32)
-    return float(manifest.get("visibility_margin", 0.0))
+    return float(manifest.visibility_margin)

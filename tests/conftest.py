@@ -192,17 +192,31 @@ def start_live_run(model: Path, publish: str = "none", *extra: str):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(condition, timeout: float = 120.0, what: str = ""):
-    """Poll `condition()` until it returns something truthy (returned); fail after `timeout` s."""
+def wait_for(condition, timeout: float = 120.0, what: str = "", interval: float = 0.01):
+    """Poll `condition()` every `interval` s until it returns something truthy (returned); fail after `timeout` s.
+
+    The one polling helper of the tests: streaming and process tests wait on an event with a deadline, never a fixed
+    sleep. `what` names the event in the failure message ("timed out after 30 s waiting for a message with ...").
+    """
     import time
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = condition()
         if value:
             return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    what = what or getattr(condition, "__name__", "the condition")
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def shipped_model(name: str) -> Path:
+    """engines/<name>, a model folder that is in git: a test that needs it fails (never skips) when it is missing."""
+    folder = REPO / "engines" / name
+    assert (folder / "manifest.json").is_file(), f"{folder}: shipped model missing (it is in git; restore it)"
+    return folder
 
 
 # a few training steps at toy sizes (tests/test_train_smoke.py, tests/test_teach.py)

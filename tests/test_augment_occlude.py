@@ -10,12 +10,12 @@ from rtkp.config import AugmentConfig
 from rtkp.data.augment import augment_sample
 from rtkp.data.occlude import (
     LEVELS,
-    _texture,
     covered,
     load_photos,
     object_box,
     occluder_mask,
     paste_occluders,
+    texture,
 )
 from rtkp.data.sides import resolve_flip_pairs
 from rtkp.errors import ConfigError, DataError
@@ -116,11 +116,11 @@ _KPS = np.array([[40, 30], [120, 50], [80, 100]], np.float32)
 def test_synthetic_occluders_are_drawn_as_before(seed, level):
     image, box = _gradient_image(), object_box(_KPS, np.ones(3, bool))
     out, mask = paste_occluders(np.random.default_rng(seed), image, box, LEVELS[level])
-    # the path before photos existed, written out: the mask's draws, then one _texture from the same generator
+    # the path before photos existed, written out: the mask's draws, then one texture from the same generator
     rng = np.random.default_rng(seed)
     old_mask = occluder_mask(rng, image.shape[:2], box, LEVELS[level])
     old = image.copy()
-    old[old_mask] = _texture(rng, *image.shape[:2])[old_mask]
+    old[old_mask] = texture(rng, *image.shape[:2])[old_mask]
     assert (mask == old_mask).all() and (out == old).all()
 
 

@@ -63,17 +63,20 @@ def test_graph_contract(model_dir):
 
 def test_exports_of_an_older_graph_contract_are_made_again(tmp_path, images):
     from rtkp.graphs.exports_index import find_export
+    from rtkp.manifest import read_manifest
 
     model = make_tiny_model(tmp_path / "m", SIZE)
     path = export_onnx(model, SIZE)
-    assert find_export(model, SIZE, False) == path
+    assert find_export(model, read_manifest(model), SIZE, False) == path
     index = json.loads((model / "exports.json").read_text())
     for entry in index["exports"]:
         entry.pop("graph")  # what an export made before the K_max contract looks like
     (model / "exports.json").write_text(json.dumps(index))
-    assert find_export(model, SIZE, False) is None
+    assert find_export(model, read_manifest(model), SIZE, False) is None
     assert OnnxRuntimeBackend(read_model_info(model), threads=1).infer(images).shape == (3, 3, 4)
-    assert find_export(model, SIZE, False) is not None  # exported again, recorded with the current contract
+    assert (
+        find_export(model, read_manifest(model), SIZE, False) is not None
+    )  # exported again, recorded with the current contract
 
 
 def test_fp16_graph_is_half_inside_with_float_io(model_dir, images):

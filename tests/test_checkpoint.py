@@ -29,7 +29,7 @@ def test_round_trip_gives_the_same_predictions(tmp_path, head):
     clutter = torch.nn.functional.normalize(torch.randn(5, 16), dim=1)
     save_model(tmp_path / "m", net, _manifest(head), protos if head == "coke" else None, clutter)
     net2, manifest, p2, c2 = load_model(tmp_path / "m")
-    assert manifest["head"] == head and manifest["weights_sha256"]
+    assert manifest.head == head and manifest.weights_sha256
     images = torch.randint(0, 255, (2, 64, 64, 3), dtype=torch.uint8)
     with torch.no_grad():
         a = InferenceGraph(net)(images, protos, clutter)
@@ -95,3 +95,32 @@ def test_every_file_of_a_model_folder_follows_the_umask(tmp_path, umask):
     for where in (folder, tmp_path / "ckpt"):
         modes = {p.name: oct(p.stat().st_mode & 0o777) for p in where.iterdir()}
         assert len(modes) == 2 and set(modes.values()) == {oct(0o666 & ~umask)}, modes
+
+
+def test_a_manifest_is_typed_and_rewritten_with_every_key_it_does_not_model(tmp_path):
+    from rtkp.manifest import read_manifest, write_manifest
+
+    net = KeypointNet("coke", 2, 16, 8, pretrained=False)
+    folder = tmp_path / "m"
+    written = dict(_manifest("coke"), skeleton=[[0, 1]], from_a_newer_rtkp={"x": [1, 2]}, training={"steps": 3})
+    saved = save_model(folder, net, written, torch.zeros(2, 16), torch.zeros(3, 16))
+    m = read_manifest(folder)
+    assert m == saved and (m.head, m.keypoint_names, m.input_size, m.skeleton) == (
+        "coke",
+        ("a", "b"),
+        (64, 64),
+        ((0, 1),),
+    )
+    assert (m.stride, m.peak, m.max_keypoints, m.added_keypoints, m.weights) == (4, None, None, (), "model.safetensors")
+    raw = json.loads((folder / "manifest.json").read_text())
+    assert list(raw)[:3] == ["head", "keypoint_names", "input_size"] and raw["from_a_newer_rtkp"] == {"x": [1, 2]}
+    assert "stride" not in raw  # a default is not written into a folder that did not have the key
+    write_manifest(folder, m.updated(drop=("training",), keypoint_names=["c", "d"], note="kept"))
+    again = json.loads((folder / "manifest.json").read_text())
+    want = {k: v for k, v in dict(raw, keypoint_names=["c", "d"], note="kept").items() if k != "training"}
+    assert again == want and list(again) == list(want)
+    assert m.keypoint_names == ("a", "b") and m.max_keypoints is None and "training" in m.extra
+    bad = dict(raw, input_size="wide")
+    (folder / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(ModelError, match="input_size"):
+        read_manifest(folder)

@@ -59,9 +59,20 @@ def videos(tmp_path_factory):
     return {"short": short, "long": long, "errors": write_video_with_decode_errors(root / "errors.mp4")}
 
 
+def import_ray():
+    """Ray, or a skip outside CI; in CI (`.ci/run` sets CI=true), which installs the [cluster] extra, a failure."""
+    try:
+        import ray
+    except ImportError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Ray is not importable in CI ({exc}): pip install -e '.[cluster]'")
+        pytest.skip("needs Ray: pip install -e '.[cluster]'")
+    return ray
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray")
+    ray = import_ray()
     import logging
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
@@ -149,6 +160,17 @@ def test_ray_not_installed_says_how_to_install_it(videos, tiny_model, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_ray_tests_fail_in_ci_and_skip_elsewhere_without_ray(monkeypatch):
+    """Where `import ray` fails: the Ray tests fail when CI=true (CI installs Ray), and are skipped elsewhere."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # what Python records for a module that cannot be imported
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="not importable in CI"):
+        import_ray()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="needs Ray"):
+        import_ray()
+
+
 def test_the_local_export_does_not_import_ray(tiny_model, tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00" * 5000)
@@ -207,8 +229,8 @@ def test_ray_export_equals_the_local_one_and_a_bad_input_fails_alone(
 
 
 def _actors(ray):
-    """The export workers alive now (found by name: rtkp.export.ray names them)."""
-    from rtkp.export.ray import ACTOR_PREFIX
+    """The export workers alive now (found by name: rtkp.export.ray_driver names them)."""
+    from rtkp.export.ray_driver import ACTOR_PREFIX
 
     actors = []
     for name in ray.util.list_named_actors():
@@ -253,7 +275,7 @@ def test_an_interrupted_job_resumes_from_its_complete_chunks(
     ray_cluster, videos, reference, tiny_model, tmp_path, capsys
 ):
     out = tmp_path / "ray"
-    chunks = out / "long.ray.partial" / "chunks"
+    chunks = out / "long.partial" / "chunks"
     stopped = {}
 
     def interrupt_after_a_chunk():

@@ -17,7 +17,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from conftest import free_port, render_scene, start_live_run, write_video
+from conftest import free_port, render_scene, start_live_run, wait_for, write_video
 
 from rtkp.control.remote import ControlClient
 from rtkp.errors import ControlError
@@ -34,14 +34,6 @@ def _png(image: np.ndarray) -> bytes:
     import cv2
 
     return cv2.imencode(".png", image[..., ::-1])[1].tobytes()
-
-
-def _wait_until(condition, what, timeout_s=60.0):
-    deadline = time.monotonic() + timeout_s
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-        time.sleep(0.02)
-    return result
 
 
 class Stream:
@@ -64,8 +56,9 @@ class Stream:
     def after(self, ns):
         return [m for m in list(self.messages) if m.publish_ns > ns]
 
-    def wait_for(self, condition, what, timeout_s=30.0):
-        return _wait_until(lambda: next((m for m in list(self.messages) if condition(m)), None), what, timeout_s)
+    def find(self, condition):
+        """The first message so far for which `condition(message)` holds, or None."""
+        return next((m for m in list(self.messages) if condition(m)), None)
 
     def close(self):
         self.stop.set()
@@ -92,7 +85,7 @@ def live(tiny_model, tmp_path_factory):
     run = start_live_run(model, pub, "--control", ctl)
     client = ControlClient(ctl, timeout_s=30)
     try:
-        _wait_until(lambda: client.request("list")["ok"], "the model to be ready", 120)
+        wait_for(lambda: client.request("list")["ok"], 120, "the model to be ready")
         yield {"run": run, "pub": pub, "ctl": ctl, "client": client, "model": model}
     finally:
         client.close()
@@ -104,7 +97,7 @@ def live(tiny_model, tmp_path_factory):
 def test_a_live_run_gains_a_keypoint_and_publishes_it_within_two_frames(live):
     client, stream = live["client"], Stream(live["pub"])
     try:
-        first = stream.wait_for(lambda m: True, "the stream")
+        first = wait_for(lambda: stream.find(lambda m: True), 30, "the stream")
         assert [k.name for k in first.keypoints] == ["nose", "left_eye", "right_eye"]
         # two shots: a recent frame by its seq, and an image sent with the request
         image, kps = render_scene(np.random.default_rng(11))
@@ -113,14 +106,14 @@ def test_a_live_run_gains_a_keypoint_and_publishes_it_within_two_frames(live):
         replied_ns = time.monotonic_ns()
         assert reply["ok"] and reply["index"] == 3 and reply["shots"] == 2 and "margin" in reply
         new_bank = reply["bank"]
-        taught = stream.wait_for(lambda m: m.bank == new_bank, "a message with the new keypoint")
+        taught = wait_for(lambda: stream.find(lambda m: m.bank == new_bank), 30, "a message with the new keypoint")
         assert [k.name for k in taught.keypoints] == ["nose", "left_eye", "right_eye", "paw"]
         old_after_reply = [m for m in stream.after(replied_ns) if m.seq < taught.seq]
         assert len(old_after_reply) <= 2, "the change took effect later than 2 frames after the reply"
         assert stream.sub.meta[taught.stream]["added"] == {"paw": 2}
         # a rename keeps the count: no message may carry the new set with the old names, or the reverse
         reply = client.call("rename", name="paw", to="left_paw")
-        renamed = stream.wait_for(lambda m: m.bank == reply["bank"], "a message with the renamed keypoint")
+        renamed = wait_for(lambda: stream.find(lambda m: m.bank == reply["bank"]), 30, "a message with the new name")
         assert [k.name for k in renamed.keypoints][-1] == "left_paw"
         reply = client.call("add", name="left_paw", samples=[{"seq": renamed.seq, "x": 60, "y": 40}], extend=True)
         assert reply["shots"] == 3
@@ -129,7 +122,7 @@ def test_a_live_run_gains_a_keypoint_and_publishes_it_within_two_frames(live):
         assert [(k["name"], k.get("shots")) for k in listing["keypoints"]][-1] == ("left_paw", 2)
         assert listing["max_keypoints"] == K_MAX
         gone = client.call("remove", name="left_paw")
-        stream.wait_for(lambda m: m.bank == gone["bank"], "a message without it")
+        wait_for(lambda: stream.find(lambda m: m.bank == gone["bank"]), 30, "a message without it")
         names_of_bank = {}
         for m in list(stream.messages):
             names_of_bank.setdefault(m.bank, [k.name for k in m.keypoints])
@@ -142,7 +135,7 @@ def test_a_live_run_gains_a_keypoint_and_publishes_it_within_two_frames(live):
 def test_bad_requests_get_error_replies_while_frames_keep_flowing(live):
     client, stream = live["client"], Stream(live["pub"])
     try:
-        start = stream.wait_for(lambda m: True, "the stream")
+        start = wait_for(lambda: stream.find(lambda m: True), 30, "the stream")
         image, _ = render_scene(np.random.default_rng(12))
         cases = {
             "bad_request": [("fly", {}), ("add", {"name": "x"}), ("add", {"name": "", "samples": [{"seq": 1}]})],
@@ -186,7 +179,7 @@ def test_bad_requests_get_error_replies_while_frames_keep_flowing(live):
         sock.close(0)
         # and all the while the stream went on
         n = len(stream.messages)
-        _wait_until(lambda: len(stream.messages) >= n + 10, "ten more frames after the bad requests", 30)
+        wait_for(lambda: len(stream.messages) >= n + 10, 30, "ten more frames after the bad requests")
         assert [k.name for k in stream.messages[-1].keypoints] == ["nose", "left_eye", "right_eye"]
         assert live["run"].poll() is None
     finally:
@@ -246,7 +239,7 @@ def test_the_window_click_logic_teaches_through_the_same_socket(live):
         teacher.poll()
         return "eye2: 1 shot(s)" in teacher.status
 
-    _wait_until(taught, "the window's add to be answered", 30)
+    wait_for(taught, 30, "the window's add to be answered")
     assert [k["name"] for k in client.call("list")["keypoints"]][-1] == "eye2"
     teacher.key(ord("u"), ["nose", "eye2"], {"eye2": 1})
 
@@ -254,7 +247,7 @@ def test_the_window_click_logic_teaches_through_the_same_socket(live):
         teacher.poll()
         return teacher.status.startswith("undone")
 
-    _wait_until(undone, "the undo to be answered", 30)
+    wait_for(undone, 30, "the undo to be answered")
     assert "eye2" not in [k["name"] for k in client.call("list")["keypoints"]]
     client.close()
 
@@ -309,7 +302,7 @@ def test_a_request_before_the_model_is_ready_gets_not_ready(tiny_model, tmp_path
         first = client.request("list")  # queued until the socket is bound, then answered at once
         assert (first["ok"], first["code"]) == (False, "not_ready"), first
         print(f"not-ready reply {time.monotonic() - client_sent:.2f} s after the command started")
-        _wait_until(lambda: client.request("list")["ok"], "the model to be ready", 120)
+        wait_for(lambda: client.request("list")["ok"], 120, "the model to be ready")
     finally:
         client.close()
         run.terminate()

@@ -13,7 +13,7 @@ from rtkp.cli import build_parser, main
 from rtkp.cli.bench import model_only
 from rtkp.data.load import load_split
 from rtkp.errors import ConfigError, EngineError
-from rtkp.train.evaluate import _predict_all, evaluate
+from rtkp.train.evaluate import evaluate, predict_all
 
 CUDA = torch.cuda.is_available()
 
@@ -42,8 +42,8 @@ def test_eval_through_onnxruntime_and_torch_agree(tiny_model, project):
     # and per keypoint, not only on average
     manifest = read_model_info(tiny_model).manifest
     images = [s.load_image() for s in data.samples]
-    xy32, vis32 = _predict_all(open_backend(tiny_model, "onnxruntime", threads=1), manifest, images)
-    xyt, vist = _predict_all(open_backend(tiny_model, "torch"), manifest, images)
+    xy32, vis32 = predict_all(open_backend(tiny_model, "onnxruntime", threads=1), manifest, images)
+    xyt, vist = predict_all(open_backend(tiny_model, "torch"), manifest, images)
     assert np.abs(xy32 - xyt).max() < 0.05 and (vis32 == vist).all()
 
 

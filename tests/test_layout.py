@@ -125,5 +125,7 @@ def test_no_private_name_crosses_modules():
     for name, path in modules.items():
         for target, names in _imports(path, modules):
             if target != name:
-                crossing += [f"{name}: from {target} import {n}" for n in names if n.startswith("_") and not n.endswith("__")]
+                crossing += [
+                    f"{name}: from {target} import {n}" for n in names if n.startswith("_") and not n.endswith("__")
+                ]
     assert not crossing, crossing

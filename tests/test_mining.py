@@ -7,7 +7,7 @@ from conftest import write_dlc_project
 
 from rtkp.config import load_config
 from rtkp.data.load import load_dataset
-from rtkp.train.loop import BatchMaker, clutter_points
+from rtkp.train.batches import BatchMaker, clutter_points
 from rtkp.train.mining import model_view
 
 
@@ -63,7 +63,8 @@ def test_crops_are_centred_on_hard_negatives_and_sample_them_as_clutter(tmp_path
 def test_a_hidden_keypoints_best_match_in_the_crop_becomes_a_negative_but_never_a_visible_keypoint():
     import torch.nn.functional as F
 
-    from rtkp.train.loop import Batch, hidden_peaks
+    from rtkp.train.batches import Batch
+    from rtkp.train.steps import hidden_peaks
 
     d, h, w = 4, 10, 10
     protos = torch.eye(d)[:2]  # keypoint 0 and keypoint 1

@@ -1,5 +1,7 @@
 """The ZeroMQ protocol end to end: real sockets on 127.0.0.1, real `rtkp run` processes, a subscriber in C."""
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,11 +13,11 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from conftest import free_port, start_live_run
+from conftest import free_port, start_live_run, wait_for
 
+from rtkp.errors import ConfigError, RtkpError
 from rtkp.messages import KeypointFrame
-from rtkp.wire.publisher import Publisher
-from rtkp.wire.subscriber import ProtocolError, Subscriber, write_keys
+from rtkp.wire import ProtocolError, Publisher, StreamTimeout, Subscriber, schema, write_keys
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,17 +43,9 @@ def _publisher(endpoint, **kw):
     return Publisher(endpoint, "cam", "abc", {"keypoints": ["a", "b", "c"], "skeleton": []}, **kw)
 
 
-def _wait_until(condition, what, timeout_s=10.0):
-    """Poll `condition` until it holds; fail naming `what` after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-        time.sleep(0.005)
-
-
 def _wait_joins(pub, n):
     """Wait until the publisher has seen n subscriptions (its XPUB socket reports them; each gets `.meta`)."""
-    _wait_until(lambda: pub.poll() >= 0 and pub.joins >= n, f"{n} subscription(s)")
+    wait_for(lambda: pub.poll() >= 0 and pub.joins >= n, 10, f"{n} subscription(s)")
 
 
 def test_subscriber_decodes_counts_gaps_and_gets_metadata():
@@ -85,7 +79,7 @@ def test_latest_only_delivers_only_the_newest_message():
     for i in range(200):
         pub.publish(_kf(i))
     # nobody reads `latest` meanwhile: each decoded message but the newest is discarded and counted
-    _wait_until(lambda: latest.skipped >= 199, "the latest_only reader to decode all 200 messages")
+    wait_for(lambda: latest.skipped >= 199, 10, "the latest_only reader to decode all 200 messages")
     newest = latest.receive(0)
     assert newest is not None and newest.frame == 199 and latest.skipped == 199
     assert latest.receive(0.1) is None  # the older ones are gone, not queued behind it
@@ -110,6 +104,24 @@ def test_schema_mismatch_is_a_clear_error():
     sock.close(0)
 
 
+def test_the_keypoints_header_keeps_its_bytes_and_decodes_back():
+    # the bytes are the contract with every other-language client (docs/PROTOCOL.md, tools/subscribers/rtkp_sub.c)
+    points = np.array([[1.23456, 2.5]], np.float32), np.array([0.123456789], np.float32), np.ones(1, bool)
+    kf = KeypointFrame(7, 0.25, 5, (640, 480), *points, np.ones(1, np.uint8), dropped=2, bank_version=3)
+    header = dict(schema.encode_keypoints(kf, 4, "cam", "abc"), publish_ns=6)
+    wire = dict(v=1, stream="cam", seq=4, frame=7, pts=0.25, capture_ns=5, publish_ns=6, model="abc", size=[640, 480])
+    assert schema.pack(header) == msgpack.packb(dict(wire, kp=[[1.235, 2.5, 0.12346, True, 1]], dropped=2, bank=3))
+    assert tuple(header) == schema.KEYPOINTS_FIELDS
+    msg = schema.decode_keypoints(header, ["nose"], 9)
+    assert (msg.seq, msg.frame, msg.size, msg.bank, msg.latency_ms) == (4, 7, (640, 480), 3, 4e-6)
+    assert msg.keypoints == (schema.Keypoint("nose", 1.235, 2.5, 0.12346, True, 1),)
+
+
+def test_the_subscriber_imports_no_numpy_and_no_pipeline():
+    code = "import sys, rtkp.client, rtkp.wire; print([m for m in ('numpy', 'torch', 'av', 'cv2') if m in sys.modules])"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
 def test_late_joiner_gets_the_names_with_its_first_frame():
     ep = _endpoint()
     pub = _publisher(ep)
@@ -124,7 +136,7 @@ def test_late_joiner_gets_the_names_with_its_first_frame():
 
     thread = threading.Thread(target=stream)
     thread.start()
-    _wait_until(lambda: pub.sent >= 40, "more than a second of stream")  # the start-up metadata went out long ago
+    wait_for(lambda: pub.sent >= 40, 10, "more than a second of stream")  # the start-up metadata went out long ago
     sub = Subscriber(ep, stream="cam", timeout_s=10)
     try:
         first = sub.receive(10)
@@ -159,9 +171,6 @@ def test_iterating_waits_for_a_publisher_that_starts_later():
 
 
 def test_a_timeout_given_is_a_clear_error_not_a_silent_end():
-    from rtkp.errors import RtkpError
-    from rtkp.wire.subscriber import StreamTimeout
-
     ep = _endpoint()
     with Subscriber(ep, stream="cam", timeout_s=0.2) as sub:
         assert sub.receive(0.05) is None  # polling with receive() still answers None
@@ -225,7 +234,7 @@ def test_keypoints_that_arrive_before_their_names_are_held_not_mislabelled():
         assert msg is None, f"handed out {msg}"
         return sub.unlabelled == 1
 
-    _wait_until(nothing_handed_out_until_frame_4_is_dropped, "frame 4 to be dropped")
+    wait_for(nothing_handed_out_until_frame_4_is_dropped, 10, "frame 4 to be dropped")
     assert sub.gaps == 0
     # the mismatch asked the publisher for fresh names (re-sent its subscription); frames 5 and 6 wait for them
     assert raw.poll(5000) and raw.recv() == b"\x01rtkp."
@@ -257,8 +266,6 @@ def test_names_follow_a_change_of_keypoint_count():
 
 
 def test_subscribe_command_says_what_it_waits_for_and_rates_only_the_stream():
-    import re
-
     ep = _endpoint()
     cmd = [sys.executable, "-m", "rtkp", "subscribe", "--endpoint", ep, "--stream", "cam", "--json", "--count", "20"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -299,8 +306,6 @@ def test_subscribe_command_says_what_it_waits_for_and_rates_only_the_stream():
 
 
 def test_subscribe_command_timeout_ends_clearly(capsys):
-    import re
-
     from rtkp.cli import main
 
     ep = _endpoint()
@@ -330,10 +335,18 @@ def test_a_stalled_subscriber_never_blocks_the_publisher():
     pub.close()
 
 
-def test_curve_admits_known_keys_and_ignores_unknown(tmp_path):
+def test_curve_admits_known_keys_and_ignores_unknown_and_says_what_is_missing(tmp_path):
     server_pub, server_secret = write_keys(tmp_path / "server", "server")
     good_pub, good_secret = write_keys(tmp_path / "allowed", "good")
     _, bad_secret = write_keys(tmp_path / "other", "bad")
+    threads = threading.active_count()
+    with pytest.raises(ConfigError, match="--curve-clients DIR"):
+        _publisher(_endpoint(), curve_key=str(server_secret))
+    with pytest.raises(RtkpError, match="holds no secret key"):
+        _publisher(_endpoint(), curve_key=str(server_pub), curve_clients=str(tmp_path / "allowed"))
+    assert threading.active_count() == threads  # a refused key leaves no authenticator thread behind
+    with pytest.raises(RtkpError, match="needs its own key pair"):
+        Subscriber(_endpoint(), server_key=server_pub)
     ep = _endpoint()
     pub = _publisher(ep, curve_key=str(server_secret), curve_clients=str(tmp_path / "allowed"))
     good = Subscriber(ep, timeout_s=2, server_key=server_pub, client_key=good_secret)
@@ -362,8 +375,6 @@ def test_subscribe_command_against_a_live_run(tiny_model):
     assert run.returncode == 0, run.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 20 and "received 20 messages" in out.stderr
-    import json
-
     first = json.loads(lines[0])
     assert set(first["keypoints"]) == {"nose", "left_eye", "right_eye"}
 

@@ -12,7 +12,7 @@ from contextlib import redirect_stderr
 from pathlib import Path
 
 import pytest
-from conftest import free_port, start_live_run, write_video
+from conftest import free_port, start_live_run, wait_for, write_video
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -128,7 +128,9 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="us
 def test_signal_during_run_stops_cleanly(tiny_model, sig):
     proc = start_live_run(tiny_model)
     workers, out, err = _tracking(proc)
-    assert _segments(proc.pid)  # the run's ring exists while it runs (so the check after the stop means something)
+    # the run's ring exists while it runs (so the check after the stop means something); it is made once the decoder
+    # has the first frame, which comes after the model is ready
+    wait_for(lambda: _segments(proc.pid), 30, "the run's frame ring")
     proc.send_signal(sig)
     _wait_exit(proc, out, err)
     out, err = out.rest(), err.rest()
@@ -157,8 +159,7 @@ def test_sigint_during_export_leaves_no_complete_looking_output(tiny_model, tmp_
         ]
     )
     err = _Output(proc.stderr)
-    err.wait_for(r"tracking.*\| *[1-9]\d*/")  # the progress bar shows frames done: the pipeline is running
-    _workers(proc)
+    err.wait_for(r"tracking.*\| *[1-9]\d*/")  # the progress bar shows frames done: tracking is under way
     proc.send_signal(signal.SIGINT)
     _wait_exit(proc, err)
     err = err.rest()
@@ -201,17 +202,14 @@ def _serve_mpegts(port: int, frames: int, offset: int) -> None:
             out.mux(packet)
 
 
-def _wait_listening(port: int, timeout: float = 30.0) -> None:
-    """Until a socket listens on 127.0.0.1:port (read from /proc/net/tcp: a probing connection would take the one
+def _listening(port: int) -> bool:
+    """Whether a socket listens on 127.0.0.1:port (read from /proc/net/tcp: a probing connection would take the one
     connection the server accepts)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            if local == f"0100007F:{port:04X}" and state == "0A":
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if local == f"0100007F:{port:04X}" and state == "0A":
+            return True
+    return False
 
 
 def _flaky_server(port: int) -> None:
@@ -230,7 +228,7 @@ def test_a_stream_that_stops_and_comes_back_is_reconnected():
     port = free_port()
     server = mp.get_context("spawn").Process(target=_flaky_server, args=(port,), daemon=True)
     server.start()
-    _wait_listening(port)
+    wait_for(lambda: _listening(port), 30, f"a server listening on 127.0.0.1:{port}")
     src = Source(parse_source(f"tcp://127.0.0.1:{port}"), backoff_s=(0.2, 1.0), give_up_s=4)
     frames = []
     try:
@@ -247,6 +245,27 @@ def test_a_stream_that_stops_and_comes_back_is_reconnected():
     first = [v for _, v in frames if v < 80]
     second = [v for _, v in frames if v >= 95]
     assert len(first) >= 20 and len(second) >= 20  # frames from both server sessions
+
+
+def test_rtkp_run_opens_a_live_source_once(tiny_model):
+    """A stream server that accepts one connection only (as a camera allows one open): `rtkp run` tracks it, so
+    neither its checks nor the ring's sizing opened it before the decoder did."""
+    import multiprocessing as mp
+
+    port = free_port()
+    server = mp.get_context("spawn").Process(target=_serve_mpegts, args=(port, 600, 0), daemon=True)
+    server.start()
+    wait_for(lambda: _listening(port), 30, f"a server listening on 127.0.0.1:{port}")
+    source = f"tcp://127.0.0.1:{port}"
+    args = ["run", "--source", source, "--model", str(tiny_model), "--backend", "onnxruntime", "--headless"]
+    args += ["--publish", "none", "--threads", "1", "--max-frames", "20"]
+    try:
+        res = subprocess.run([sys.executable, "-m", "rtkp", *args], capture_output=True, text=True, timeout=120)
+    finally:
+        server.kill()
+        server.join(10)
+    assert res.returncode == 0, res.stderr
+    assert "20 decoded" in res.stdout and "(live)" in res.stdout
 
 
 def test_a_camera_that_does_not_exist_is_reported_first(tmp_path):

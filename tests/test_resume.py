@@ -122,7 +122,7 @@ def test_a_partial_export_from_another_model_is_not_reused(interrupted, long_vid
 
 
 def test_a_partial_export_with_other_settings_is_not_reused(interrupted, long_video, tiny_model, tmp_path):
-    from rtkp.sinks.writers import Partial
+    from rtkp.export.partial import Partial
 
     out = _resumed(interrupted, tmp_path)
     partial = out / "long.partial"

@@ -1,9 +1,8 @@
 """The shipped default model on the real DLC test frames: its recorded figures reproduce, and the backends agree.
 
-Skipped when ../shared/data is absent.
+Skipped when ../shared/data is absent (evaluation data, not in git); the model is in git, so a missing one fails.
 """
 
-import json
 import shutil
 
 import numpy as np
@@ -11,21 +10,20 @@ import pytest
 from conftest import DLC_MOUSE, REPO
 
 from rtkp.data.load import load_split
+from rtkp.manifest import read_manifest
 
 MODEL = REPO / "engines" / "dlc_mouse_coke"
-pytestmark = pytest.mark.skipif(
-    not (DLC_MOUSE.is_dir() and (MODEL / "manifest.json").is_file()), reason="needs ../shared/data and the model"
-)
+pytestmark = pytest.mark.skipif(not DLC_MOUSE.is_dir(), reason="needs ../shared/data")
 
 
 @pytest.fixture(scope="module")
-def test_frames():
+def dlc_test_frames():
+    """The DLC mouse test split and its images letterboxed to the model's input size."""
     from rtkp.geometry import Letterbox
 
     data = load_split(DLC_MOUSE, DLC_MOUSE / "split.json", "test")
-    manifest = json.loads((MODEL / "manifest.json").read_text())
+    size = read_manifest(MODEL).input_size
     images = [s.load_image() for s in data.samples]
-    size = tuple(manifest["input_size"])
     return data, np.stack([Letterbox.fit(im.shape[1::-1], size).apply(im) for im in images])
 
 
@@ -36,24 +34,24 @@ def model_copy(tmp_path_factory):
     return folder
 
 
-def test_recorded_figures_reproduce(test_frames):
+def test_recorded_figures_reproduce(dlc_test_frames):
     from rtkp.train.evaluate import evaluate
 
-    data, _ = test_frames
+    data, _ = dlc_test_frames
     # the figures were recorded by the FP32 graph in PyTorch (any GPU here would make "auto" pick FP16)
     report = evaluate(MODEL, data, occlusion=False, progress=False, backend="torch", precision="fp32")
     assert (report["backend"], report["precision"]) == ("torch-cpu", "fp32")
-    recorded = json.loads((MODEL / "manifest.json").read_text())["evaluation"]
+    recorded = read_manifest(MODEL).extra["evaluation"]
     assert report["rmse_px"] == pytest.approx(recorded["rmse_px"], abs=1e-3)
     assert report["pck"] == pytest.approx(recorded["pck"], abs=1e-6)
 
 
-def test_backend_parity_on_real_frames(model_copy, test_frames):
+def test_backend_parity_on_real_frames(model_copy, dlc_test_frames):
     from rtkp.backends import read_model_info
     from rtkp.backends.onnxruntime import OnnxRuntimeBackend
     from rtkp.backends.torch import TorchBackend
 
-    _, frames = test_frames
+    _, frames = dlc_test_frames
     info = read_model_info(model_copy)
     ref = np.concatenate([TorchBackend(info).infer(frames[i : i + 8]) for i in range(0, len(frames), 8)])
     ort32 = OnnxRuntimeBackend(info, threads=2)
@@ -80,7 +78,6 @@ MMPOSE = DLC_MOUSE.parent / "mmpose_samples"
 def _track(images):
     """Visible flags (N, K) from the shipped model through the backend and Tracker that `rtkp export` uses."""
     from rtkp.backends import open_backend
-    from rtkp.manifest import read_manifest
     from rtkp.messages import Frame
     from rtkp.tracker import Tracker
 
@@ -109,12 +106,12 @@ def test_an_empty_arena_is_reported_empty():
 
 
 @pytest.mark.skipif(not MMPOSE.is_dir(), reason="needs the MMPose sample photos")
-def test_a_keypoint_covered_by_a_real_photo_is_reported_hidden_and_the_others_stay_visible(test_frames):
+def test_a_keypoint_covered_by_a_real_photo_is_reported_hidden_and_the_others_stay_visible(dlc_test_frames):
     import cv2
 
     from rtkp.data.occlude import load_photos
 
-    data, _ = test_frames
+    data, _ = dlc_test_frames
     photo = load_photos(MMPOSE / "coco")[0]
     images, covered_kp = [], []
     for i, s in enumerate(data.samples):

@@ -135,7 +135,7 @@ def test_resolve_flip_pairs_explicit_and_auto():
 
 def test_training_flips_only_when_the_names_pair_into_sides(capsys):
     from rtkp.config import load_config
-    from rtkp.train.loop import flip_policy
+    from rtkp.train.recipe import flip_policy
 
     cfg = load_config(None, ["augment.flip=0.5"])
     assert flip_policy(["eyeL", "eyeR", "head"], cfg).augment.flip == 0.5

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import remux, render_scene, write_video
 
-from rtkp.pipeline import sources
+from rtkp.pipeline import containers
 from rtkp.pipeline.sources import Source, frame_table, parse_source
 
 
@@ -73,8 +73,8 @@ def test_decoding_from_frame_n_matches_a_full_decode(kind, videos, monkeypatch):
     keys = sorted(table.keyframes_up_to(len(full) - 1))
     key = keys[len(keys) // 2]
     opened = []
-    real_open = sources.open_container
-    monkeypatch.setattr(sources, "open_container", lambda spec, *a: opened.append(spec) or real_open(spec, *a))
+    real_open = containers.open_container
+    monkeypatch.setattr(containers, "open_container", lambda spec, *a: opened.append(spec) or real_open(spec, *a))
     for n in sorted({0, key, key + 5, len(full) - 1}):
         opened.clear()
         got = list(Source(parse_source(str(path)), start=n))

@@ -135,7 +135,7 @@ def test_enough_frames_train_without_the_warning(tmp_path, capsys):
     from conftest import write_dlc_project
 
     from rtkp.data.load import load_dataset
-    from rtkp.train.loop import RECIPE_MIN_FRAMES, few_frames_warning
+    from rtkp.train.recipe import RECIPE_MIN_FRAMES, few_frames_warning
 
     project = write_dlc_project(tmp_path / "p", n=RECIPE_MIN_FRAMES)
     args = ["train", "--data", str(project), "--out", str(tmp_path / "m"), "--stop-after", "1", *SMALL]

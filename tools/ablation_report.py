@@ -40,7 +40,7 @@ def empty_scene_hidden(model: Path, data, draws: int = 12) -> float:
     return float(np.mean(hidden))
 
 
-def backend_manifest(model: Path) -> dict:
+def backend_manifest(model: Path):
     from rtkp.manifest import read_manifest
 
     return read_manifest(model)

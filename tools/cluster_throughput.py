@@ -59,8 +59,10 @@ def chunk_costs(video: str) -> dict:
     first frame, beyond one frame of a running decode; the boundary check (one more frame decoded, two pixel hashes)."""
     import numpy as np
 
-    from rtkp.export.chunks import pixel_hash
-    from rtkp.pipeline.sources import Source, frame_table, parse_source
+    from rtkp.export.track import pixel_hash
+    from rtkp.pipeline.containers import frame_table
+    from rtkp.pipeline.source_spec import parse_source
+    from rtkp.pipeline.sources import Source
 
     spec, table = parse_source(video), frame_table(video)
     t0, cpu0, n = time.perf_counter(), time.process_time(), 0
@@ -108,7 +110,7 @@ def actor_call_ms(calls: int = 200) -> float:
         times = []
         for i in range(calls):
             t0 = time.perf_counter()
-            ray.get(actor.call.remote("video.mp4", "out/x.ray.partial", i, i + 3000))
+            ray.get(actor.call.remote("video.mp4", "out/x.partial", i, i + 3000))
             times.append(time.perf_counter() - t0)
     finally:
         ray.shutdown()
@@ -116,7 +118,7 @@ def actor_call_ms(calls: int = 200) -> float:
 
 
 def main() -> None:
-    from rtkp.cli.bench import _frames, decode_only, machine_info, model_only
+    from rtkp.cli.bench import decode_only, first_frames, machine_info, model_only
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("video", nargs="?", default=str(VIDEO))
@@ -130,7 +132,7 @@ def main() -> None:
     r: dict = {"machine": machine_info(), "video": args.video, "model": args.model, "load_avg_start": os.getloadavg()}
     r["video_bytes"] = Path(args.video).stat().st_size
     r["decode_only"] = decode_only(args.video, args.seconds)
-    r["model_only_1_thread"] = model_only(args.model, args.backend, _frames(args.video, 30), args.seconds, 1)
+    r["model_only_1_thread"] = model_only(args.model, args.backend, first_frames(args.video, 30), args.seconds, 1)
     r["chunk_costs"] = dict(chunk_costs(args.video), actor_call_ms=actor_call_ms())
     print("per-frame and chunk costs", r["decode_only"], r["model_only_1_thread"], r["chunk_costs"], file=sys.stderr)
     ray = ["--ray", "auto"]

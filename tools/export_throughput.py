@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    from rtkp.cli.bench import _frames, model_only
+    from rtkp.cli.bench import first_frames, model_only
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("video", nargs="?", default=str(REPO.parent / "shared/data/dlc_openfield_mouse/videos/m3v1mp4.mp4"))
@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--backend", default="onnxruntime")
     ap.add_argument("--seconds", type=float, default=20.0)
     args = ap.parse_args()
-    mo = model_only(args.model, args.backend, _frames(args.video, 30), args.seconds, 0)
+    mo = model_only(args.model, args.backend, first_frames(args.video, 30), args.seconds, 0)
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         subprocess.run(

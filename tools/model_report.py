@@ -157,14 +157,14 @@ def noisy_backgrounds(background: np.ndarray, sigma: float, draws: int) -> list[
 def empty_arena(model: Path, background: np.ndarray, sigmas=NOISE_SIGMAS, draws: int = NOISE_DRAWS) -> dict:
     """Fraction of keypoints reported hidden on the noisy empty arena, per sigma and over all draws."""
     from rtkp.backends import open_backend, read_model_info
-    from rtkp.train.evaluate import _predict_all
+    from rtkp.train.evaluate import predict_all
 
     manifest = read_model_info(model).manifest
     backend = open_backend(model, "auto")
     try:
         per_sigma = {}
         for sigma in sigmas:
-            _, visible = _predict_all(backend, manifest, noisy_backgrounds(background, sigma, draws))
+            _, visible = predict_all(backend, manifest, noisy_backgrounds(background, sigma, draws))
             per_sigma[f"{sigma:g}"] = float((~visible).mean())
         return {
             "backend": backend.name,

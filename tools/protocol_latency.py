@@ -91,7 +91,7 @@ def main() -> None:
     import msgpack
 
     from rtkp.messages import KeypointFrame
-    from rtkp.wire.publisher import keypoints_header
+    from rtkp.wire.schema import encode_keypoints
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=5000)
@@ -109,7 +109,7 @@ def main() -> None:
         np.ones(k, bool),
         np.ones(k, np.uint8),
     )
-    size = len(msgpack.packb(keypoints_header(kf, 1, "lat", "bench")))
+    size = len(msgpack.packb(encode_keypoints(kf, 1, "lat", "bench")))
     rt = measure_rtkp("tcp://127.0.0.1:5597", args.messages, args.rate, k)
     raw = measure_raw("tcp://127.0.0.1:5598", args.messages, args.rate, size)
     for name, lat in (("rtkp (header+decode)", rt), ("raw pyzmq", raw)):

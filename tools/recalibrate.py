@@ -16,10 +16,10 @@ from pathlib import Path
 def main() -> None:
     from rtkp.config import config_from_dict
     from rtkp.data.load import load_dataset
-    from rtkp.files import write_json_atomic
+    from rtkp.manifest import read_manifest, write_manifest
     from rtkp.model.checkpoint import load_model
+    from rtkp.train.batches import BatchMaker
     from rtkp.train.calibrate import calibrate_margins
-    from rtkp.train.loop import BatchMaker
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", type=Path)
@@ -27,14 +27,12 @@ def main() -> None:
     ap.add_argument("--split", type=Path, required=True)
     a = ap.parse_args()
     net, manifest, protos, clutter = load_model(a.model)
-    cfg = config_from_dict(manifest["training"]["config"])
+    cfg = config_from_dict(manifest.extra["training"]["config"])
     data = load_dataset(a.data).subset(json.loads(a.split.read_text())["train"], str(a.split))
     common, per_keypoint = calibrate_margins(net, BatchMaker(data, cfg), cfg, protos, clutter)
-    path = a.model / "manifest.json"
-    manifest = json.loads(path.read_text())
-    old = manifest.get("visibility_margins", manifest.get("visibility_margin"))
-    manifest["visibility_margin"], manifest["visibility_margins"] = common, per_keypoint
-    write_json_atomic(path, manifest)
+    manifest = read_manifest(a.model)
+    old = list(manifest.visibility_margins) if manifest.visibility_margins else manifest.visibility_margin
+    write_manifest(a.model, manifest.updated(visibility_margin=common, visibility_margins=per_keypoint))
     print(f"{a.model}: margins {old} -> {per_keypoint} (common {common})")
 
 

@@ -60,7 +60,7 @@ def evaluate(frames, gt, fps) -> dict:
 def main() -> None:
     from rtkp.backends import open_backend, read_model_info
     from rtkp.config import SmoothingConfig
-    from rtkp.export.local import offline_smooth
+    from rtkp.export.offline_smoothing import smooth_frames as offline_smooth
     from rtkp.messages import Frame, ModelResult
     from rtkp.pipeline.sources import Source, parse_source
     from rtkp.tracker import KeypointStage, ModelStage

@@ -9,6 +9,8 @@ from typing import Protocol
 import numpy as np
 
 from rtkp.errors import ModelError
+from rtkp.graphs.prototypes import max_keypoints
+from rtkp.manifest import Manifest, read_manifest
 
 
 class Backend(Protocol):
@@ -41,27 +43,25 @@ class ModelInfo:
     """A model folder's manifest plus its CoKe banks as numpy (prototypes (K, D), clutter (S, D); None for heatmap)."""
 
     path: Path
-    manifest: dict
+    manifest: Manifest
     prototypes: np.ndarray | None
     clutter: np.ndarray | None
 
     @property
     def input_size(self) -> tuple[int, int]:
-        return tuple(self.manifest["input_size"])
+        return self.manifest.input_size
 
     @property
     def is_coke(self) -> bool:
-        return self.manifest["head"] == "coke"
+        return self.manifest.head == "coke"
 
     @property
     def weights_sha256(self) -> str:
-        return self.manifest.get("weights_sha256", "")
+        return self.manifest.weights_sha256
 
     @property
     def max_keypoints(self) -> int:
-        """K_max: prototype rows of the model's graph (rtkp.teach.keypoint_set.max_keypoints)."""
-        from rtkp.teach.keypoint_set import max_keypoints
-
+        """K_max: prototype rows of the model's graph (rtkp.graphs.prototypes.max_keypoints)."""
         return max_keypoints(self.manifest)
 
 
@@ -69,13 +69,11 @@ def read_model_info(model_dir: str | Path) -> ModelInfo:
     """Manifest and banks of a model folder, via safetensors' numpy reader (no torch import)."""
     from safetensors import safe_open
 
-    from rtkp.manifest import read_manifest
-
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     protos = clutter = None
-    if manifest["head"] == "coke":
-        path = model_dir / manifest.get("weights", "model.safetensors")
+    if manifest.head == "coke":
+        path = model_dir / manifest.weights
         try:
             with safe_open(str(path), framework="numpy") as f:
                 protos = f.get_tensor("prototypes").astype(np.float32)

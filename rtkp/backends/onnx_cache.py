@@ -11,7 +11,7 @@ def ensure_onnx(info: ModelInfo, input_size: tuple[int, int], fp16: bool) -> Pat
     """Path of an up-to-date ONNX export for these settings, exporting it first when missing or stale."""
     from rtkp.graphs.exports_index import find_export
 
-    found = find_export(info.path, input_size, fp16)
+    found = find_export(info.path, info.manifest, input_size, fp16)
     if found is not None:
         return found
     from rtkp.graphs.onnx import export_onnx

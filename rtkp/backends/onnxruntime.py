@@ -13,7 +13,7 @@ import numpy as np
 from rtkp.backends.base import ModelInfo
 from rtkp.backends.onnx_cache import ensure_onnx
 from rtkp.errors import EngineError
-from rtkp.teach.keypoint_set import pad_prototypes
+from rtkp.graphs.prototypes import pad_prototypes
 
 
 class OnnxRuntimeBackend:
@@ -51,7 +51,7 @@ class OnnxRuntimeBackend:
             raise EngineError(f"{path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0]})") from None
         self.name = f"onnxruntime-{device}{'-fp16' if fp16 else ''}"
         self.precision = "fp16" if fp16 else "fp32"
-        self.max_keypoints = info.max_keypoints if info.is_coke else len(info.manifest["keypoint_names"])
+        self.max_keypoints = info.max_keypoints if info.is_coke else len(info.manifest.keypoint_names)
         if info.is_coke:
             self.set_prototypes(info.prototypes, info.clutter)
 

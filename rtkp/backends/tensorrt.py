@@ -12,8 +12,8 @@ from rtkp.backends.base import ModelInfo
 from rtkp.backends.onnx_cache import ensure_onnx
 from rtkp.errors import EngineError, require
 from rtkp.graphs.exports_index import GRAPH_VERSION
+from rtkp.graphs.prototypes import pad_prototypes
 from rtkp.graphs.tensorrt import EngineCache, EngineKey, build_serialized, onnx_precision_for
-from rtkp.teach.keypoint_set import pad_prototypes
 
 
 class TensorRTBackend:
@@ -39,7 +39,7 @@ class TensorRTBackend:
         self.precision = precision = "fp16" if fp16 else "fp32"
         gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "host"
         clutter = tuple(info.clutter.shape) if info.is_coke else None
-        self.max_keypoints = info.max_keypoints if info.is_coke else len(info.manifest["keypoint_names"])
+        self.max_keypoints = info.max_keypoints if info.is_coke else len(info.manifest.keypoint_names)
         self.key = EngineKey(
             info.weights_sha256,
             gpu,
@@ -98,8 +98,8 @@ class TensorRTBackend:
         feats = None
         if self.info.is_coke:
             w, h = self.input_size
-            d = int(self.info.manifest["feature_dim"])
-            stride = int(self.info.manifest.get("stride", 4))
+            d = self.info.manifest.feature_dim
+            stride = self.info.manifest.stride
             # every output needs an address; the features are computed for matching anyway, so writing them out
             # costs one device copy
             feats = t.empty((b, d, h // stride, w // stride), dtype=t.float32, device=self.device)

@@ -7,7 +7,7 @@ import numpy as np
 
 from rtkp.backends.base import ModelInfo
 from rtkp.errors import EngineError
-from rtkp.teach.keypoint_set import pad_prototypes
+from rtkp.graphs.prototypes import pad_prototypes
 
 
 class TorchBackend:
@@ -38,15 +38,15 @@ class TorchBackend:
         net, manifest, protos, clutter = load_model(info.path)
         self.torch = torch
         self.device = torch.device(device)
-        coke = manifest["head"] == "coke"
-        self.graph = InferenceGraph(net, fp16=fp16, peak=manifest.get("peak"), features=coke).eval().to(self.device)
+        coke = manifest.head == "coke"
+        self.graph = InferenceGraph(net, fp16=fp16, peak=manifest.peak, features=coke).eval().to(self.device)
         self.precision = "fp16" if fp16 else "fp32"
         self.info = info
         self.input_size = tuple(input_size or info.input_size)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self._graphs: dict[int, tuple] = {}
         self.name = f"torch-{self.device.type}{'-fp16' if fp16 else ''}{'-graphs' if self.cuda_graphs else ''}"
-        self.max_keypoints = info.max_keypoints if coke else len(manifest["keypoint_names"])
+        self.max_keypoints = info.max_keypoints if coke else len(manifest.keypoint_names)
         self.prototypes = self.clutter = self.active = None
         if coke:
             self.set_prototypes(protos.numpy(), clutter.numpy())

@@ -16,7 +16,8 @@ import numpy as np
 from rtkp.backends import doctor, open_backend, read_model_info
 from rtkp.config import Config
 from rtkp.pipeline.run import RunOptions, run_pipeline
-from rtkp.pipeline.sources import Source, parse_source
+from rtkp.pipeline.source_spec import parse_source
+from rtkp.pipeline.sources import Source
 
 
 def machine_info() -> dict:
@@ -53,7 +54,8 @@ def decode_only(source: str, seconds: float) -> dict:
     return {"fps": round(n / dt, 2), "frames": n}
 
 
-def _frames(source: str, n: int) -> list[np.ndarray]:
+def first_frames(source: str, n: int) -> list[np.ndarray]:
+    """The source's first `n` decoded frames, (H, W, 3) uint8 RGB each."""
     return [f.image for f in Source(parse_source(source), max_frames=n)]
 
 
@@ -109,7 +111,7 @@ def naive_loop(
     manifest = read_model_info(model).manifest
     backend = open_backend(model, backend_name, threads=threads, precision=precision)
     tracker = Tracker(backend, manifest, cfg.smoothing)
-    pub = Publisher("tcp://127.0.0.1:*", "bench", "naive", {"keypoints": manifest["keypoint_names"]})
+    pub = Publisher("tcp://127.0.0.1:*", "bench", "naive", {"keypoints": list(manifest.keypoint_names)})
     n, t0 = 0, time.perf_counter()
     for frame in Source(parse_source(source)):
         pub.publish(tracker.process(frame))
@@ -189,7 +191,7 @@ def run_bench(
 ) -> dict:
     """Every measurement of the module docstring. precision: "fp32", "fp16" or None (each backend's own), for every
     backend measured (a backend that cannot run it is reported with its error, like one that does not work here)."""
-    images = _frames(source, 30)
+    images = first_frames(source, 30)
     result: dict = {"model": model, "source": source, "seconds_per_test": seconds, "machine": machine_info()}
     result["precision"] = precision
     log("decode only ...")

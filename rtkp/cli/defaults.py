@@ -7,7 +7,7 @@ from pathlib import Path
 
 # the names of rtkp.backends.CHOICES, repeated here so that `rtkp --help` needs no backend import
 BACKENDS = ("auto", "tensorrt", "torch", "torch-cuda", "onnxruntime", "onnxruntime-cuda")
-ENGINES = Path(__file__).resolve().parent.parent / "engines"
+ENGINES = Path(__file__).resolve().parents[2] / "engines"  # rtkp/cli/defaults.py -> the repository's engines/
 DEFAULT_MODEL = ENGINES / "target_coke"  # the demo target model; the DLC mouse model is engines/dlc_mouse_coke
 
 

@@ -157,7 +157,7 @@ def _offline_add(args, info, kset) -> tuple[dict, dict]:
         points.append(box.to_model(s.keypoints[k]))
     backend = open_backend(args.model, args.backend, threads=args.threads, precision=args.precision)
     try:
-        reader = ShotReader(backend, int(info.manifest.get("stride", 4)))
+        reader = ShotReader(backend, info.manifest.stride)
         index, lesson = teach_keypoint(kset, reader, args.name, images, points, "data")
     finally:
         backend.close()

@@ -1,4 +1,6 @@
-"""`rtkp` command line: parse -> config -> call (rtkp/cli/commands.py). Heavy packages are imported by the commands."""
+"""`rtkp` command line: parse -> config -> call. The parsers are here; the commands are in one module per family
+(the table: rtkp/cli/commands.py), and `main` is the one place where an error becomes an exit code. Heavy packages
+are imported by the commands, so `rtkp --help` stays light."""
 
 from __future__ import annotations
 

@@ -1,15 +1,15 @@
-"""Carry control requests out inside the inference stage, between two batches (rtkp.control.server queues them).
+"""Carry control requests out inside the inference process, between two batches (rtkp.control.server queues them).
 
-The inference stage owns the model and so the keypoint set: a change is made there, the backend gets the new
-prototypes (no rebuild: rtkp.model.graph's K_max rows and mask), and a KeypointsChanged message goes to the post stage
-on the same queue as the frames, right before the first frame inferred with it, so names and rows never disagree.
-Recent frames are kept (their model inputs, which the batch made anyway) so that a request may name one by `seq`.
+The inference process runs the whole Tracker and so owns the keypoint set: a change is made there, at once for the
+graph (new prototypes, no rebuild: rtkp.model.graph's K_max rows and mask) and for the reading of its rows (names,
+visibility margins, smoothing tracks) — `Tracker.change_keypoints`. A KeypointsChanged message then goes to the post
+process on the same queue as the finished frames, right before the first frame tracked with it, so the sinks (the
+publisher's `.meta`) learn the new names before any keypoints that have them. The Tracker keeps the recent frames
+(their model inputs, which the batch made anyway), so that a request may name one by `seq`; the editor reaches the
+model only through the Tracker's interface.
 """
 
 from __future__ import annotations
-
-from collections import deque
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,53 +22,21 @@ from rtkp.teach.keypoint_set import KeypointSet
 from rtkp.teach.saved import read_taught, save_keypoint_set
 from rtkp.teach.shots import ShotReader, teach, teach_keypoint
 
-HISTORY_FRAMES = 60  # recent frames a request may name by seq or frame index (2 s at 30 fps)
-
-
-@dataclass(frozen=True)
-class Recent:
-    """One frame as the model saw it: seq (the keypoints message that will carry it), source frame index, model input
-    (h, w, 3) uint8, and the letterbox from its source size."""
-
-    seq: int
-    frame: int
-    model_input: np.ndarray
-    box: Letterbox
-
-
-class FrameHistory:
-    """The last `size` frames, by seq and by frame index. The inference stage numbers its results 1, 2, 3, … in
-    the order it sends them; the post stage publishes each result once, in that order, so these numbers are the
-    publisher's `seq`."""
-
-    def __init__(self, size: int = HISTORY_FRAMES):
-        self.frames: deque[Recent] = deque(maxlen=size)
-        self.seq = 0
-
-    def add(self, frame_index: int, model_input: np.ndarray, box: Letterbox) -> None:
-        self.seq += 1
-        self.frames.append(Recent(self.seq, frame_index, model_input, box))
-
-    def find(self, seq: int | None = None, frame: int | None = None) -> Recent:
-        for r in reversed(self.frames):
-            if (seq is not None and r.seq == seq) or (frame is not None and r.frame == frame):
-                return r
-        what = f"seq {seq}" if seq is not None else f"frame {frame}"
-        held = f"seq {self.frames[0].seq}..{self.frames[-1].seq}" if self.frames else "none yet"
-        raise ControlError("bad_image", f"{what} is not among the recent frames held ({held}); send the image instead")
+HISTORY_FRAMES = 60  # recent frames a request may name by seq or frame index (2 s at 30 fps): Tracker(history=)
 
 
 class KeypointEditor:
-    """Applies control requests to the running model. stage: rtkp.tracker.ModelStage; info: its ModelInfo."""
+    """Applies control requests to the running model. tracker: rtkp.tracker.Tracker (built with history=
+    HISTORY_FRAMES), used only through its interface: features, change_keypoints, bank_version, recent; info: its
+    ModelInfo."""
 
-    def __init__(self, stage, info, model_id: str, history: int = HISTORY_FRAMES):
-        self.stage, self.info, self.model_id = stage, info, model_id
-        self.history = FrameHistory(history)
+    def __init__(self, tracker, info, model_id: str):
+        self.tracker, self.info, self.model_id = tracker, info, model_id
         self.coke = info.is_coke
         if self.coke:
             taught = read_taught(info.path, info.manifest)
             self.kset = KeypointSet.from_model(info.manifest, info.prototypes, info.clutter, taught)
-            self.reader = ShotReader(stage.backend, int(info.manifest.get("stride", 4)))
+            self.reader = ShotReader(tracker, info.manifest.stride)
 
     def handle(self, job) -> KeypointsChanged | None:
         """Carry out one job and answer it (job.done); returns the change to send downstream, if any."""
@@ -126,17 +94,12 @@ class KeypointEditor:
         self.kset.update(name, lesson.prototype, lesson.margin, rest)
 
     def _commit(self, before: list[str]) -> KeypointsChanged:
-        """Give the backend the set's prototypes and describe the change for the post stage."""
-        version = self.stage.set_prototypes(self.kset.prototypes, self.kset.clutter)
+        """Give the Tracker the set (bank, names, margins, the rows that stay) and tell the post process."""
         row = {name: k for k, name in enumerate(before)}
-        return KeypointsChanged(
-            version,
-            tuple(self.kset.names),
-            self.kset.margins.copy(),
-            tuple(row.get(n, -1) for n in self.kset.names),
-            tuple(self.kset.skeleton),
-            self.kset.shots(),
-        )
+        previous = [row.get(n, -1) for n in self.kset.names]
+        k = self.kset
+        version = self.tracker.change_keypoints(k.prototypes, k.clutter, list(k.names), k.margins.copy(), previous)
+        return KeypointsChanged(version, tuple(k.names), tuple(k.skeleton), k.shots())
 
     def _shots(self, r: protocol.Add, images: list) -> tuple[list[np.ndarray], np.ndarray]:
         """The samples as model inputs and model-input points (checked to lie on their images)."""
@@ -147,7 +110,7 @@ class KeypointEditor:
                 box = Letterbox.fit((image.shape[1], image.shape[0]), size)
                 inputs.append(box.apply(image))
             else:
-                recent = self.history.find(s.seq, s.frame)
+                recent = self.tracker.recent(s.seq, s.frame)
                 box = recent.box
                 check_inside(s.x, s.y, box.src_size, f"frame {recent.frame} (seq {recent.seq})")
                 inputs.append(recent.model_input)
@@ -156,13 +119,13 @@ class KeypointEditor:
 
     def _listing(self) -> dict:
         if not self.coke:
-            names = list(self.info.manifest["keypoint_names"])
+            names = list(self.info.manifest.keypoint_names)
             keypoints = [{"name": n, "index": k, "added": False} for k, n in enumerate(names)]
-            return {"keypoints": keypoints, "max_keypoints": len(names), "bank": self.stage.bank_version}
+            return {"keypoints": keypoints, "max_keypoints": len(names), "bank": self.tracker.bank_version}
         return {
             "keypoints": self.kset.describe(),
             "max_keypoints": self.kset.k_max,
-            "bank": self.stage.bank_version,
+            "bank": self.tracker.bank_version,
             "model": self.model_id,
             "input_size": list(self.info.input_size),
         }

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rtkp.control import protocol
 from rtkp.errors import ControlError
+from rtkp.wire import curve
 
 
 def sample_from_file(path: str | Path, x: float, y: float) -> dict:
@@ -44,17 +45,17 @@ class ControlClient:
     ):
         import zmq
 
+        if server_key is not None and client_key is None:
+            raise ControlError("bad_request", "a CURVE control client needs its own key pair (client_key)")
         self.zmq, self.endpoint, self.timeout_s = zmq, endpoint, timeout_s
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         if server_key is not None:
-            from rtkp.wire.subscriber import load_key
-
-            if client_key is None:
-                raise ControlError("bad_request", "a CURVE control client needs its own key pair (client_key)")
-            self.sock.curve_serverkey = load_key(server_key, secret=False)
-            self.sock.curve_publickey = load_key(client_key, secret=False)
-            self.sock.curve_secretkey = load_key(client_key, secret=True)
+            try:
+                curve.connect(self.sock, server_key, client_key)
+            except BaseException:  # a key file that does not load
+                self.sock.close()
+                raise
         self.sock.connect(endpoint)
         self._ids = itertools.count(1)
         self._early: dict = {}  # replies that arrived while `call` waited for another

@@ -21,6 +21,7 @@ import numpy as np
 
 from rtkp.control import protocol
 from rtkp.errors import ConfigError, ControlError
+from rtkp.wire import curve
 
 POLL_MS = 10  # how often the thread looks for replies to send while no request arrives
 
@@ -81,7 +82,7 @@ class ControlServer:
             for where, curve in ((endpoint, bool(curve_key)), (private, False)):
                 if where:
                     self.sockets.append(self._bind(where, curve_key if curve else None, curve_clients))
-        except ConfigError:
+        except BaseException:  # a bad endpoint or key: close what was opened (the authenticator's thread too)
             self._close_sockets()
             raise
         self.endpoint = endpoint
@@ -101,28 +102,17 @@ class ControlServer:
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_REQUEST_BYTES)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a reply to a client that left is dropped, never blocks
         if curve_key:
-            self._enable_curve(sock, curve_key, curve_clients)
+            try:  # one authenticator per context: a second CURVE socket shares the first one's
+                self.auth = curve.serve(sock, curve_key, curve_clients, self.auth)
+            except BaseException:
+                sock.close(0)
+                raise
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
             sock.close(0)
             raise ConfigError(f"--control {endpoint!r}: cannot bind ({exc})") from None
         return sock
-
-    def _enable_curve(self, sock, key_file: str, clients_dir: str | None) -> None:
-        from zmq.auth.thread import ThreadAuthenticator
-
-        from rtkp.wire.subscriber import load_key
-
-        if not clients_dir:
-            raise ConfigError("CURVE needs the folder of allowed client public keys (--curve-clients DIR)")
-        if self.auth is None:
-            self.auth = ThreadAuthenticator(self.ctx)
-            self.auth.start()
-            self.auth.configure_curve(domain="*", location=str(clients_dir))
-        sock.curve_secretkey = load_key(key_file, secret=True)
-        sock.curve_publickey = load_key(key_file, secret=False)
-        sock.curve_server = True
 
     def ready(self) -> None:
         """From now on requests go to the inference stage (before: "not ready" replies)."""

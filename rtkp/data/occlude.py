@@ -30,7 +30,7 @@ def object_box(keypoints: np.ndarray, visible: np.ndarray, pad: float = 0.1) -> 
     return np.concatenate([lo - margin, hi + margin]).astype(np.float32)
 
 
-def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """An (h, w, 3) uint8 fill: flat colour, coloured noise, stripes or blotches."""
     import cv2
 
@@ -175,7 +175,7 @@ def paste_occluders(
     if not mask.any():
         return image, mask
     h, w = image.shape[:2]
-    fill = _texture(rng, h, w) if photos is None else _photo_fill(rng, photos, h, w)
+    fill = texture(rng, h, w) if photos is None else _photo_fill(rng, photos, h, w)
     out = image.copy()
     out[mask] = fill[mask]
     return out, mask

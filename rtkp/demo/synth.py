@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtkp.data.occlude import _texture, covered, occluder_mask
+from rtkp.data.occlude import covered, occluder_mask, texture
 from rtkp.demo.target import Target, render_target
 
 IMAGE_SIZE = (640, 480)
@@ -151,7 +151,7 @@ def add_occluders(rng, image, kps, vis, box, coverage):
             return out, vis & ~covered(best, kps)
     mask = occluder_mask(rng, image.shape[:2], box, coverage)
     out = image.copy()
-    out[mask] = _texture(rng, *image.shape[:2])[mask]
+    out[mask] = texture(rng, *image.shape[:2])[mask]
     return out, vis & ~covered(mask, kps)
 
 

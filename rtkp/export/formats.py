@@ -1,9 +1,10 @@
 """Offline annotation formats: COCO-keypoints JSON, JSON lines, DeepLabCut-style CSV; one record per frame, in order.
 
-Every format is produced record by record (`jsonl_line`, `csv_line`, `coco_line`), so that `rtkp export` streams it
-to disk while frames are tracked (pipeline/export_sinks.py). COCO's two arrays become one line per frame (image TAB
-annotation) that `join_coco` turns into the document at the end, reading the lines twice instead of holding them.
-The `write_*` functions write a whole list of frames at once (tools, tests) and produce the same bytes.
+Each format is defined once, record by record (`jsonl_line`; `csv_header` + `csv_line`; `coco_line` + `join_coco`),
+so that `rtkp export` streams it to disk while frames are tracked (rtkp.export.records.RecordWriter) or writes it at
+the end from the raw records (rtkp.export.finish). COCO's two arrays become one line per frame (image TAB annotation)
+that `join_coco` turns into the document at the end, reading the lines twice instead of holding them. (The raw record
+that resume and chunks keep, at full precision, is rtkp.export.records.raw_line.)
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -137,32 +137,3 @@ def csv_line(kf: KeypointFrame, names: list[str]) -> str:
         like = float(np.clip(kf.scores[k], 0, 1)) if kf.visible[k] else 0.0
         row += [f"{kf.keypoints[k, 0]:.3f}", f"{kf.keypoints[k, 1]:.3f}", f"{like:.5f}"]
     return _csv_text([row])
-
-
-def _write_atomic(path: Path, text_chunks: Iterable[str]) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w", newline="") as fh:
-        for chunk in text_chunks:
-            fh.write(chunk)
-    os.replace(tmp, path)
-
-
-def write_coco(path: Path, frames: list[KeypointFrame], names: list[str], skeleton, source: str, model: str) -> None:
-    """The whole COCO document for a list of frames (see coco_line and join_coco)."""
-    lines = path.with_name(path.name + ".lines.partial")
-    _write_atomic(lines, (coco_line(kf, i + 1, names, source) for i, kf in enumerate(frames)))
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        with open(tmp, "w") as fh:
-            join_coco(lines, fh, names, skeleton, source, model)
-        os.replace(tmp, path)
-    finally:
-        lines.unlink(missing_ok=True)
-
-
-def write_jsonl(path: Path, frames: list[KeypointFrame], names: list[str]) -> None:
-    _write_atomic(path, (jsonl_line(kf, names) for kf in frames))
-
-
-def write_dlc_csv(path: Path, frames: list[KeypointFrame], names: list[str], scorer: str) -> None:
-    _write_atomic(path, [csv_header(names, scorer), *(csv_line(kf, names) for kf in frames)])

@@ -1,41 +1,46 @@
 """`rtkp export`: annotate recorded videos and image folders, every frame, in the formats labs use.
 
-Each input runs through the multi-process runner with the `lossless` policy (decode and inference overlap; one record
-per decoded frame, in order) and the same Tracker as `rtkp run`. The writer sink (pipeline/export_sinks.py) streams
-the records to `<out>/<stem>.partial/` as frames are tracked, so memory stays flat however long the video, and an
-interrupted export resumes from the frame after the last one written (same input, model and settings; otherwise it
-starts over). When tracking reaches the end, the outputs are finished in that folder (COCO joined, smoothing, the
-annotated video), renamed into place, and a `<stem>.done.json` marker written last lets a re-run skip the input.
+Each input is tracked in this process by the one export tracking loop (rtkp.export.track: the Tracker of `rtkp run`,
+decoding in a thread), as the chunk [0, end) of the input, into `<out>/<stem>.partial/` (rtkp.export.partial) as frames
+are tracked, so memory stays flat however long the video. An interrupted export resumes as the chunk [done, end):
+from the frame after the last one written (same input, model and settings; otherwise it starts over). When tracking
+reaches the end, the outputs are finished in that folder (rtkp.export.finish: smoothing, the files, the annotated
+video), renamed into place, and a `<stem>.done.json` marker written last lets a re-run skip the input.
+`rtkp export --ray` (rtkp.export.ray) tracks chunks of the same inputs on a cluster with the same loop, into the same
+folder, and finishes them with the same code; it names and checks outputs with `export_targets` and `is_complete`.
 
-Smoothing: `none`, `causal` (the live filter, run in the writer sink so that a resume can replay it) or `offline`
-(forward Kalman + Rauch–Tung–Striebel backward pass over the whole track, which uses future frames).
+Smoothing: `none`, `causal` (the live filter, rtkp.smoothing.KeypointSmoother) or `offline` (forward Kalman +
+Rauch–Tung–Striebel backward pass over the whole track, which uses future frames); both run over the records in
+order when the export finishes, so a resumed or chunked export smooths exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
 import os
 import shutil
-import sys
-import time
-from collections.abc import Iterable
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
-
 from rtkp.config import Config
-from rtkp.errors import ConfigError, ExportFailed, Interrupted, RtkpError
-from rtkp.export.formats import FORMATS, SUFFIX, coco_line, csv_header, csv_line, join_coco, jsonl_line
-from rtkp.messages import KeypointFrame
+from rtkp.errors import ConfigError, Interrupted, RtkpError
+from rtkp.export.chunks import Chunk
+from rtkp.export.finish import finish_outputs
+from rtkp.export.formats import FORMATS, SUFFIX
+from rtkp.export.partial import Partial
+from rtkp.export.progress import Progress, total_frames
+from rtkp.export.records import RecordWriter
 
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """How `rtkp export` treats every input. formats: a subset of annotate.FORMATS; video: also an annotated MP4;
+    """How `rtkp export` treats every input. formats: a subset of formats.FORMATS; video: also an annotated MP4;
     smooth: none | causal | offline; overwrite: redo complete outputs and ignore partial ones; progress: show bars."""
 
     out: Path
@@ -52,7 +57,7 @@ class ExportOptions:
 
 def expand_inputs(items: list[str]) -> list[str]:
     """Video files and folders as given; a glob of videos becomes one input per file, a glob of images stays one."""
-    from rtkp.pipeline.sources import IMAGE_SUFFIXES
+    from rtkp.pipeline.source_spec import IMAGE_SUFFIXES
 
     out = []
     for item in items:
@@ -96,102 +101,6 @@ def _complete(marker: Path, outputs: dict[str, Path], settings: dict) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     return done.get("settings") == settings and all(p.is_file() for p in outputs.values())
-
-
-def offline_smooth(frames: list[KeypointFrame], cfg) -> list[KeypointFrame]:
-    """Replace positions/visibility/state by the RTS smoother's (see offline_smoothing.py)."""
-    from rtkp.export.offline_smoothing import rts_smooth
-
-    if not frames:
-        return frames
-    t = np.array([kf.pts if kf.pts is not None else i / 30.0 for i, kf in enumerate(frames)])
-    xy = np.stack([kf.keypoints for kf in frames]).astype(np.float64)
-    vis = np.stack([kf.visible for kf in frames])
-    out, v, st = rts_smooth(t, xy, vis, cfg.accel_noise, cfg.meas_noise, cfg.hold_s)
-    return [dataclasses.replace(kf, keypoints=out[i], visible=v[i], state=st[i]) for i, kf in enumerate(frames)]
-
-
-def _total_frames(source: str) -> int | None:
-    try:
-        import av
-
-        with av.open(source) as c:
-            n = c.streams.video[0].frames
-            return n or None
-    except Exception:
-        return None
-
-
-def _write_video(source: str, path: Path, frames: Iterable[KeypointFrame], names, skeleton, step=None) -> None:
-    """Re-decode the source and draw the final (possibly smoothed) keypoints on each frame that has a record.
-
-    frames: the records in index order (a stream, merged with the decoded frames by index). The MP4 keeps the source's
-    rate and timestamps (VideoWriter.for_source). step(): called after each frame written.
-    """
-    from rtkp.pipeline.sources import Source, parse_source
-    from rtkp.sinks.draw import draw_keypoints
-    from rtkp.sinks.video import VideoWriter
-
-    records = iter(frames)
-    kf = next(records, None)
-    writer = None
-    ok = False
-    try:
-        for frame in Source(parse_source(source)):
-            while kf is not None and kf.index < frame.index:
-                kf = next(records, None)
-            if kf is None:
-                break
-            if kf.index != frame.index:
-                continue
-            if writer is None:
-                writer = VideoWriter.for_source(path, frame.image.shape[1::-1], source)
-            writer.write(draw_keypoints(frame.image, kf, names, skeleton), frame.pts)
-            if step is not None:
-                step()
-        ok = True
-    finally:
-        if writer is not None:
-            writer.close(keep=ok)
-
-
-class _Progress:
-    """One bar over all of an input's work, so it reaches 100 % only when everything is written.
-
-    Steps: one per frame tracked (a resumed export starts at the frames already written), one for offline smoothing,
-    one per annotation file, one per frame drawn into the annotated video, and a last one for finishing (the renames,
-    the .done.json marker). The description names the phase ("tracking", "smoothing", "writing clip.csv",
-    "encoding video").
-    """
-
-    def __init__(self, stem: str, frames: int | None, after: int, video: bool, enabled: bool, done: int = 0):
-        from tqdm import tqdm
-
-        self.stem, self.after, self.video = stem, after, video
-        total = self._total(frames) if frames else None
-        self.bar = tqdm(
-            total=total, initial=done, desc=f"{stem} tracking", unit="step", disable=not enabled, file=sys.stderr
-        )
-
-    def _total(self, frames: int) -> int:
-        return frames * (2 if self.video else 1) + self.after + 1
-
-    def step(self, n: int = 1) -> None:
-        self.bar.update(n)
-
-    def to(self, n: int) -> None:
-        """Tracking: `n` frames done in all."""
-        if n > self.bar.n:
-            self.bar.update(n - self.bar.n)
-
-    def phase(self, name: str, frames: int | None = None) -> None:
-        """Enter a phase; `frames` (after tracking): the frames actually tracked, which fixes the total."""
-        if frames is not None:
-            self.bar.total = self._total(frames)
-        self.bar.set_description(f"{self.stem} {name}")  # refreshes the bar
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def _settings(source: str, weights_sha256: str, opts: ExportOptions) -> dict:
@@ -244,27 +153,27 @@ def export_one(source: str, opts: ExportOptions) -> dict:
     Raises RtkpError with a one-line reason; Interrupted (SIGINT/SIGTERM, Ctrl-C) keeps the partial folder.
     """
     from rtkp.backends import read_model_info
-    from rtkp.sinks.writers import Partial
 
     info = read_model_info(opts.model)
-    stem, outputs, marker, settings = export_targets(source, opts, info.weights_sha256)
-    if not opts.overwrite and _complete(marker, outputs, settings):
+    targets = export_targets(source, opts, info.weights_sha256)
+    if not opts.overwrite and is_complete(targets):
         return skipped(source)
-    marker.unlink(missing_ok=True)
-    live = () if opts.smooth == "offline" else tuple(f for f in FORMATS if f in opts.formats)
-    raw = ("raw",) if opts.smooth != "none" or opts.video else ()
-    partial = Partial(opts.out / f"{stem}.partial", settings, live + raw)
+    targets.marker.unlink(missing_ok=True)
+    # the formats are written live unless smoothed (smoothing runs over the whole track at the end, from raw)
+    live = tuple(f for f in FORMATS if f in opts.formats) if opts.smooth == "none" else ()
+    partial = Partial(opts.out / f"{targets.stem}.partial", targets.settings, (*live, "raw"))
     if opts.overwrite or not partial.matches():
         partial.reset()
     kept, start = (partial.records(), None) if partial.tracked else partial.resume()
-    expected = _total_frames(source)
+    expected = total_frames(source)
     after = (1 if opts.smooth == "offline" else 0) + len(opts.formats)
-    bar = _Progress(stem, expected, after, opts.video, opts.progress, kept)
+    bar = Progress(targets.stem, expected, after, opts.video, opts.progress, kept)
     try:
         if not partial.tracked:
-            _track(source, opts, info, partial, kept, start, bar)
-        return finish_outputs(source, opts, info, partial, outputs, marker, expected, bar)
-    except KeyboardInterrupt:  # outside the runner (which turns signals into Interrupted): finishing, probing
+            with stop_on_signals() as stop:
+                _track(source, opts, info, partial, kept, start, bar, stop)
+        return finish_outputs(source, opts, info, partial, targets, expected, bar)
+    except KeyboardInterrupt:  # outside the tracking loop (which turns signals into Interrupted): finishing, probing
         raise Interrupted(_resume_hint(source, partial)) from None
     except Interrupted:
         raise
@@ -276,7 +185,7 @@ def export_one(source: str, opts: ExportOptions) -> dict:
         bar.close()
 
 
-def _resume_hint(source: str, partial) -> str:
+def _resume_hint(source: str, partial: Partial) -> str:
     done = partial.records() if partial.folder.is_dir() else 0
     return (
         f"interrupted during {source} after {done} frame(s); they are kept in {partial.folder}: "
@@ -284,125 +193,48 @@ def _resume_hint(source: str, partial) -> str:
     )
 
 
-def _track(source: str, opts: ExportOptions, info, partial, kept: int, start: int, bar: _Progress) -> None:
-    """Run the pipeline from frame `start` with the writer sink appending to the partial folder."""
-    from rtkp.pipeline.run import RunOptions, run_pipeline
-    from rtkp.sinks.writers import ExportSpec
-
-    causal = opts.smooth == "causal"
-    spec = ExportSpec(
-        str(partial.folder),
-        partial.bodies,
-        source,
-        f"rtkp_{info.weights_sha256[:12]}",
-        kept + 1,
-        opts.cfg.smoothing if causal else None,
-        replay=causal and kept > 0,
-    )
-    run = RunOptions(
-        source=source,
-        model=opts.model,
-        backend=opts.backend,
-        precision=opts.precision,
-        policy="lossless",
-        smoothing=dataclasses.replace(opts.cfg.smoothing, filter="none"),  # causal: in the sink (ExportSpec)
-        run=opts.cfg.run,
-        threads=opts.cfg.run.threads,
-        sinks=(spec,),
-        start_frame=start,
-    )
-    t0 = time.monotonic()
-    summary: dict = {}
+@contextlib.contextmanager
+def stop_on_signals():
+    """SIGINT and SIGTERM set a stop reason instead of ending the process, so that the tracking loop stops between
+    frames with every record written whole; yields a function that returns the reason (a signal's name) or None.
+    Outside the main thread (where no handler can be installed) nothing is caught."""
+    reasons: list[str] = []
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            previous[s] = signal.signal(s, lambda signum, _frame: reasons.append(signal.Signals(signum).name))
     try:
-        summary = run_pipeline(run, on_progress=lambda n: bar.to(kept + n))
-    except Interrupted as exc:
-        summary = exc.summary
-        raise Interrupted(_resume_hint(source, partial), exc.summary) from None
+        yield lambda: reasons[0] if reasons else None
     finally:
-        decode, seconds = summary.get("decode", {}), round(time.monotonic() - t0, 2)
-        segment = {"start": start, "frames": summary.get("post", {}).get("frames", 0), "seconds": seconds}
-        segment.update(backend=summary.get("backend"), skipped=decode.get("skipped", 0))
-        partial.add_segment(dict(segment, errors=decode.get("errors", [])))
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _track(source: str, opts: ExportOptions, info, partial: Partial, kept: int, start: int, bar, stop) -> None:
+    """Track the chunk [start, end) of the input into the partial folder, in this process (rtkp.export.track), and
+    log it as a segment (also when stopped); mark the folder tracked when the input's end is reached."""
+    from rtkp.export.track import open_tracker, track_chunk
+
+    tracker = open_tracker(opts.model, opts.backend, opts.cfg.run.threads, opts.precision, info.manifest)
+    if stop() is not None:  # a signal while the model loaded
+        raise Interrupted(_resume_hint(source, partial))
+    names = list(info.manifest.keypoint_names)
+    scorer = f"rtkp_{info.weights_sha256[:12]}"
+    summary: dict = {}
+    writer = RecordWriter(partial.folder, partial.bodies, names, scorer, source, kept + 1)
+    try:
+        with writer:
+            on_frames = lambda n: bar.to(kept + n)  # noqa: E731
+            summary = track_chunk(
+                tracker, source, Chunk(start, None), writer, opts.cfg.run.batch, on_frames=on_frames, stop=stop
+            )
+    finally:  # after the writer's last flush: the segment never claims records the ledger lacks
+        segment = {"start": start, "frames": writer.written, "seconds": summary.get("seconds", 0.0)}
+        segment.update(backend=tracker.model.backend_name, skipped=summary.get("skipped", 0))
+        partial.add_segment(dict(segment, errors=summary.get("errors", [])))
+    if "stopped" in summary:
+        raise Interrupted(_resume_hint(source, partial))
     partial.mark_tracked()
-
-
-def finish_outputs(source: str, opts: ExportOptions, info, partial, outputs: dict, marker: Path, expected, bar) -> dict:
-    """Build every output in the partial folder (`ready.*`), rename them into place, write the marker, remove the
-    folder. Each step is skipped when a previous, interrupted run already did it.
-
-    partial: a tracked Partial; a format not among its bodies is written here from the raw records (offline
-    smoothing, and `rtkp export --ray`, whose chunks hold raw records only). bar: a _Progress (disabled: no output).
-    """
-    from rtkp.sinks.writers import PublishedRecords
-
-    frames, segments = partial.records(), partial.segments()
-    skipped = sum(s["skipped"] for s in segments)
-    errors = [e for s in segments for e in s["errors"]]
-    if not frames:
-        shutil.rmtree(partial.folder, ignore_errors=True)
-        raise ExportFailed(f"{source}: no frame could be decoded" + (f" ({errors[0]})" if errors else ""))
-    names = list(info.manifest["keypoint_names"])
-    skeleton = [tuple(p) for p in info.manifest.get("skeleton", [])]
-    folder, offline = partial.folder, opts.smooth == "offline"
-    bar.phase("smoothing" if offline else "writing", frames)
-    # offline: the RTS pass over the whole track runs here, once (arrays only, see PublishedRecords)
-    final = PublishedRecords(partial.path("raw"), frames, len(names), opts.smooth, opts.cfg.smoothing)
-    bar.step(1 if offline else 0)
-    model_id = info.weights_sha256[:12]
-    for fmt in (f for f in FORMATS if f in opts.formats):
-        bar.phase(f"writing {outputs[fmt].name}", frames)
-        ready, body = folder / f"ready{SUFFIX[fmt]}", partial.path(fmt)
-        if not ready.exists():
-            if fmt not in partial.bodies:  # not written while tracking: the records are written now, from raw
-                lines = {
-                    "jsonl": lambda: (jsonl_line(kf, names) for kf in final),
-                    "csv": lambda: (csv_header(names, f"rtkp_{model_id}"), *(csv_line(kf, names) for kf in final)),
-                    "coco": lambda: (coco_line(kf, i + 1, names, source) for i, kf in enumerate(final)),
-                }[fmt]()
-                _write_atomic(body, lambda fh, lines=lines: fh.writelines(lines))
-            if fmt == "coco":
-                _write_atomic(ready, lambda fh, lines=body: join_coco(lines, fh, names, skeleton, source, model_id))
-            elif body.exists():
-                os.replace(body, ready)
-            # else: renamed into place already, by a run interrupted while publishing
-        bar.step()
-    if opts.video:
-        bar.phase("encoding video", frames)
-        ready = folder / "ready.annotated.mp4"
-        if ready.exists():
-            bar.step(frames)
-        else:
-            _write_video(source, ready, final, names, skeleton, bar.step)
-    for key, path in outputs.items():
-        ready = folder / ("ready.annotated.mp4" if key == "video" else f"ready{SUFFIX[key]}")
-        if ready.exists():
-            os.replace(ready, path)
-    result = {
-        "source": source,
-        "frames": frames,
-        "skipped_frames": skipped,
-        # frames the container header lists but that never decoded (a truncated file)
-        "missing_frames": max(expected - frames, 0) if expected else 0,
-        "skipped_errors": errors,
-        "seconds": round(sum(s["seconds"] for s in segments), 2),
-        "fps": round(sum(s["frames"] for s in segments) / max(sum(s["seconds"] for s in segments), 1e-9), 2),
-        "backend": next((s["backend"] for s in reversed(segments) if s["backend"]), None),
-        "segments": [{"start": s["start"], "frames": s["frames"]} for s in segments],
-        "outputs": {k: str(v) for k, v in outputs.items()},
-    }
-    marker.write_text(json.dumps({"settings": partial.settings, "result": result}, indent=1) + "\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    bar.phase("done", frames)
-    bar.step()
-    return result
-
-
-def _write_atomic(path: Path, write) -> None:
-    """write(fh) into a temporary name, renamed to `path` when it returns (a half-built file never has the name)."""
-    tmp = path.with_name(path.name + ".building")
-    with open(tmp, "w", newline="") as fh:
-        write(fh)
-    os.replace(tmp, path)
 
 
 def check_out_dir(out: Path) -> None:

@@ -82,3 +82,22 @@ def rts_smooth(
     never = ~started
     out[:, never] = xy[:, never]
     return out, visible | held, state
+
+
+def smooth_track(pts: list, xy: np.ndarray, visible: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """rts_smooth over a track with the settings of cfg (a SmoothingConfig). pts: (N,) seconds, None where a frame has
+    none (image folders: frame i is taken at i / 30 s); xy (N, K, 2); visible (N, K) bool."""
+    t = np.array([p if p is not None else i / 30.0 for i, p in enumerate(pts)])
+    return rts_smooth(t, xy, visible, cfg.accel_noise, cfg.meas_noise, cfg.hold_s)
+
+
+def smooth_frames(frames: list, cfg) -> list:
+    """KeypointFrames with positions, visibility and state replaced by the smoothed track's (smooth_track)."""
+    import dataclasses
+
+    if not frames:
+        return frames
+    xy = np.stack([kf.keypoints for kf in frames]).astype(np.float64)
+    vis = np.stack([kf.visible for kf in frames])
+    out, v, st = smooth_track([kf.pts for kf in frames], xy, vis, cfg)
+    return [dataclasses.replace(kf, keypoints=out[i], visible=v[i], state=st[i]) for i, kf in enumerate(frames)]

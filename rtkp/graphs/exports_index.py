@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 from rtkp.files import sha256, write_json_atomic
+from rtkp.graphs.prototypes import max_keypoints
+from rtkp.manifest import Manifest
 
 OPSET = 17
 EXPORTS = "exports.json"
@@ -21,15 +23,13 @@ def onnx_name(input_size: tuple[int, int], fp16: bool, debug: bool = False) -> s
     return f"model_{w}x{h}_{'fp16' if fp16 else 'fp32'}{'_debug' if debug else ''}.onnx"
 
 
-def graph_max_keypoints(manifest: dict) -> int | None:
+def graph_max_keypoints(manifest: Manifest) -> int | None:
     """The prototype rows of the model's graph (K_max), or None for a heatmap model (no prototype input)."""
-    from rtkp.teach.keypoint_set import max_keypoints
-
-    return max_keypoints(manifest) if manifest.get("head") == "coke" else None
+    return max_keypoints(manifest) if manifest.head == "coke" else None
 
 
 def record_export(
-    model_dir: Path, path: Path, manifest: dict, size, precision: str, debug: bool, torch_version: str
+    model_dir: Path, path: Path, manifest: Manifest, size, precision: str, debug: bool, torch_version: str
 ) -> None:
     """Add or replace the exports.json entry for `path`."""
     index_path = model_dir / EXPORTS
@@ -41,7 +41,7 @@ def record_export(
             "file": rel,
             "kind": "onnx",
             "sha256": sha256(path),
-            "model_sha256": manifest.get("weights_sha256"),
+            "model_sha256": manifest.weights_sha256,
             "input_size": list(size),
             "precision": precision,
             "debug": debug,
@@ -55,22 +55,22 @@ def record_export(
     write_json_atomic(index_path, index)
 
 
-def find_export(model_dir: Path, input_size, fp16: bool, debug: bool = False) -> Path | None:
-    """An existing, intact ONNX export of the current weights and graph contract with these settings, or None."""
+def find_export(model_dir: Path, manifest: Manifest, input_size, fp16: bool, debug: bool = False) -> Path | None:
+    """An existing, intact ONNX export of the current weights (`manifest`, the folder's) and graph contract with these
+    settings, or None."""
     model_dir = Path(model_dir)
     try:
         index = json.loads((model_dir / EXPORTS).read_text())
-        manifest = json.loads((model_dir / "manifest.json").read_text())
-        k_max = graph_max_keypoints(manifest)
-    except (OSError, json.JSONDecodeError, KeyError):
+    except (OSError, json.JSONDecodeError):
         return None
+    k_max = graph_max_keypoints(manifest)
     want = onnx_name(tuple(input_size), fp16, debug)
     for entry in index.get("exports", []):
         path = model_dir / entry.get("file", "")
         # a heatmap graph has no prototype input: its contract did not change with version 2
         graph_ok = entry.get("graph") == GRAPH_VERSION or (k_max is None and entry.get("graph", 1) == 1)
         same_graph = graph_ok and entry.get("max_keypoints") == k_max
-        if path.name == want and entry.get("model_sha256") == manifest.get("weights_sha256") and same_graph:
+        if path.name == want and (entry.get("model_sha256") or "") == manifest.weights_sha256 and same_graph:
             if path.is_file() and sha256(path) == entry.get("sha256"):
                 return path
     return None

@@ -2,7 +2,7 @@
 
 The graph is rtkp.model.graph.InferenceGraph (its docstring has the contract: uint8 images, K_max prototype rows, the
 clutter summary and the mask of rows in use in; (B, K_max, 4) keypoint rows and the dense features out; the FP16 and
-debug variants). The batch and the clutter summary's size are dynamic axes; K_max is fixed (rtkp.teach.keypoint_set).
+debug variants). The batch and the clutter summary's size are dynamic axes; K_max is fixed (rtkp.graphs.prototypes).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 from rtkp.graphs.exports_index import OPSET, onnx_name, record_export
+from rtkp.graphs.prototypes import max_keypoints, pad_prototypes
 from rtkp.model.checkpoint import load_model
 from rtkp.model.graph import InferenceGraph
-from rtkp.teach.keypoint_set import max_keypoints, pad_prototypes
 
 
 def export_onnx(
@@ -28,12 +28,12 @@ def export_onnx(
     """Write the ONNX graph for `model_dir` (into `model_dir/onnx/` by default) and record it in exports.json."""
     model_dir = Path(model_dir)
     net, manifest, protos, clutter = load_model(model_dir)
-    size = tuple(input_size or manifest["input_size"])
+    size = tuple(input_size or manifest.input_size)
     out_dir = Path(out_dir or model_dir / "onnx")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / onnx_name(size, fp16, debug)
-    coke = manifest["head"] == "coke"
-    graph = InferenceGraph(net, fp16, debug, manifest.get("peak"), features=coke).eval()
+    coke = manifest.head == "coke"
+    graph = InferenceGraph(net, fp16, debug, manifest.peak, features=coke).eval()
     images = torch.zeros(1, size[1], size[0], 3, dtype=torch.uint8)
     if coke:
         padded, active = (torch.from_numpy(a) for a in pad_prototypes(protos.float().numpy(), max_keypoints(manifest)))

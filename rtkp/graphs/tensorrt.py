@@ -39,7 +39,7 @@ class EngineKey:
     max_batch: int
     precision: str
     clutter: tuple[int, int] | None = None  # (S, D) the profile is optimised for; None for heatmap models
-    max_keypoints: int | None = None  # K_max prototype rows (rtkp.teach.keypoint_set); None for heatmap models
+    max_keypoints: int | None = None  # K_max prototype rows (rtkp.graphs.prototypes); None for heatmap models
     graph: int = 1  # rtkp.graphs.exports_index.GRAPH_VERSION of the ONNX graph it was built from
 
     def digest(self) -> str:

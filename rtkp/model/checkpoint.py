@@ -9,31 +9,25 @@ weights, the optimiser moments and the banks in safetensors, and the step counte
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from rtkp.errors import ModelError
-from rtkp.files import sha256, write_json_atomic
-from rtkp.manifest import MANIFEST, MANIFEST_VERSION, WEIGHTS, read_manifest
+from rtkp.files import sha256, write_atomic, write_json_atomic
+from rtkp.manifest import MANIFEST, MANIFEST_VERSION, WEIGHTS, Manifest, read_manifest, write_manifest
 from rtkp.model.network import KeypointNet
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Write safetensors atomically (temporary file, then rename).
+    """Write safetensors atomically (rtkp.files).
 
     The bytes are written with an ordinary `open`, so the file gets the umask's default mode like every other file of
     the folder (safetensors' own `save_file` creates its file 0600).
     """
     from safetensors.torch import save
 
-    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)  # a leftover from an interrupted write would keep its old mode
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    write_atomic(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -48,8 +42,11 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ModelError(f"{path}: corrupt or truncated weights file ({exc})") from None
 
 
-def save_model(out: Path, net: KeypointNet, manifest: dict, prototypes=None, clutter=None, half: bool = True) -> None:
-    """Write a model folder. `manifest` gets the format version and the weights' sha256 added."""
+def save_model(
+    out: Path, net: KeypointNet, manifest: Manifest | dict, prototypes=None, clutter=None, half: bool = True
+) -> Manifest:
+    """Write a model folder; returns its manifest: `manifest` with the format version and the weights' file name and
+    sha256 added (a dict is what training assembles; it is checked like a read manifest)."""
     out.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for k, v in net.state_dict().items():
@@ -58,24 +55,29 @@ def save_model(out: Path, net: KeypointNet, manifest: dict, prototypes=None, clu
         tensors["prototypes"] = prototypes.float()
         tensors["clutter_summary"] = clutter.float()
     _save_tensors(out / WEIGHTS, tensors, {"format": "rtkp-model", "version": str(MANIFEST_VERSION)})
-    manifest = dict(manifest, manifest_version=MANIFEST_VERSION, weights=WEIGHTS, weights_sha256=sha256(out / WEIGHTS))
-    write_json_atomic(out / MANIFEST, manifest)
+    stamp = {"manifest_version": MANIFEST_VERSION, "weights": WEIGHTS, "weights_sha256": sha256(out / WEIGHTS)}
+    if isinstance(manifest, Manifest):
+        manifest = manifest.updated(**stamp)
+    else:
+        manifest = Manifest.from_dict(dict(manifest, **stamp), str(out / MANIFEST))
+    write_manifest(out, manifest)
+    return manifest
 
 
-def load_model(model_dir: str | Path) -> tuple[KeypointNet, dict, torch.Tensor | None, torch.Tensor | None]:
+def load_model(model_dir: str | Path) -> tuple[KeypointNet, Manifest, torch.Tensor | None, torch.Tensor | None]:
     """(network in eval mode, fp32; manifest; prototypes (K, D) or None; clutter summary (S, D) or None)."""
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    weights = model_dir / manifest.get("weights", WEIGHTS)
-    if manifest.get("weights_sha256") and weights.is_file() and sha256(weights) != manifest["weights_sha256"]:
+    weights = model_dir / manifest.weights
+    if manifest.weights_sha256 and weights.is_file() and sha256(weights) != manifest.weights_sha256:
         raise ModelError(f"{weights}: checksum does not match manifest.json (file changed or corrupt)")
     tensors = _load_tensors(weights)
     net = KeypointNet(
-        manifest["head"],
-        len(manifest["keypoint_names"]),
-        manifest["feature_dim"],
-        manifest["decoder_channels"],
-        manifest["backbone"],
+        manifest.head,
+        len(manifest.keypoint_names),
+        manifest.feature_dim,
+        manifest.decoder_channels,
+        manifest.backbone,
         pretrained=False,
     )
     state = {k[4:]: v.float() if v.is_floating_point() else v for k, v in tensors.items() if k.startswith("net.")}
@@ -87,7 +89,7 @@ def load_model(model_dir: str | Path) -> tuple[KeypointNet, dict, torch.Tensor |
     net.eval()
     protos = tensors.get("prototypes")
     clutter = tensors.get("clutter_summary")
-    if manifest["head"] == "coke" and (protos is None or clutter is None):
+    if manifest.head == "coke" and (protos is None or clutter is None):
         raise ModelError(f"{weights}: a CoKe model needs `prototypes` and `clutter_summary` tensors")
     return net, manifest, protos, clutter
 

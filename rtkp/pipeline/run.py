@@ -1,10 +1,11 @@
-"""The multi-process runner: decode -> [shared-memory ring] -> inference -> post (keypoints, then the sinks).
+"""The multi-process runner: decode -> [shared-memory ring] -> inference (the whole Tracker) -> post (the sinks).
 
-It only starts, watches and stops the processes (stages.py); what a frame becomes is the Tracker's business
-(tracker.py) and where it goes the sinks' (sinks.py), so `rtkp run` and `rtkp export` agree. Processes use the `spawn`
-start method (CUDA needs it). Stop: a stop event makes the decoder end the stream; the end travels down the stages as
-a sentinel; the parent gives them JOIN_S, then terminates stragglers, and unlinks the ring it owns. A stage that dies
-is noticed within the parent's poll period and stops the run.
+It only starts, watches and stops the processes (decode.py, infer.py, post.py); what a frame becomes is the Tracker's
+business (tracker.py) and where it goes the sinks' (rtkp.sinks), so `rtkp run` and `rtkp export` agree. The decode
+process alone opens the source; the ring is sized from its first frame (FrameSize), so a camera is opened once.
+Processes use the `spawn` start method (CUDA needs it). Stop: a stop event makes the decoder end the stream; the end
+travels down the stages as a sentinel; the parent gives them JOIN_S, then terminates stragglers, and unlinks the ring
+it owns. A stage that dies is noticed within the parent's poll period and stops the run.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rtkp.config import RunConfig, SmoothingConfig
-from rtkp.errors import Interrupted, PipelineError, SourceError
-from rtkp.messages import BackendReady, KeypointFrame, Progress, StageError, StageSummary
+from rtkp.errors import Interrupted, PipelineError, RtkpError, SourceError
+from rtkp.messages import BackendReady, FrameSize, KeypointFrame, Progress, StageError, StageSummary
+from rtkp.pipeline.decode import decode_worker
+from rtkp.pipeline.infer import infer_worker
+from rtkp.pipeline.post import post_worker
 from rtkp.pipeline.shm import Flag, FrameRing, LatestChannel, LosslessChannel, sweep_stale
-from rtkp.pipeline.stages import decode_worker, infer_worker, post_worker
 
 POLL_S = 0.1
 # After a stop, the stages have this long to finish before they are terminated (then killed 0.5 s later). The promise
@@ -53,25 +56,14 @@ class RunOptions:
     window_control: str | None = None  # the live window's private control endpoint (ipc://), set with display
 
 
-def probe_frame_bytes(source: str) -> int:
-    """Bytes of the source's first frame (the ring's slot size), opening it once; SourceError when it cannot."""
-    from rtkp.pipeline.sources import Source, parse_source
-
-    src = Source(parse_source(source), max_frames=1, reconnect=False)
-    for frame in src:
-        return frame.image.size
-    raise SourceError(f"source {source!r}: no decodable frame" + (f" ({src.errors[0]})" if src.errors else ""))
-
-
-def run_pipeline(
-    opts: RunOptions, on_frame=None, on_backend=None, frame_bytes: int | None = None, on_progress=None
-) -> dict:
+def run_pipeline(opts: RunOptions, on_frame=None, on_backend=None, on_progress=None) -> dict:
     """Run until the source ends, `max_frames`, a stop signal, or a failure; returns the summary.
 
     on_frame: called in the parent with each KeypointFrame when opts.collect is set.
     on_backend: called in the parent with the backend's name once the inference stage has loaded the model.
     on_progress: called in the parent with the number of frames finished so far (a few times a second).
-    frame_bytes: the source's frame size when the caller has already probed it (see probe_frame_bytes).
+    A source that fails before its first frame raises SourceError (check it first with sources.check_source to fail
+    before the model loads); any other stage failure PipelineError.
     """
     from rtkp.backends import read_model_info
 
@@ -85,10 +77,8 @@ def run_pipeline(
 
         ipc = Path(tempfile.gettempdir()) / f"rtkp-{os.getpid()}-window.ctl"
         opts = dataclasses.replace(opts, window_control=f"ipc://{ipc}")
-    frame_bytes = frame_bytes or probe_frame_bytes(opts.source)
     ctx = mp.get_context("spawn")
-    slot_bytes = max(frame_bytes, 1920 * 1080 * 3) if Path(opts.source).is_dir() else frame_bytes
-    ring = FrameRing(opts.run.slots, slot_bytes)
+    ring = FrameRing(opts.run.slots)  # sized from the first frame (FrameSize), see _collect
     channel = (LatestChannel if opts.policy == "live" else LosslessChannel)(ctx, ring)
     stop, ready, report, results = Flag(ctx), Flag(ctx), ctx.Queue(), ctx.SimpleQueue()
     pixels = opts.display or bool(opts.record)
@@ -107,16 +97,17 @@ def run_pipeline(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     summary: dict = {"policy": opts.policy, "source": opts.source}
-    errors: list[str] = []
+    errors: list[RtkpError] = []  # the first is raised
+    callbacks = (on_frame, on_backend, on_progress)
     try:
         for p in procs.values():
             p.start()
         stop_deadline = None
         while any(p.is_alive() for p in procs.values()):
-            _collect(report, summary, errors, (on_frame, on_backend, on_progress), timeout=POLL_S)
+            _collect(report, summary, errors, callbacks, ring, timeout=POLL_S)
             dead = [n for n, p in procs.items() if not p.is_alive() and p.exitcode not in (0, None)]
             if dead:
-                errors.append(f"the {dead[0]} process died (exit code {procs[dead[0]].exitcode})")
+                errors.append(PipelineError(f"the {dead[0]} process died (exit code {procs[dead[0]].exitcode})"))
                 stop.set()
                 # the stream cannot complete without that stage: a short grace for the others, then terminate
                 _shutdown(procs, grace_s=0.5)
@@ -132,7 +123,7 @@ def run_pipeline(
                     break
         stop.set()
         _shutdown(procs, grace_s=0.0 if stop_deadline or not ready.is_set() else JOIN_S)
-        _collect(report, summary, errors, (on_frame, on_backend, on_progress), timeout=0.0)
+        _collect(report, summary, errors, callbacks, ring, timeout=0.0)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -140,16 +131,25 @@ def run_pipeline(
         ring.close()
     summary["counts"] = frame_counts(summary)
     if errors:
-        raise PipelineError(errors[0])
+        raise errors[0]
     if interrupted:
         raise Interrupted(f"stopped by {interrupted[0]}", summary)
     return summary
 
 
-def _collect(report, summary: dict, errors: list, callbacks, timeout: float) -> None:
+def _stage_error(error: StageError) -> RtkpError:
+    """The run's error for a stage's: a source that failed before its first frame is a SourceError (exit code 4), as
+    a bad --source is; any other failure is a PipelineError naming its stage."""
+    if error.source:
+        return SourceError(error.message)
+    return PipelineError(f"{error.stage} stage: {error.message}")
+
+
+def _collect(report, summary: dict, errors: list, callbacks, ring: FrameRing, timeout: float) -> None:
     """Handle every report queued now, waiting up to `timeout` s for the first (0: take what is there, return).
 
-    callbacks: (on_frame, on_backend, on_progress), each None or a function (see run_pipeline)."""
+    callbacks: (on_frame, on_backend, on_progress), each None or a function (see run_pipeline). ring: allocated here,
+    in its owner, when the decoder tells the first frame's size."""
     import queue
 
     on_frame, on_backend, on_progress = callbacks
@@ -161,7 +161,9 @@ def _collect(report, summary: dict, errors: list, callbacks, timeout: float) -> 
             return
         deadline = time.monotonic()  # more only if already queued
         if isinstance(msg, StageError):
-            errors.append(f"{msg.stage} stage: {msg.message}")
+            errors.append(_stage_error(msg))
+        elif isinstance(msg, FrameSize):
+            ring.allocate(_slot_bytes(msg.nbytes, summary["source"]))
         elif isinstance(msg, KeypointFrame):
             if on_frame is not None:
                 on_frame(msg)
@@ -174,6 +176,12 @@ def _collect(report, summary: dict, errors: list, callbacks, timeout: float) -> 
                 on_backend(msg.name)
         elif isinstance(msg, StageSummary):
             summary[msg.stage] = msg.figures
+
+
+def _slot_bytes(frame_bytes: int, source: str) -> int:
+    """A slot fits the first frame; an image folder's at least a 1080p frame (its images may differ in size: one
+    larger than a slot travels through the pipe, slower)."""
+    return max(frame_bytes, 1920 * 1080 * 3) if Path(source).is_dir() else frame_bytes
 
 
 def _shutdown(procs: dict, grace_s: float = JOIN_S) -> None:
@@ -201,7 +209,7 @@ def frame_counts(summary: dict) -> dict:
         "tracked": post.get("frames", 0),
         "dropped_ring_full": dec.get("ring_full", 0),  # live: every slot busy when the decoder had a new frame
         "dropped_superseded": inf.get("superseded", 0),  # live: a newer frame arrived before inference took it
-        # taken by inference but never finished by the post stage, or written but never taken
+        # taken by inference but never handed to the sinks by the post stage, or written but never taken
         "in_flight_at_end": max(inf.get("frames", 0) - post.get("frames", 0), 0) + inf.get("unconsumed", 0),
     }
 

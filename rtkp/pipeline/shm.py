@@ -13,6 +13,7 @@ are swept at start-up (`sweep_stale`).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import secrets
 import struct
@@ -78,27 +79,50 @@ def _alive(pid: int) -> bool:
 
 
 class FrameRing:
-    """`slots` slots of up to `max_bytes` of pixels each. Picklable: child processes re-attach by name."""
+    """`slots` slots of up to `max_bytes` of pixels each. Picklable: child processes attach by name at first use.
 
-    def __init__(self, slots: int, max_bytes: int, name: str | None = None):
-        self.slots, self.max_bytes = slots, max_bytes
-        self.slot_bytes = _HEADER_BYTES + ((max_bytes + 63) // 64) * 64
-        self.owner = name is None
-        if self.owner:
-            name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
-            self.shm = shared_memory.SharedMemory(name=name, create=True, size=slots * self.slot_bytes)
-        else:
-            self.shm = _attach(name)
-        self.name = name
+    Without `max_bytes` the segment is made later, by `allocate` in the creating process (the owner), once the first
+    frame's size is known: a run sizes its ring from the frame the decode process read, so that a live source is
+    opened once, by that process. The size reaches processes already started through a shared value.
+    """
+
+    def __init__(self, slots: int, max_bytes: int | None = None):
+        self.slots, self.owner, self.shm = slots, True, None
+        self.name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
+        self._size = multiprocessing.RawValue("q", 0)  # max_bytes once the segment exists, 0 before
+        self.max_bytes = self.slot_bytes = 0
+        if max_bytes is not None:
+            self.allocate(max_bytes)
+
+    def allocate(self, max_bytes: int) -> None:
+        """Make the segment (the owner, once): slots of `max_bytes` of pixels."""
+        slot_bytes = _HEADER_BYTES + ((max_bytes + 63) // 64) * 64
+        self.shm = shared_memory.SharedMemory(name=self.name, create=True, size=self.slots * slot_bytes)
+        self.max_bytes, self.slot_bytes = max_bytes, slot_bytes
+        self._size.value = max_bytes
+
+    def allocated(self) -> bool:
+        return self._size.value > 0
 
     def __getstate__(self):
-        return {"slots": self.slots, "max_bytes": self.max_bytes, "name": self.name}
+        return {"slots": self.slots, "name": self.name, "size": self._size}
 
     def __setstate__(self, state):
-        self.__init__(state["slots"], state["max_bytes"], state["name"])
+        self.slots, self.name, self._size = state["slots"], state["name"], state["size"]
+        self.owner, self.shm, self.max_bytes, self.slot_bytes = False, None, 0, 0
+
+    def _open_segment(self) -> None:
+        """Attach to the owner's segment (a slot index or `fits` is only ever asked for after it exists)."""
+        if not self.allocated():
+            raise RuntimeError("the frame ring has no segment yet (FrameRing.allocate)")
+        self.max_bytes = self._size.value
+        self.slot_bytes = _HEADER_BYTES + ((self.max_bytes + 63) // 64) * 64
+        self.shm = _attach(self.name)
 
     def write(self, slot: int, frame: Frame, seq: int = 0) -> None:
         """Copy a frame into a slot (header + pixels)."""
+        if self.shm is None:
+            self._open_segment()
         h, w = frame.image.shape[:2]
         n = h * w * 3
         if n > self.max_bytes:
@@ -111,16 +135,22 @@ class FrameRing:
 
     def read(self, slot: int) -> tuple[Frame, int]:
         """(Frame whose image is a view into the slot — valid until the slot is released, its seq)."""
+        if self.shm is None:
+            self._open_segment()
         base = slot * self.slot_bytes
         index, pts, capture_ns, h, w, seq, decode_ms = _HEADER.unpack_from(self.shm.buf, base)
         image = np.ndarray((h, w, 3), np.uint8, self.shm.buf, base + _HEADER_BYTES)
         return Frame(index, None if pts != pts else pts, capture_ns, image, None, decode_ms), seq
 
     def fits(self, frame: Frame) -> bool:
+        if self.shm is None:
+            self._open_segment()
         return frame.image.size <= self.max_bytes
 
     def close(self) -> None:
         """Detach; the owner also unlinks the segment."""
+        if self.shm is None:
+            return
         try:
             self.shm.close()
         except BufferError:

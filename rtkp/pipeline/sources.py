@@ -1,191 +1,54 @@
-"""Frame sources (PyAV): cameras, video files, network streams, image folders and globs, lavfi test sources.
+"""Frame sources: cameras, video files, network streams, image folders and globs, lavfi test sources.
 
 Every frame carries its index, PTS (seconds) and capture time (time.monotonic_ns() when it left the decoder). A source
 that cannot be opened raises SourceError naming the source and the reason, in one line. Live sources (cameras,
 streams) reconnect with exponential backoff; files end. `Source(spec, start=N)` begins at frame N with the index and PTS
-a full decode gives it (resumed exports, and chunks of a long video); `frame_table` lists a file's frames without
-decoding them.
+a full decode gives it (resumed exports, and chunks of a long video).
+
+What --source names: source_spec.py; opening containers and a file's frame table (its frames without decoding them):
+containers.py (its `open_container` is the one place a container is opened, called through the module so that a test
+can count the opens). A live source is opened only by the Source that reads it (`check_source` does not open it): a
+device may refuse a second open while the first is held, and each open costs about a second.
 """
 
 from __future__ import annotations
 
-import glob
 import itertools
-import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 
 from rtkp.errors import SourceError
 from rtkp.messages import Frame
+from rtkp.pipeline import containers
+from rtkp.pipeline.containers import (
+    FrameTable,
+    av_error,
+    check_camera,
+    frame_table,
+    open_container,
+    prime_decoder,
+)
+from rtkp.pipeline.source_spec import SourceSpec, image_files, parse_source
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """What --source names. kind: camera | file | stream | images | lavfi."""
-
-    kind: str
-    target: str
-    text: str
-    options: dict = field(default_factory=dict)
-
-    @property
-    def live(self) -> bool:
-        """Cameras and network streams produce frames in real time whether or not we keep up."""
-        return self.kind in ("camera", "stream")
+# the names callers of rtkp.pipeline.sources use, wherever they are defined
+__all__ = ["Source", "SourceSpec", "check_source", "frame_table", "image_files", "open_container", "parse_source"]
 
 
-def parse_source(
-    text: str, size: tuple[int, int] | None = None, fps: float | None = None, pixel_format: str | None = None
-) -> SourceSpec:
-    """Interpret a --source string (see module docstring); raises SourceError for one that names nothing."""
-    opts = {}
-    if size:
-        opts["video_size"] = f"{size[0]}x{size[1]}"
-    if fps:
-        opts["framerate"] = f"{fps:g}"
-    if pixel_format:
-        opts["input_format"] = pixel_format
-    if text.startswith("camera") and text[6:].isdigit():
-        return SourceSpec("camera", text[6:], text, opts)
-    if text.startswith("/dev/video"):
-        return SourceSpec("camera", text, text, opts)
-    if text.startswith("lavfi:"):
-        return SourceSpec("lavfi", text[len("lavfi:") :], text)
-    if text.startswith(STREAM_SCHEMES):
-        return SourceSpec("stream", text, text)
-    path = Path(text)
-    if path.is_dir():
-        return SourceSpec("images", text, text)
-    if any(c in text for c in "*?["):
-        return SourceSpec("images", text, text)
-    if path.is_file():
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            return SourceSpec("images", text, text)
-        return SourceSpec("file", text, text)
-    raise SourceError(f"source {text!r}: no such file, folder, camera (cameraN) or stream URL")
-
-
-def _av_error(spec: SourceSpec, exc: Exception) -> SourceError:
-    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return SourceError(f"source {spec.text!r}: {msg}")
-
-
-def _camera_open_args(spec: SourceSpec) -> tuple[str, str | None, dict]:
-    """(file, format, options) for av.open on this platform."""
-    index = spec.target
-    if sys.platform.startswith("linux"):
-        dev = index if index.startswith("/dev/") else f"/dev/video{index}"
-        return dev, "v4l2", spec.options
-    if sys.platform == "darwin":
-        return index, "avfoundation", spec.options
-    if sys.platform.startswith("win"):
-        return f"video={index}", "dshow", spec.options
-    raise SourceError(f"source {spec.text!r}: no camera support on {sys.platform}")
-
-
-def open_container(spec: SourceSpec, timeout_s: float = 5.0):
-    """av.open for a video-like source, or SourceError in one line."""
-    import av
-
-    try:
-        if spec.kind == "camera":
-            file, fmt, opts = _camera_open_args(spec)
-            if fmt == "v4l2" and not os.path.exists(file):
-                raise SourceError(f"source {spec.text!r}: camera device {file} does not exist")
-            return av.open(file, format=fmt, options=opts, timeout=timeout_s)
-        if spec.kind == "lavfi":
-            return av.open(spec.target, format="lavfi")
-        if spec.kind == "stream":
-            opts = {"fflags": "nobuffer", "flags": "low_delay"}
-            if spec.target.startswith("rtsp"):
-                opts["rtsp_transport"] = "tcp"
-            return av.open(spec.target, options=opts, timeout=timeout_s)
-        return av.open(spec.target)
-    except SourceError:
-        raise
-    except (av.FFmpegError, OSError) as exc:
-        raise _av_error(spec, exc) from None
-
-
-def _image_files(spec: SourceSpec) -> list[Path]:
-    path = Path(spec.target)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    elif path.is_file():
-        files = [path]
-    else:
-        files = sorted(Path(p) for p in glob.glob(spec.target) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SourceError(f"source {spec.text!r}: no image files found")
-    return files
-
-
-@dataclass(frozen=True)
-class FrameTable:
-    """A video file's frames from its packets alone (demuxed, not decoded), in presentation order.
-
-    pts: (N,) int64 ticks of `time_base` seconds; keyframe: (N,) bool. exact: every frame has its own pts, so a position
-    can be found by pts after a seek (False: a packet without pts, or two with the same one).
-    """
-
-    pts: np.ndarray
-    keyframe: np.ndarray
-    time_base: Fraction
-    exact: bool
-
-    def __len__(self) -> int:  # frames
-        return len(self.pts)
-
-    def keyframes_up_to(self, n: int) -> list[int]:
-        """Indices of the keyframes at or before frame n, nearest first."""
-        return [int(k) for k in np.flatnonzero(self.keyframe[: n + 1])[::-1]]
-
-
-def frame_table(path: str | Path) -> FrameTable:
-    """Demux a video file's video stream without decoding (about the cost of reading the file once).
-
-    Frame i is the packet with the i-th smallest pts: what a decoder outputs, in that order, when every packet decodes.
-    Packets the container marks to be discarded (edit lists) are left out, as the decoder drops their frames too.
-    """
-    import av
-
-    spec = SourceSpec("file", str(path), str(path))
-    with open_container(spec) as container:
-        if not container.streams.video:
-            raise SourceError(f"source {str(path)!r}: has no video stream")
-        stream = container.streams.video[0]
-        try:
-            rows = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size and not p.is_discard]
-        except av.FFmpegError:
-            rows = []  # an unreadable tail: no table, Source counts frames instead
-        time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1)
-    exact = bool(rows) and None not in (p for p, _ in rows) and len({p for p, _ in rows}) == len(rows)
-    rows.sort(key=lambda r: (r[0] is None, r[0] or 0))
-    pts = np.array([p if p is not None else -1 for p, _ in rows], np.int64)
-    return FrameTable(pts, np.array([k for _, k in rows], bool), time_base, exact)
-
-
-def _prime_decoder(container, stream, av) -> None:
-    """Decode the stream's first packet before a seek. Encoders put their identity there (x264: an SEI with its
-    build), and FFmpeg works around known encoder bugs by it: without it, e.g. frames of x264 builds before 151 in
-    4:4:4 decode as garbage after a seek (the DLC open-field mouse video), however correct their PTS."""
-    stream.thread_type = "AUTO"
-    for packet in container.demux(stream):
-        if packet.size:
-            try:
-                packet.decode()
-            except av.FFmpegError:
-                pass  # an undecodable first packet: nothing learnt, the seek goes ahead as before
-            return
+def check_source(source: str | SourceSpec) -> SourceSpec:
+    """Fail early, in one line, for a source that cannot work, at the cost of at most a cheap probe: files and lavfi
+    graphs are opened and closed, image sources listed; a camera is only checked to exist and a stream not at all
+    (live sources are opened once, by the decoder). Returns the spec."""
+    spec = parse_source(source) if isinstance(source, str) else source
+    if spec.kind == "images":
+        image_files(spec)
+    elif spec.kind == "camera":
+        check_camera(spec)
+    elif not spec.live:
+        containers.open_container(spec).close()
+    return spec
 
 
 class Source:
@@ -229,44 +92,27 @@ class Source:
         # frames the decoder flagged corrupt (errors it concealed), among those yielded
         self.corrupt, self._last_corrupt = 0, False
         self.errors: list[str] = []
-        self._opencv: bool | None = None
 
-    def check(self) -> None:
-        """Open and close the source once, so a bad source fails before any process starts."""
-        if self.spec.kind == "images":
-            _image_files(self.spec)
-            return
-        if self.spec.kind == "camera" and self._use_opencv():
-            return
-        open_container(self.spec).close()
-
-    def _use_opencv(self) -> bool:
-        """Whether to read this camera with OpenCV: only when FFmpeg cannot open it but OpenCV can (the fallback for
-        platforms or devices PyAV's build does not support)."""
-        if self._opencv is not None:
-            return self._opencv
+    def _camera(self) -> Iterator[Frame]:
+        """A camera through FFmpeg, opened once; through OpenCV only when FFmpeg cannot open it but OpenCV can (the
+        fallback for platforms or devices PyAV's build does not support)."""
         try:
-            open_container(self.spec).close()
-            self._opencv = False
-        except SourceError:
-            file, fmt, _ = _camera_open_args(self.spec)
-            if fmt == "v4l2" and not os.path.exists(file):
-                raise  # no device at all: nothing for OpenCV to find either
-            import cv2
+            container = containers.open_container(self.spec)
+        except SourceError as exc:
+            check_camera(self.spec)  # no device at all: nothing for OpenCV to find either
+            yield from self._opencv_camera(exc)
+            return
+        yield from self._video(container)
 
-            index = int(self.spec.target) if self.spec.target.isdigit() else self.spec.target
-            cap = cv2.VideoCapture(index)
-            self._opencv = bool(cap.isOpened())
-            cap.release()
-            if not self._opencv:
-                raise
-        return self._opencv
-
-    def _opencv_camera(self) -> Iterator[Frame]:
+    def _opencv_camera(self, ffmpeg_error: SourceError) -> Iterator[Frame]:
+        """The camera through OpenCV; `ffmpeg_error` (FFmpeg's reason) when OpenCV cannot open it either."""
         import cv2
 
         index = int(self.spec.target) if self.spec.target.isdigit() else self.spec.target
         cap = cv2.VideoCapture(index)
+        if not cap.isOpened():
+            cap.release()
+            raise ffmpeg_error
         t_start, i = time.monotonic(), 0
         try:
             while not self.stopped:
@@ -285,8 +131,8 @@ class Source:
     def __iter__(self) -> Iterator[Frame]:
         if self.spec.kind == "images":
             frames = self._images()
-        elif self.spec.kind == "camera" and self._use_opencv():
-            frames = self._opencv_camera()
+        elif self.spec.kind == "camera":
+            frames = self._camera()
         else:
             frames = self._video()
         count, t0 = 0, None
@@ -307,7 +153,7 @@ class Source:
         from rtkp.data.sample import read_image
         from rtkp.errors import DataError
 
-        files = _image_files(self.spec)
+        files = image_files(self.spec)
         for i, path in enumerate(files[self.start :], self.start):
             t0 = time.perf_counter()
             try:
@@ -318,13 +164,15 @@ class Source:
                 continue
             yield Frame(i, None, time.monotonic_ns(), image, path.name, (time.perf_counter() - t0) * 1e3)
 
-    def _video(self) -> Iterator[Frame]:
+    def _video(self, opened=None) -> Iterator[Frame]:
+        """opened: the source's container when the caller has opened it already (used for the first connection)."""
         import av
 
         index, delay, last_frame = self.start, self.backoff_s[0], time.monotonic()
         while True:
             try:
-                container = open_container(self.spec)
+                container = opened if opened is not None else containers.open_container(self.spec)
+                opened = None
             except SourceError as exc:
                 if not self.reconnect or index == self.start and self.reconnects == 0:
                     raise
@@ -347,9 +195,9 @@ class Source:
                         return
             except (av.FFmpegError, OSError) as exc:
                 if not self.reconnect:
-                    self.errors.append(str(_av_error(self.spec, exc)))
+                    self.errors.append(str(av_error(self.spec, exc)))
                     return
-                self._log(f"{_av_error(self.spec, exc)}; reconnecting")
+                self._log(f"{av_error(self.spec, exc)}; reconnecting")
             finally:
                 container.close()
             if not self.reconnect:
@@ -400,7 +248,7 @@ class Source:
             if self.start >= len(table):
                 return
             target, stream = int(table.pts[self.start]), container.streams.video[0]
-            _prime_decoder(container, stream, av)
+            prime_decoder(container, stream, av)
             # the nearest keyframe first; an earlier one when the demuxer's seek lands after the target
             for key in table.keyframes_up_to(self.start)[:3]:
                 try:
@@ -413,7 +261,7 @@ class Source:
                     yield first[1:]
                     yield from (f[1:] for f in frames)
                     return
-        with open_container(self.spec) as fresh:  # the safe way: decode from the beginning, count, discard
+        with containers.open_container(self.spec) as fresh:  # the safe way: decode from the beginning, count, discard
             frames = self._decode(fresh, av)
             next(itertools.islice(frames, self.start, self.start), None)  # consumes the first `start` frames
             yield from frames

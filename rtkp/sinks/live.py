@@ -1,6 +1,7 @@
 """Where finished frames go: the post stage hands every KeypointFrame, in frame order, to a list of sinks.
 
-One small interface (Sink): `write(item)` per frame, `close(complete)` once. Built in: publish (ZeroMQ), display (the
+One small interface (Sink): `write(item)` per frame, `keypoints_changed(context, bank)` when a control request changed
+the keypoints (a no-op for most), `close(complete)` once. Built in: publish (ZeroMQ), display (the
 window), record (annotated MP4), collect (every frame to the parent: tests, bench). `rtkp export` adds its writer
 sinks through `RunOptions.sinks`: picklable specs whose `open(context)` builds the sink inside the post process.
 """
@@ -13,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from rtkp.manifest import Manifest
 from rtkp.messages import KeypointFrame
 
 
@@ -20,11 +22,11 @@ from rtkp.messages import KeypointFrame
 class SinkContext:
     """What every sink may need to know about the run. names: (K,) keypoint names; skeleton: [(a, b)] index pairs;
     shots: {name: shots} of keypoints added from shots (rtkp.control). When the keypoints change during a run, the
-    post stage makes a new context and calls `keypoints_changed(context, bank)` on sinks that have it."""
+    post stage makes a new context and calls every sink's `keypoints_changed(context, bank)`."""
 
     names: list[str]
     skeleton: list[tuple[int, int]]
-    manifest: dict
+    manifest: Manifest
     source: str
     model_id: str
     shots: dict = field(default_factory=dict)
@@ -59,6 +61,11 @@ class Sink(Protocol):
     needs_pixels: bool
 
     def write(self, item: SinkItem) -> None: ...
+
+    def keypoints_changed(self, context: SinkContext, bank: int) -> None:
+        """The keypoints changed (names, skeleton, shots in `context`; `bank`: the new bank version) before the next
+        item: every later item has them. A sink with nothing to do about it does nothing."""
+        ...
 
     def close(self, complete: bool) -> dict:
         """complete: the stream ended by itself (not stopped or failed). Returns this sink's summary."""
@@ -154,6 +161,9 @@ class DisplaySink:
         if key & 0xFF in (ord("q"), 27):
             self.stop.set()
 
+    def keypoints_changed(self, context: SinkContext, bank: int) -> None:
+        """Nothing to do: each item carries its own context."""
+
     def close(self, complete: bool) -> dict:
         import cv2
 
@@ -179,6 +189,9 @@ class RecordSink:
             self.writer = VideoWriter.for_source(self.path, (image.shape[1], image.shape[0]), self.source)
         self.writer.write(item.drawn(), item.kf.pts)
 
+    def keypoints_changed(self, context: SinkContext, bank: int) -> None:
+        """Nothing to do: each item carries its own context."""
+
     def close(self, complete: bool) -> dict:
         if self.writer is None:
             return {}
@@ -196,6 +209,9 @@ class CollectSink:
 
     def write(self, item: SinkItem) -> None:
         self.report.put(item.kf)
+
+    def keypoints_changed(self, context: SinkContext, bank: int) -> None:
+        """Nothing to do: each item carries its own context."""
 
     def close(self, complete: bool) -> dict:
         return {}

@@ -9,10 +9,13 @@ into duplicate timestamps.) Without a source time base (cameras, streams, image 
 
 from __future__ import annotations
 
+import contextlib
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from rtkp.files import atomic
 
 FINE_TIME_BASE = Fraction(1, 90000)  # MPEG's clock: exact for 24, 25, 30, 50, 60 and the NTSC x/1.001 rates
 
@@ -25,7 +28,8 @@ def source_timing(source: str) -> tuple[Fraction | None, Fraction | None, bool]:
     recording starts at zero instead (zero_start). Image folders have no timestamps: frames are spaced at the default
     rate.
     """
-    from rtkp.pipeline.sources import open_container, parse_source
+    from rtkp.pipeline.containers import open_container
+    from rtkp.pipeline.source_spec import parse_source
 
     try:
         spec = parse_source(source)
@@ -63,12 +67,14 @@ class VideoWriter:
         import av
 
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.stem + ".partial" + self.path.suffix)
+        # written through rtkp.files.atomic: under a temporary name until close() keeps it
+        self.file = contextlib.ExitStack()
+        fh = self.file.enter_context(atomic(self.path, "wb"))
         self.rate = Fraction(rate).limit_denominator(1_000_000) if rate and rate > 0 else Fraction(30)
         self.time_base = Fraction(time_base) if time_base and time_base > 0 else FINE_TIME_BASE
         self.zero_start = zero_start
         self.origin: int | None = None
-        self.container = av.open(str(self.tmp), "w", format="mp4")
+        self.container = av.open(fh, "w", format="mp4")
         self.stream = self.container.add_stream("libx264", rate=self.rate)
         self.stream.width, self.stream.height = size
         self.stream.pix_fmt = "yuv420p"
@@ -109,9 +115,10 @@ class VideoWriter:
             self.container.mux(packet)
         self.container.close()
         if keep:
-            self.tmp.replace(self.path)
+            self.file.close()  # renamed into place
         else:
-            self.tmp.unlink(missing_ok=True)
+            discard = RuntimeError("recording discarded")
+            self.file.__exit__(RuntimeError, discard, None)  # atomic() removes the temporary file on an error
 
     @classmethod
     def for_source(cls, path: str | Path, size: tuple[int, int], source: str) -> VideoWriter:

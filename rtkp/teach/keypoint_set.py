@@ -2,8 +2,8 @@
 
 Every runtime matches features against a prototype input of K_max rows with a mask of those in use (rtkp.model.graph),
 so keypoints can be added, removed and renamed while a tracker runs, with no re-export and no engine rebuild. The set is
-compact: keypoint k sits in prototype row k, rows K..K_max−1 are free. numpy only (the inference and post processes of
-`rtkp run` never import torch for it).
+compact: keypoint k sits in prototype row k, rows K..K_max−1 are free (that contract: rtkp.graphs.prototypes). numpy
+only (the inference and post processes of `rtkp run` never import torch for it).
 
 An added keypoint keeps what it was taught from: per shot, the features of its views (V, D) and of the
 strongest look-alikes in the shot's frame (M, D), so that more shots can be added later and its prototype and margin
@@ -16,34 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtkp.errors import ControlError, ModelError
+from rtkp.errors import ControlError
+from rtkp.graphs.prototypes import max_keypoints, pad_prototypes
+from rtkp.manifest import Manifest
+from rtkp.visibility import manifest_margin
 
-DEFAULT_MAX_KEYPOINTS = 32  # prototype rows of an exported graph when the manifest does not set `max_keypoints`
 NAME_MAX_CHARS = 64
-
-
-def max_keypoints(manifest: dict) -> int:
-    """K_max of a model: the manifest's `max_keypoints`, else max(DEFAULT_MAX_KEYPOINTS, K)."""
-    k = len(manifest["keypoint_names"])
-    declared = manifest.get("max_keypoints")
-    if declared is None:
-        return max(DEFAULT_MAX_KEYPOINTS, k)
-    if not isinstance(declared, int) or isinstance(declared, bool) or declared < max(k, 1):
-        raise ModelError(f"manifest `max_keypoints` must be an integer >= its {k} keypoints, got {declared!r}")
-    return declared
-
-
-def pad_prototypes(prototypes: np.ndarray, k_max: int) -> tuple[np.ndarray, np.ndarray]:
-    """(K, D) prototypes -> (padded (K_max, D) float32 with zero rows after K, active (K_max,) float32 1/0)."""
-    prototypes = np.asarray(prototypes, np.float32)
-    k, d = prototypes.shape
-    if k > k_max:
-        raise ModelError(f"{k} prototypes, but this model's graph holds at most {k_max} (manifest `max_keypoints`)")
-    padded = np.zeros((k_max, d), np.float32)
-    padded[:k] = prototypes
-    active = np.zeros(k_max, np.float32)
-    active[:k] = 1.0
-    return padded, active
 
 
 def check_name(name) -> str:
@@ -108,22 +86,12 @@ class KeypointSet:
         self.taught = dict(taught or {})
 
     @classmethod
-    def from_model(cls, manifest: dict, prototypes: np.ndarray, clutter: np.ndarray, taught=None) -> KeypointSet:
+    def from_model(cls, manifest: Manifest, prototypes: np.ndarray, clutter: np.ndarray, taught=None) -> KeypointSet:
         """The set a model folder describes (its manifest and banks; `taught` from rtkp.teach.saved.read_taught)."""
-        from rtkp.visibility import manifest_margin
-
-        names = list(manifest["keypoint_names"])
+        names = list(manifest.keypoint_names)
         margins = np.broadcast_to(np.asarray(manifest_margin(manifest), np.float32), (len(names),))
-        return cls(
-            names,
-            prototypes,
-            margins,
-            clutter,
-            max_keypoints(manifest),
-            manifest.get("skeleton") or [],
-            manifest.get("flip_pairs") or [],
-            taught,
-        )
+        k_max = max_keypoints(manifest)
+        return cls(names, prototypes, margins, clutter, k_max, manifest.skeleton, manifest.flip_pairs, taught)
 
     def __len__(self) -> int:
         return len(self.names)

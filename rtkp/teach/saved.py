@@ -11,31 +11,26 @@ given more shots after a reload. ONNX exports of the source folder are copied to
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from rtkp.errors import ControlError, ModelError
-from rtkp.files import sha256, write_json_atomic
-from rtkp.manifest import MANIFEST, MANIFEST_VERSION, WEIGHTS
+from rtkp.files import sha256, write_atomic, write_json_atomic
+from rtkp.manifest import MANIFEST, MANIFEST_VERSION, WEIGHTS, Manifest, write_manifest
 from rtkp.teach.keypoint_set import KeypointSet, Taught
 
 
-def _weights_path(model_dir: Path, manifest: dict) -> Path:
-    return Path(model_dir) / manifest.get("weights", WEIGHTS)
-
-
-def read_taught(model_dir: str | Path, manifest: dict) -> dict[str, Taught]:
+def read_taught(model_dir: str | Path, manifest: Manifest) -> dict[str, Taught]:
     """{name: Taught} of a folder's added keypoints whose shots are stored (empty for trained-only models)."""
-    entries = manifest.get("added_keypoints") or []
+    entries = manifest.added_keypoints
     if not entries:
         return {}
     from safetensors import safe_open
 
     out = {}
-    path = _weights_path(Path(model_dir), manifest)
+    path = Path(model_dir) / manifest.weights
     try:
         with safe_open(str(path), framework="numpy") as f:
             keys = set(f.keys())
@@ -60,7 +55,7 @@ def _check_out(out: Path, model_dir: Path, overwrite: bool) -> None:
 
 
 def save_keypoint_set(
-    model_dir: str | Path, manifest: dict, kset: KeypointSet, out: str | Path, overwrite: bool = False, note=None
+    model_dir: str | Path, manifest: Manifest, kset: KeypointSet, out: str | Path, overwrite: bool = False, note=None
 ) -> Path:
     """Write `kset` on top of the network of `model_dir` (whose manifest is `manifest`) as the model folder `out`.
 
@@ -72,7 +67,7 @@ def save_keypoint_set(
 
     model_dir, out = Path(model_dir), Path(out)
     _check_out(out, model_dir, overwrite)
-    src = _weights_path(model_dir, manifest)
+    src = model_dir / manifest.weights
     try:
         with safe_open(str(src), framework="numpy") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys() if k.startswith("net.")}
@@ -93,33 +88,31 @@ def save_keypoint_set(
         added.append(dict(entry, tensors=keys))
     try:
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / (WEIGHTS + ".tmp")
-        tmp.write_bytes(save(tensors, metadata=metadata))
-        os.replace(tmp, out / WEIGHTS)
-        new = dict(manifest)
-        new.pop("evaluation", None)  # measured on other keypoints: `rtkp eval` the saved folder for its own figures
-        new.update(
-            keypoint_names=list(kset.names),
-            skeleton=[list(p) for p in kset.skeleton],
-            flip_pairs=[list(p) for p in kset.flip_pairs],
+        write_atomic(out / WEIGHTS, save(tensors, metadata=metadata))
+        new = manifest.updated(
+            # measured on other keypoints: `rtkp eval` the saved folder for its own figures
+            drop=("evaluation",),
+            keypoint_names=kset.names,
+            skeleton=kset.skeleton,
+            flip_pairs=kset.flip_pairs,
             visibility_margins=[round(float(m), 5) for m in kset.margins],
             prototypes=kset.prototypes.tolist(),
             clutter_summary={"tensor": "clutter_summary", "shape": list(kset.clutter.shape)},
             max_keypoints=kset.k_max,
             added_keypoints=added,
-            derived_from=dict(note or {}, model=manifest.get("weights_sha256", "")[:12], path=str(model_dir)),
+            derived_from=dict(note or {}, model=manifest.weights_sha256[:12], path=str(model_dir)),
             manifest_version=MANIFEST_VERSION,
             weights=WEIGHTS,
             weights_sha256=sha256(out / WEIGHTS),
         )
-        write_json_atomic(out / MANIFEST, new)
+        write_manifest(out, new)
         _copy_exports(model_dir, out, new)
     except OSError as exc:
         raise ControlError("failed", f"{out}: cannot write the model folder ({exc.strerror or exc})") from None
     return out
 
 
-def _copy_exports(model_dir: Path, out: Path, manifest: dict) -> None:
+def _copy_exports(model_dir: Path, out: Path, manifest: Manifest) -> None:
     """Copy the source's current ONNX exports (same network, same K_max) and record them for the new weights."""
     from rtkp.graphs.exports_index import EXPORTS, GRAPH_VERSION
 
@@ -130,13 +123,13 @@ def _copy_exports(model_dir: Path, out: Path, manifest: dict) -> None:
     entries = []
     for entry in index.get("exports", []):
         path = model_dir / entry.get("file", "")
-        if entry.get("graph") != GRAPH_VERSION or entry.get("max_keypoints") != manifest["max_keypoints"]:
+        if entry.get("graph") != GRAPH_VERSION or entry.get("max_keypoints") != manifest.max_keypoints:
             continue
         if not path.is_file() or not path.is_relative_to(model_dir) or sha256(path) != entry.get("sha256"):
             continue
         target = out / entry["file"]
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
-        entries.append(dict(entry, model_sha256=manifest["weights_sha256"], copied_from=str(path)))
+        entries.append(dict(entry, model_sha256=manifest.weights_sha256, copied_from=str(path)))
     if entries:
         write_json_atomic(out / EXPORTS, {"exports": entries})

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtkp.errors import ControlError
+from rtkp.teach.features import keypoint_rows, sample_features, unit
 from rtkp.teach.keypoint_set import KeypointSet, Taught
+from rtkp.visibility import evidence
 
 # (rotation in degrees, scale) of each view of a shot, about the clicked point; the first is the shot itself
 VIEWS = ((0.0, 1.0), (20.0, 1.0), (-20.0, 1.0), (0.0, 0.85), (0.0, 1.2))
@@ -47,10 +49,6 @@ class Lesson:
     visible: float
     lookalike: float
     warning: str | None = None
-
-
-def unit(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
 
 
 def shot_views(image: np.ndarray, point, views=VIEWS, pad_value: int = 114) -> tuple[np.ndarray, np.ndarray]:
@@ -75,29 +73,6 @@ def shot_views(image: np.ndarray, point, views=VIEWS, pad_value: int = 114) -> t
     return np.stack(out), np.tile(np.array([[x, y]], np.float32), (len(views), 1))
 
 
-def sample_features(features: np.ndarray, points: np.ndarray, stride: int) -> np.ndarray:
-    """Bilinear features at pixel positions, renormalised: (B, D, h, w), (B, 2) model-input px -> (B, D).
-
-    The same sampling as training's rtkp.model.loss.sample_features (cell (i, j) centred on input pixel
-    ((j + 0.5)·s − 0.5, (i + 0.5)·s − 0.5)); beyond the outer cell centres the outer cells are used.
-    """
-    b, d, h, w = features.shape
-    g = (np.asarray(points, np.float64) + 0.5) / stride - 0.5
-    gx, gy = np.clip(g[:, 0], 0, w - 1), np.clip(g[:, 1], 0, h - 1)
-    x0, y0 = np.floor(gx).astype(int), np.floor(gy).astype(int)
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    ax, ay = (gx - x0)[:, None], (gy - y0)[:, None]
-    i = np.arange(b)
-    f = lambda yy, xx: features[i, :, yy, xx]  # (B, D)
-    out = (1 - ay) * ((1 - ax) * f(y0, x0) + ax * f(y0, x1)) + ay * ((1 - ax) * f(y1, x0) + ax * f(y1, x1))
-    return unit(out.astype(np.float32))
-
-
-def evidence(features: np.ndarray, prototype: np.ndarray, clutter: np.ndarray) -> np.ndarray:
-    """score − clutter_score of features (..., D) against a prototype (D,) and the clutter summary (S, D) -> (...)."""
-    return features @ prototype - (features @ clutter.T).max(-1)
-
-
 def lookalikes(
     features: np.ndarray,
     point,
@@ -111,7 +86,7 @@ def lookalikes(
     px): (m, D) unit features (fewer when the map is smaller)."""
     d, h, w = features.shape
     flat = features.reshape(d, h * w).T  # (h·w, D)
-    ev = evidence(flat, prototype, clutter)
+    ev = evidence(keypoint_rows(flat, prototype, clutter))
     gy, gx = np.divmod(np.arange(h * w), w)
     cx, cy = (float(point[0]) + 0.5) / stride - 0.5, (float(point[1]) + 0.5) / stride - 0.5
     ev[(gx - cx) ** 2 + (gy - cy) ** 2 <= exclude_cells**2] = -np.inf
@@ -126,17 +101,15 @@ def teach(taught: Taught, clutter: np.ndarray) -> Lesson:
     prototype = unit(views.reshape(n * v, -1).sum(0))
     total = views.sum((0, 1))
     if n >= 2:
-        held_out = unit(total[None] - views.sum(1))  # (N, D): the prototype of the other shots
-        own = np.einsum("nvd,nd->nv", views, held_out)
+        held_out = unit(total[None] - views.sum(1))[:, None]  # (N, 1, D): the prototype of the other shots
     elif v >= 2:
-        held_out = unit(total[None] - views[0])  # (V, D): the prototype of the other views
-        own = np.einsum("vd,vd->v", views[0], held_out)[None]
+        held_out = unit(total[None] - views[0])[None]  # (1, V, D): the prototype of the other views
     else:
-        own = np.ones((1, 1))  # one view of one shot: nothing held out; its self-similarity (optimistic)
-    visible_ev = own - (views @ clutter.T).max(-1)
+        held_out = views  # one view of one shot: nothing held out; its self-similarity (optimistic)
+    visible_ev = evidence(keypoint_rows(views, held_out, clutter))  # (N, V)
     visible = float(np.quantile(visible_ev, VISIBLE_QUANTILE))
     looks = taught.lookalikes.reshape(-1, views.shape[-1])
-    lookalike = float(evidence(looks, prototype, clutter).max()) if len(looks) else -1.0
+    lookalike = float(evidence(keypoint_rows(looks, prototype, clutter)).max()) if len(looks) else -1.0
     if visible > 0:
         margin = min(max((visible + lookalike) / 2, visible / 2), 0.75 * visible)
     else:

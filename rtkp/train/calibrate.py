@@ -11,7 +11,11 @@ import numpy as np
 import torch
 
 from rtkp.config import Config
+from rtkp.data.occlude import covered, object_box, paste_occluders
+from rtkp.geometry import Letterbox
 from rtkp.model.graph import InferenceGraph
+from rtkp.train.batches import BatchMaker
+from rtkp.train.recipe import peak_decoding
 from rtkp.visibility import evidence as visibility_evidence
 
 
@@ -29,7 +33,7 @@ def best_threshold(evidence: np.ndarray, visible: np.ndarray) -> float:
 
 @torch.no_grad()
 def calibrate_margins(
-    net, maker, cfg: Config, prototypes, clutter, variants: int = 2, seed: int = 12345
+    net, maker: BatchMaker, cfg: Config, prototypes, clutter, variants: int = 2, seed: int = 12345
 ) -> tuple[float, list[float]]:
     """(one margin for all keypoints, one per keypoint (K,)) from whole training frames, as the model sees them.
 
@@ -42,10 +46,6 @@ def calibrate_margins(
     threshold that separated them best on validation frames). A keypoint whose frames are all visible or all hidden
     gets the common margin.
     """
-    from rtkp.data.occlude import covered, object_box, paste_occluders
-    from rtkp.geometry import Letterbox
-    from rtkp.train.loop import peak_decoding
-
     # the FP32 inference graph that the backends run, so the margin is chosen on the figures they report
     graph = InferenceGraph(net, peak=peak_decoding(cfg)).eval()
     size = tuple(cfg.model.input_size)

@@ -13,7 +13,6 @@ rtkp.tracker.Tracker), so the figures are those of the graph and precision that 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -21,12 +20,13 @@ import numpy as np
 
 from rtkp.data.occlude import LEVELS, covered, object_box, paste_occluders
 from rtkp.data.sample import Dataset
+from rtkp.manifest import Manifest
 
 THRESHOLDS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
 OCCLUSION_DRAWS = 4
 
 
-def _predict_all(backend, manifest: dict, images: list[np.ndarray], cols=None) -> tuple[np.ndarray, np.ndarray]:
+def predict_all(backend, manifest: Manifest, images: list[np.ndarray], cols=None) -> tuple[np.ndarray, np.ndarray]:
     """images: list of (H, W, 3) uint8 RGB, any sizes -> (keypoints (N, K, 2) source px, visible (N, K) bool), for the
     model's keypoints at indices `cols` (None: all of them)."""
     from rtkp.messages import Frame
@@ -87,7 +87,7 @@ def evaluate(
     from rtkp.backends import open_backend, read_model_info
 
     manifest = read_model_info(model_dir).manifest
-    names = list(manifest["keypoint_names"])
+    names = list(manifest.keypoint_names)
     # keypoints are matched by name: the data may have more (a model trained on a subset, `rtkp train --keypoints`),
     # the model may have more (keypoints added from shots; the data's subset given with `rtkp eval --keypoints`), and
     # the order may differ (added keypoints come last); what both have is evaluated, in the data's order
@@ -121,7 +121,7 @@ def _occluders_label(photos: list[np.ndarray] | None, source: str | Path | None)
 
 def _figures(
     backend,
-    manifest: dict,
+    manifest: Manifest,
     model: str,
     data: Dataset,
     occlusion: bool,
@@ -137,10 +137,10 @@ def _figures(
     gt = np.stack([s.keypoints for s in data.samples])
     labelled = np.stack([s.visible for s in data.samples])
     scale = np.array([object_size(s.object_points()) for s in data.samples])
-    pred_xy, pred_visible = _predict_all(backend, manifest, images, cols)
+    pred_xy, pred_visible = predict_all(backend, manifest, images, cols)
     report = {
         "model": model,
-        "head": manifest["head"],
+        "head": manifest.head,
         "backend": backend.name,
         "precision": backend.precision,
         "images": len(images),
@@ -167,7 +167,7 @@ def _figures(
                     im2, mask = paste_occluders(rng, im, object_box(pts, np.ones(len(pts), bool)), cov, photos)
                     occ_images.append(im2)
                     hidden.append(covered(mask, s.keypoints) & s.visible)
-                xy, v = _predict_all(backend, manifest, occ_images, cols)
+                xy, v = predict_all(backend, manifest, occ_images, cols)
                 pxy.append(xy)
                 vis.append(v)
             hidden, pxy, vis = np.stack(hidden), np.concatenate(pxy), np.concatenate(vis)
@@ -222,15 +222,12 @@ def format_report(report: dict) -> str:
 
 
 def record_in_manifest(model_dir: Path, report: dict, data, split) -> None:
-    """Store the held-out figures in the model's manifest."""
-    from rtkp.files import write_json_atomic
-    from rtkp.manifest import MANIFEST
+    """Store the held-out figures in the model's manifest (its `evaluation` entry), through its one writer."""
+    from rtkp.manifest import read_manifest, write_manifest
 
-    path = Path(model_dir) / MANIFEST
-    manifest = json.loads(path.read_text())
-    manifest["evaluation"] = dict(report, data=str(data), split=str(split) if split else None)
-    manifest["evaluation"].pop("model", None)
-    write_json_atomic(path, manifest)
+    evaluation = dict(report, data=str(data), split=str(split) if split else None)
+    evaluation.pop("model", None)
+    write_manifest(model_dir, read_manifest(model_dir).updated(evaluation=evaluation))
 
 
 def plot_report(report: dict, path: Path) -> None:

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rtkp.config import Config
+from rtkp.model.banks import KeypointBank
 from rtkp.model.network import STRIDE
 
 
@@ -69,3 +71,25 @@ class HardNegatives:
             gy, gx = np.divmod(top, gw)
             px = (np.stack([gx, gy], 1) + 0.5) * STRIDE - 0.5  # resized-image pixels
             self.points[i] = ((px + 0.5) / np.array([sx, sy]) - 0.5).astype(np.float32)
+
+
+def mine(net, maker, cfg: Config, kp_bank: KeypointBank, rng: np.random.Generator) -> None:
+    """Refresh the batch maker's hard negatives (maker.hard, rtkp.train.batches.BatchMaker) with the current network.
+
+    CoKe scores a cell by its similarity to each prototype, so it waits until every prototype has been seen once.
+    """
+    head = cfg.model.head
+
+    def score_maps(image: torch.Tensor) -> torch.Tensor:
+        out = net(image)[0]
+        if head == "coke":
+            return torch.einsum("dhw,kd->khw", out, kp_bank.prototypes)
+        return out
+
+    if head == "coke" and not kp_bank.initialised.all():
+        return
+    net.eval()
+    try:
+        maker.hard.refresh(score_maps, maker, rng, cfg.augment.hard_frames)
+    finally:
+        net.train()

@@ -10,30 +10,13 @@ counted in `dropped`; the socket itself drops for slow subscribers without telli
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from rtkp.messages import SCHEMA_VERSION, KeypointFrame
+from rtkp.errors import ConfigError
+from rtkp.wire import curve, schema
 
-
-def keypoints_header(kf: KeypointFrame, seq: int, stream: str, model_id: str) -> dict:
-    """The msgpack-able header of one keypoints message (see docs/PROTOCOL.md for every field)."""
-    points = [
-        [round(float(x), 3), round(float(y), 3), round(float(s), 5), bool(v), int(st)]
-        for (x, y), s, v, st in zip(kf.keypoints, kf.scores, kf.visible, kf.state)
-    ]
-    return {
-        "v": SCHEMA_VERSION,
-        "stream": stream,
-        "seq": seq,
-        "frame": kf.index,
-        "pts": kf.pts,
-        "capture_ns": kf.capture_ns,
-        "publish_ns": time.monotonic_ns(),
-        "model": model_id,
-        "size": list(kf.source_size),
-        "kp": points,
-        "dropped": kf.dropped,
-        "bank": kf.bank_version,
-    }
+if TYPE_CHECKING:
+    from rtkp.messages import KeypointFrame
 
 
 class Publisher:
@@ -64,49 +47,32 @@ class Publisher:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.auth = None
         if curve_key:
-            self._enable_curve(curve_key, curve_clients)
+            try:
+                self.auth = curve.serve(self.sock, curve_key, curve_clients)
+            except BaseException:
+                self.sock.close()
+                raise
         try:
             self.sock.bind(endpoint)
         except zmq.ZMQError as exc:
-            from rtkp.errors import ConfigError
-
-            self.sock.close()
+            self.close()
             raise ConfigError(f"--publish {endpoint!r}: cannot bind ({exc})") from None
         self.endpoint = endpoint
         self.stream, self.model_id = stream, model_id
-        self.meta = dict(meta, v=SCHEMA_VERSION, stream=stream, model=model_id)
-        self.meta.setdefault("bank", 0)
+        self.meta = schema.encode_meta(meta, stream, model_id)
         self.meta_every_s = meta_every_s
         self.seq = 0
         self.sent = 0
         self.dropped = 0
         self.joins = 0
         self._last_meta = float("-inf")  # (not 0.0: the monotonic clock may be younger than meta_every_s)
-        self.topic_kp = f"rtkp.{stream}.keypoints".encode()
-        self.topic_meta = f"rtkp.{stream}.meta".encode()
-        self.topic_status = f"rtkp.{stream}.status".encode()
-
-    def _enable_curve(self, key_file: str, clients_dir: str | None) -> None:
-        """CURVE server: encrypt, and accept only clients whose public key file is in `clients_dir`."""
-        from zmq.auth.thread import ThreadAuthenticator
-
-        from rtkp.errors import ConfigError
-        from rtkp.wire.subscriber import load_key
-
-        if not clients_dir:
-            raise ConfigError("CURVE needs the folder of allowed client public keys (--curve-clients DIR)")
-        self.auth = ThreadAuthenticator(self.ctx)
-        self.auth.start()
-        self.auth.configure_curve(domain="*", location=str(clients_dir))
-        self.sock.curve_secretkey = load_key(key_file, secret=True)
-        self.sock.curve_publickey = load_key(key_file, secret=False)
-        self.sock.curve_server = True
+        self.topic_kp = schema.topic(stream, schema.KEYPOINTS)
+        self.topic_meta = schema.topic(stream, schema.META)
+        self.topic_status = schema.topic(stream, schema.STATUS)
 
     def _send(self, topic: bytes, header: dict) -> bool:
-        import msgpack
-
         try:
-            self.sock.send_multipart([topic, msgpack.packb(header, use_bin_type=True)], flags=self.zmq.NOBLOCK)
+            self.sock.send_multipart([topic, schema.pack(header)], flags=self.zmq.NOBLOCK)
             self.sent += 1
             return True
         except self.zmq.Again:
@@ -134,9 +100,7 @@ class Publisher:
         """The keypoints changed (rtkp.control): `.meta` goes out now with the new names, before any keypoints
         message of the new bank, so a subscriber that receives everything never waits for them."""
         self.poll()
-        self.meta = dict(
-            self.meta, keypoints=list(names), skeleton=[list(p) for p in skeleton], bank=bank, added=dict(added)
-        )
+        self.meta = schema.encode_meta_change(self.meta, names, skeleton, bank, added)
         self._send(self.topic_meta, self.meta)
         self._last_meta = time.monotonic()
 
@@ -147,13 +111,11 @@ class Publisher:
             self._send(self.topic_meta, self.meta)
             self._last_meta = now
         self.seq += 1
-        self._send(self.topic_kp, keypoints_header(kf, self.seq, self.stream, self.model_id))
+        self._send(self.topic_kp, schema.encode_keypoints(kf, self.seq, self.stream, self.model_id))
 
     def status(self, status: dict) -> None:
         self.poll()
-        self._send(
-            self.topic_status, dict(status, v=SCHEMA_VERSION, stream=self.stream, publish_ns=time.monotonic_ns())
-        )
+        self._send(self.topic_status, schema.encode_status(status, self.stream))
 
     def close(self) -> None:
         self.sock.close(linger=0)

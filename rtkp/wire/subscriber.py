@@ -7,67 +7,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
 from rtkp.errors import ProtocolError, RtkpError, StreamTimeout
-from rtkp.messages import SCHEMA_VERSION
-
-
-@dataclass(frozen=True)
-class Keypoint:
-    """One keypoint in source pixels. state: 0 measured, 1 smoothed, 2 predicted while hidden, 3 missing."""
-
-    name: str
-    x: float
-    y: float
-    score: float
-    visible: bool
-    state: int
-
-
-@dataclass(frozen=True)
-class KeypointMessage:
-    """One `rtkp.<stream>.keypoints` message, decoded."""
-
-    stream: str
-    seq: int
-    frame: int
-    pts: float | None
-    capture_ns: int
-    publish_ns: int
-    receive_ns: int
-    model: str
-    size: tuple[int, int]
-    keypoints: tuple[Keypoint, ...]
-    dropped: int
-    bank: int = 0  # which set of keypoints (changes when keypoints are added, removed or renamed)
-
-    @property
-    def latency_ms(self) -> float:
-        """Capture -> receive, valid when publisher and subscriber share a clock (same machine)."""
-        return (self.receive_ns - self.capture_ns) / 1e6
-
-
-def load_key(path: str | Path, secret: bool) -> bytes:
-    """A Z85 CURVE key from a file written by `rtkp keys` (ZeroMQ certificate format)."""
-    import zmq.auth
-
-    public, secret_key = zmq.auth.load_certificate(str(path))
-    if secret and secret_key is None:
-        raise RtkpError(f"{path}: holds no secret key (use the .key_secret file)")
-    return secret_key if secret else public
-
-
-def write_keys(folder: str | Path, name: str) -> tuple[Path, Path]:
-    """Write a CURVE key pair: <name>.key (public, give it away) and <name>.key_secret (keep it)."""
-    import zmq.auth
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(str(folder), name)
-    Path(secret).chmod(0o600)
-    return Path(public), Path(secret)
+from rtkp.wire import curve, schema
+from rtkp.wire.schema import KeypointMessage
 
 
 class Subscriber:
@@ -107,17 +51,19 @@ class Subscriber:
     ):
         import zmq
 
+        if server_key is not None and client_key is None:
+            raise RtkpError("a CURVE subscriber needs its own key pair too (client_key: the .key_secret file)")
         self.zmq = zmq
         self.sock = zmq.Context.instance().socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
         if server_key is not None:
-            if client_key is None:
-                raise RtkpError("a CURVE subscriber needs its own key pair too (client_key: the .key_secret file)")
-            self.sock.curve_serverkey = load_key(server_key, secret=False)
-            self.sock.curve_publickey = load_key(client_key, secret=False)
-            self.sock.curve_secretkey = load_key(client_key, secret=True)
-        self.topic = f"rtkp.{stream}." if stream else "rtkp."
+            try:
+                curve.connect(self.sock, server_key, client_key)
+            except BaseException:  # a key file that does not load
+                self.sock.close()
+                raise
+        self.topic = schema.topic_prefix(stream)
         self.sock.setsockopt(zmq.SUBSCRIBE, self.topic.encode())
         self.sock.connect(endpoint)
         self.endpoint, self.stream, self.curve = endpoint, stream, server_key is not None
@@ -231,33 +177,18 @@ class Subscriber:
 
     def _handle(self, parts: list[bytes]) -> list[KeypointMessage]:
         """Decode one ZeroMQ message; returns the keypoints messages it makes ready (none, one, or held ones)."""
-        import msgpack
-
         receive_ns = time.monotonic_ns()
-        if len(parts) < 2:
-            raise ProtocolError(f"expected [topic, header] frames, got {len(parts)} frame(s)")
-        topic = parts[0].decode(errors="replace")
-        try:
-            header = msgpack.unpackb(parts[1], raw=False)
-        except Exception as exc:
-            raise ProtocolError(f"{topic}: header is not msgpack ({exc})") from None
-        version = header.get("v") if isinstance(header, dict) else None
-        if version != SCHEMA_VERSION:
-            raise ProtocolError(
-                f"{topic}: schema version {version!r}, this client reads version {SCHEMA_VERSION}; "
-                "upgrade rtkp on the older side"
-            )
-        kind = topic.rsplit(".", 1)[-1]
+        kind, header = schema.decode(parts)
         stream = header.get("stream", "")
-        if kind == "meta":
+        if kind == schema.META:
             self.meta[stream] = header
             self._stale.discard(stream)
             held = self._held.pop(stream, ())
             return [msg for msg in (self._label(stream, h, ns) for h, ns in held) if msg is not None]
-        if kind == "status":
+        if kind == schema.STATUS:
             self.status[stream] = header
             return []
-        if kind != "keypoints":
+        if kind != schema.KEYPOINTS:
             return []
         last = self._last_seq.get(stream)
         if last is not None and header["seq"] > last + 1:
@@ -280,40 +211,20 @@ class Subscriber:
     def _label(self, stream: str, header: dict, receive_ns: int) -> KeypointMessage | None:
         """The message with names from the stream's .meta, or None (counted) when they do not fit its keypoints."""
         meta = self.meta[stream]
-        names = meta.get("keypoints") or []
-        points = header["kp"]
-        model, meta_model = header.get("model"), meta.get("model")
-        # the bank (which set of keypoints; publishers before it send none) must match too: a rename keeps the count
-        bank, meta_bank = header.get("bank"), meta.get("bank")
-        other_bank = bank is not None and meta_bank is not None and bank != meta_bank
-        same_model = model == meta_model or not model or not meta_model
-        if other_bank and bank < meta_bank and same_model:
+        fit = schema.pairing(header, meta)
+        if fit == schema.FITS:
+            return schema.decode_keypoints(header, meta.get("keypoints") or [], receive_ns)
+        if fit == schema.OLDER:
             self.unlabelled += 1  # an older set's message after the new names came: theirs are gone, drop it
             return None
-        if len(names) != len(points) or not same_model or other_bank:
-            self._stale.add(stream)
-            self._ask_for_meta()
-            if other_bank and same_model:
-                # a newer set of keypoints whose `.meta` has not come (lost at the send buffer): hold, don't drop
-                self._hold(stream, header, receive_ns)
-                return None
+        self._stale.add(stream)
+        self._ask_for_meta()
+        if fit == schema.NEWER:
+            # a newer set of keypoints whose `.meta` has not come (lost at the send buffer): hold, don't drop
+            self._hold(stream, header, receive_ns)
+        else:
             self.unlabelled += 1
-            return None
-        kps = tuple(Keypoint(n, p[0], p[1], p[2], bool(p[3]), int(p[4])) for n, p in zip(names, points))
-        return KeypointMessage(
-            stream,
-            header["seq"],
-            header["frame"],
-            header.get("pts"),
-            header["capture_ns"],
-            header["publish_ns"],
-            receive_ns,
-            header.get("model", ""),
-            tuple(header.get("size", (0, 0))),
-            kps,
-            header.get("dropped", 0),
-            int(header.get("bank") or 0),
-        )
+        return None
 
     def close(self) -> None:
         if self._reader is not None:

@@ -1,0 +1,64 @@
+"""The inference backends of this machine: `rtkp build-engine` (a model's graphs and engines), `rtkp doctor`
+(which backends work here) and `rtkp bench` (how fast they run; the measurements are in rtkp.cli.bench).
+
+Heavy packages are imported inside each command, so that `rtkp --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rtkp.cli.defaults import resolve_source
+from rtkp.errors import ConfigError
+
+
+def cmd_build_engine(args) -> int:
+    from rtkp.backends import read_model_info
+    from rtkp.graphs.onnx import export_onnx
+
+    info = read_model_info(args.model)
+    size = args.input_size or info.input_size
+    for fp16 in (False, True) if args.fp16 else (False,):
+        path = export_onnx(args.model, size, fp16=fp16)
+        print(f"onnx: {path}")
+    if args.debug:
+        print(f"onnx: {export_onnx(args.model, size, debug=True)}")
+    if args.backend == "tensorrt":
+        from rtkp.backends.tensorrt import TensorRTBackend
+
+        backend = TensorRTBackend(info, fp16=args.fp16, input_size=size)
+        engine, _ = backend.cache.paths(backend.key)
+        print(f"tensorrt engine: {engine}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from rtkp.backends import doctor
+    from rtkp.errors import EngineError
+
+    statuses = doctor()
+    for s in statuses:
+        print(f"{s.name:18} {'ok' if s.available else 'no':3} {s.detail}")
+    if not any(s.available for s in statuses):
+        raise EngineError("no inference backend works here: pip install onnxruntime (see the list above)")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from rtkp.backends import read_model_info
+    from rtkp.cli.bench import format_table, run_bench
+    from rtkp.config import load_config
+
+    if args.seconds <= 0:
+        raise ConfigError(f"--seconds must be positive, got {args.seconds}")
+    cfg = load_config(args.config)
+    read_model_info(args.model)
+    source, _ = resolve_source(args.source)
+    log = lambda msg: print(msg, file=sys.stderr)
+    result = run_bench(args.model, source, args.backend, args.seconds, args.threads, cfg, log, args.precision)
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0

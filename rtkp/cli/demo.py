@@ -1,0 +1,47 @@
+"""`rtkp target` and `rtkp synth`: the printable demo target, and synthetic labelled images and videos of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rtkp.errors import ConfigError
+
+
+def cmd_target(args) -> int:
+    from rtkp.demo.target import render_target, write_pdf, write_png
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".pdf", ".png"):
+        raise ConfigError(f"--out must end in .pdf or .png, got {out.name!r}")
+    if args.px_per_mm <= 0:
+        raise ConfigError(f"--px-per-mm must be positive, got {args.px_per_mm}")
+    target = render_target(args.px_per_mm)
+    try:
+        (write_pdf if out.suffix.lower() == ".pdf" else write_png)(target, out)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    print(f"wrote {out}: A4, {len(target.names)} keypoints; print at 100 % (no 'fit to page')")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from rtkp.demo.synth import write_coco_set
+    from rtkp.demo.video import render_video
+
+    if args.images < 0 or args.videos < 0 or args.seconds <= 0:
+        raise ConfigError("--images and --videos must be >= 0 and --seconds > 0")
+    out = Path(args.out)
+    levels = {"none": (0.0, 0.0)} if args.occlusion == "none" else None
+    if args.images:
+        path = write_coco_set(out, args.images, args.seed, levels, progress=not args.quiet)
+        print(f"wrote {args.images} images and {path}")
+    for v in range(args.videos):
+        path = render_video(
+            out / "videos" / f"gt_{args.seed}_{v:02d}.mp4",
+            args.seconds,
+            30.0,
+            args.seed * 1000 + v,
+            progress=not args.quiet,
+        )
+        print(f"wrote {path} and its ground truth {path.with_suffix('.gt.json').name}")
+    return 0

@@ -1,0 +1,133 @@
+"""Finishing an input's export, local or Ray alike: from the tracked partial folder to the published files.
+
+In the partial folder (rtkp.export.partial) every output is built under a `ready.*` name: smoothing over the whole
+track (PublishedRecords), each format not written live from the raw records, the COCO document joined from its lines,
+the annotated MP4 drawn on a second decode; then they are renamed into place and the `<stem>.done.json` marker is
+written last, and the folder is removed. Each step is skipped when an interrupted run already did it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from rtkp.errors import ExportFailed
+from rtkp.export.formats import FORMATS, SUFFIX, coco_line, csv_header, csv_line, join_coco, jsonl_line
+from rtkp.export.partial import Partial
+from rtkp.export.progress import Progress
+from rtkp.export.records import PublishedRecords
+from rtkp.files import atomic, write_json_atomic
+from rtkp.messages import KeypointFrame
+
+
+def write_video(source: str, path: Path, frames: Iterable[KeypointFrame], names, skeleton, step=None) -> None:
+    """Re-decode the source and draw the final (possibly smoothed) keypoints on each frame that has a record.
+
+    frames: the records in index order (a stream, merged with the decoded frames by index). The MP4 keeps the source's
+    rate and timestamps (rtkp.sinks.video.VideoWriter, the recorder of `rtkp run --record` too). step(): called after
+    each frame written.
+    """
+    from rtkp.pipeline.source_spec import parse_source
+    from rtkp.pipeline.sources import Source
+    from rtkp.sinks.draw import draw_keypoints
+    from rtkp.sinks.video import VideoWriter
+
+    records = iter(frames)
+    kf = next(records, None)
+    writer = None
+    ok = False
+    try:
+        for frame in Source(parse_source(source)):
+            while kf is not None and kf.index < frame.index:
+                kf = next(records, None)
+            if kf is None:
+                break
+            if kf.index != frame.index:
+                continue
+            if writer is None:
+                writer = VideoWriter.for_source(path, frame.image.shape[1::-1], source)
+            writer.write(draw_keypoints(frame.image, kf, names, skeleton), frame.pts)
+            if step is not None:
+                step()
+        ok = True
+    finally:
+        if writer is not None:
+            writer.close(keep=ok)
+
+
+def _lines(fmt: str, final: PublishedRecords, names: list[str], source: str, scorer: str) -> Iterable[str]:
+    """A format's body from the published records (what the writer would have written while tracking)."""
+    if fmt == "jsonl":
+        return (jsonl_line(kf, names) for kf in final)
+    if fmt == "csv":
+        return (csv_header(names, scorer), *(csv_line(kf, names) for kf in final))
+    return (coco_line(kf, i + 1, names, source) for i, kf in enumerate(final))
+
+
+def finish_outputs(source: str, opts, info, partial: Partial, targets, expected: int | None, bar: Progress) -> dict:
+    """Build every output in the tracked partial folder, rename them into place, write the marker, remove the folder;
+    returns the input's result (as the marker holds it).
+
+    opts: the ExportOptions; info: the model's ModelInfo; targets: the input's ExportTargets; expected: the frames the
+    input lists (None: unknown); bar: a Progress (disabled: no output).
+    """
+    frames, segments = partial.records(), partial.segments()
+    skipped = sum(s["skipped"] for s in segments)
+    errors = [e for s in segments for e in s["errors"]]
+    if not frames:
+        shutil.rmtree(partial.folder, ignore_errors=True)
+        raise ExportFailed(f"{source}: no frame could be decoded" + (f" ({errors[0]})" if errors else ""))
+    names = list(info.manifest.keypoint_names)
+    skeleton = [tuple(p) for p in info.manifest.skeleton]
+    folder, offline, outputs = partial.folder, opts.smooth == "offline", targets.outputs
+    bar.phase("smoothing" if offline else "writing", frames)
+    # offline: the RTS pass over the whole track runs here, once (arrays only, see PublishedRecords)
+    final = PublishedRecords(partial.path("raw"), frames, len(names), opts.smooth, opts.cfg.smoothing)
+    bar.step(1 if offline else 0)
+    model_id = info.weights_sha256[:12]
+    for fmt in (f for f in FORMATS if f in opts.formats):
+        bar.phase(f"writing {outputs[fmt].name}", frames)
+        ready, body = folder / f"ready{SUFFIX[fmt]}", partial.path(fmt)
+        if not ready.exists():
+            if not body.exists():  # not written while tracking (smoothing, --ray), or renamed already: from raw
+                with atomic(body, "wb") as fh:  # bytes: the CSV's \r\n line ends stay as the csv module wrote them
+                    for line in _lines(fmt, final, names, source, f"rtkp_{model_id}"):
+                        fh.write(line.encode())
+            if fmt == "coco":
+                with atomic(ready) as fh:
+                    join_coco(body, fh, names, skeleton, source, model_id)
+            else:
+                os.replace(body, ready)
+        bar.step()
+    if opts.video:
+        bar.phase("encoding video", frames)
+        ready = folder / "ready.annotated.mp4"
+        if ready.exists():
+            bar.step(frames)
+        else:
+            write_video(source, ready, final, names, skeleton, bar.step)
+    for key, path in outputs.items():
+        ready = folder / ("ready.annotated.mp4" if key == "video" else f"ready{SUFFIX[key]}")
+        if ready.exists():
+            os.replace(ready, path)
+    seconds = sum(s["seconds"] for s in segments)
+    result = {
+        "source": source,
+        "frames": frames,
+        "skipped_frames": skipped,
+        # frames the container header lists but that never decoded (a truncated file)
+        "missing_frames": max(expected - frames, 0) if expected else 0,
+        "skipped_errors": errors,
+        "seconds": round(seconds, 2),
+        "fps": round(sum(s["frames"] for s in segments) / max(seconds, 1e-9), 2),
+        "backend": next((s["backend"] for s in reversed(segments) if s["backend"]), None),
+        "segments": [{"start": s["start"], "frames": s["frames"]} for s in segments],
+        "outputs": {k: str(v) for k, v in outputs.items()},
+    }
+    write_json_atomic(targets.marker, {"settings": partial.settings, "result": result})  # last: the input is done
+    shutil.rmtree(folder, ignore_errors=True)
+    bar.phase("done", frames)
+    bar.step()
+    return result

@@ -1,0 +1,124 @@
+"""PyAV containers of video-like sources: opening one (cameras, files, streams, lavfi), and a file's frame table.
+
+Every failure is a SourceError naming the source and the reason, in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from rtkp.errors import SourceError
+from rtkp.pipeline.source_spec import SourceSpec
+
+
+def av_error(spec: SourceSpec, exc: Exception) -> SourceError:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return SourceError(f"source {spec.text!r}: {msg}")
+
+
+def camera_open_args(spec: SourceSpec) -> tuple[str, str | None, dict]:
+    """(file, format, options) for av.open on this platform."""
+    index = spec.target
+    if sys.platform.startswith("linux"):
+        dev = index if index.startswith("/dev/") else f"/dev/video{index}"
+        return dev, "v4l2", spec.options
+    if sys.platform == "darwin":
+        return index, "avfoundation", spec.options
+    if sys.platform.startswith("win"):
+        return f"video={index}", "dshow", spec.options
+    raise SourceError(f"source {spec.text!r}: no camera support on {sys.platform}")
+
+
+def check_camera(spec: SourceSpec) -> None:
+    """SourceError when the camera's device file does not exist (Linux), without opening it."""
+    file, fmt, _ = camera_open_args(spec)
+    if fmt == "v4l2" and not os.path.exists(file):
+        raise SourceError(f"source {spec.text!r}: camera device {file} does not exist")
+
+
+def open_container(spec: SourceSpec, timeout_s: float = 5.0):
+    """av.open for a video-like source, or SourceError in one line."""
+    import av
+
+    try:
+        if spec.kind == "camera":
+            file, fmt, opts = camera_open_args(spec)
+            check_camera(spec)
+            return av.open(file, format=fmt, options=opts, timeout=timeout_s)
+        if spec.kind == "lavfi":
+            return av.open(spec.target, format="lavfi")
+        if spec.kind == "stream":
+            opts = {"fflags": "nobuffer", "flags": "low_delay"}
+            if spec.target.startswith("rtsp"):
+                opts["rtsp_transport"] = "tcp"
+            return av.open(spec.target, options=opts, timeout=timeout_s)
+        return av.open(spec.target)
+    except SourceError:
+        raise
+    except (av.FFmpegError, OSError) as exc:
+        raise av_error(spec, exc) from None
+
+
+@dataclass(frozen=True)
+class FrameTable:
+    """A video file's frames from its packets alone (demuxed, not decoded), in presentation order.
+
+    pts: (N,) int64 ticks of `time_base` seconds; keyframe: (N,) bool. exact: every frame has its own pts, so a position
+    can be found by pts after a seek (False: a packet without pts, or two with the same one).
+    """
+
+    pts: np.ndarray
+    keyframe: np.ndarray
+    time_base: Fraction
+    exact: bool
+
+    def __len__(self) -> int:  # frames
+        return len(self.pts)
+
+    def keyframes_up_to(self, n: int) -> list[int]:
+        """Indices of the keyframes at or before frame n, nearest first."""
+        return [int(k) for k in np.flatnonzero(self.keyframe[: n + 1])[::-1]]
+
+
+def frame_table(path: str | Path) -> FrameTable:
+    """Demux a video file's video stream without decoding (about the cost of reading the file once).
+
+    Frame i is the packet with the i-th smallest pts: what a decoder outputs, in that order, when every packet decodes.
+    Packets the container marks to be discarded (edit lists) are left out, as the decoder drops their frames too.
+    """
+    import av
+
+    spec = SourceSpec("file", str(path), str(path))
+    with open_container(spec) as container:
+        if not container.streams.video:
+            raise SourceError(f"source {str(path)!r}: has no video stream")
+        stream = container.streams.video[0]
+        try:
+            rows = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size and not p.is_discard]
+        except av.FFmpegError:
+            rows = []  # an unreadable tail: no table, Source counts frames instead
+        time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1)
+    exact = bool(rows) and None not in (p for p, _ in rows) and len({p for p, _ in rows}) == len(rows)
+    rows.sort(key=lambda r: (r[0] is None, r[0] or 0))
+    pts = np.array([p if p is not None else -1 for p, _ in rows], np.int64)
+    return FrameTable(pts, np.array([k for _, k in rows], bool), time_base, exact)
+
+
+def prime_decoder(container, stream, av) -> None:
+    """Decode the stream's first packet before a seek. Encoders put their identity there (x264: an SEI with its
+    build), and FFmpeg works around known encoder bugs by it: without it, e.g. frames of x264 builds before 151 in
+    4:4:4 decode as garbage after a seek (the DLC open-field mouse video), however correct their PTS."""
+    stream.thread_type = "AUTO"
+    for packet in container.demux(stream):
+        if packet.size:
+            try:
+                packet.decode()
+            except av.FFmpegError:
+                pass  # an undecodable first packet: nothing learnt, the seek goes ahead as before
+            return

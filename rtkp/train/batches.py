@@ -1,0 +1,132 @@
+"""Training batches: augmented crops of the labelled frames, and where in a crop the clutter samples come from.
+
+Positions are crop pixels; a feature cell's centre is at (cell + 0.5) · STRIDE − 0.5 (rtkp.model.network.STRIDE).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rtkp.config import Config
+from rtkp.data.augment import augment_sample
+from rtkp.data.background import empty_background
+from rtkp.data.occlude import load_photos
+from rtkp.data.sample import Dataset
+from rtkp.data.sides import resolve_flip_pairs
+from rtkp.geometry import Letterbox
+from rtkp.model.network import STRIDE
+from rtkp.train.mining import HardNegatives
+
+
+@dataclass
+class Batch:
+    """images (B, h, w, 3) uint8; keypoints (B, K, 2) crop pixels; visible (B, K) bool;
+    anchors (B, 2) crop pixels of the hard negative a crop is centred on (NaN for other crops)."""
+
+    images: torch.Tensor
+    keypoints: torch.Tensor
+    visible: torch.Tensor
+    anchors: torch.Tensor | None = None
+
+
+class BatchMaker:
+    """Holds the training images in memory and draws augmented crops."""
+
+    def __init__(self, data: Dataset, cfg: Config):
+        self.images = [s.load_image() for s in data.samples]
+        self.keypoints = [s.keypoints for s in data.samples]
+        self.visible = [s.visible for s in data.samples]
+        self.scales = [Letterbox.fit(im.shape[1::-1], cfg.model.input_size).scale for im in self.images]
+        self.flip_pairs = resolve_flip_pairs(data.keypoint_names, cfg.augment.flip_pairs)
+        self.photos = [im for folder in cfg.augment.occluder_photos for im in load_photos(folder)]
+        self.empty = None
+        if cfg.augment.empty_share > 0:
+            self.empty, why = empty_background(self.images, self.keypoints, self.visible)
+            if self.empty is None:
+                print(f"rtkp train: note: no empty-scene crops ({why})", file=sys.stderr)
+            else:
+                self.empty_scale = Letterbox.fit(self.empty.shape[1::-1], cfg.model.input_size).scale
+        self.hard = HardNegatives(len(self.images), min_cells=cfg.coke.clutter_min_distance)
+        self.cfg = cfg
+
+    def draw(self, rng: np.random.Generator, batch_size: int) -> Batch:
+        crops, kps, vis, anchors = [], [], [], []
+        centre_px = np.array([(self.cfg.augment.crop_size[0] - 1) / 2, (self.cfg.augment.crop_size[1] - 1) / 2])
+        for i in rng.integers(0, len(self.images), batch_size):
+            centre = None
+            if self.cfg.augment.hard_crop > 0 and self.hard.has(i) and rng.random() < self.cfg.augment.hard_crop:
+                centre = self.hard.pick(rng, i)
+            anchors.append(centre_px if centre is not None else np.full(2, np.nan))
+            image, keypoints, visible, scale = self.images[i], self.keypoints[i], self.visible[i], self.scales[i]
+            if self.empty is not None and centre is None and rng.random() < self.cfg.augment.empty_share:
+                # the scene without the object: all keypoints hidden (positions are irrelevant then)
+                image, visible, scale = self.empty, np.zeros_like(visible), self.empty_scale
+            c, k, v = augment_sample(
+                rng, image, keypoints, visible, self.cfg.augment, self.flip_pairs, scale, centre, self.photos
+            )
+            crops.append(c)
+            kps.append(k)
+            vis.append(v)
+        return Batch(
+            torch.from_numpy(np.stack(crops)),
+            torch.from_numpy(np.stack(kps)),
+            torch.from_numpy(np.stack(vis)),
+            torch.from_numpy(np.stack(anchors).astype(np.float32)),
+        )
+
+
+# a hard negative's cell and its 4 neighbours go first among a crop's clutter samples
+_ANCHOR_CELLS = np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]], np.float32)
+
+
+def clutter_points(rng: np.random.Generator, batch: Batch, per_image: int, min_cells: float) -> torch.Tensor:
+    """(B, per_image, 2) pixel positions of feature cells `min_cells` or more cells from every visible keypoint.
+
+    A crop centred on a hard negative (batch.anchors) samples that cell and its neighbours first.
+    """
+    b, h, w = batch.images.shape[:3]
+    gh, gw = h // STRIDE, w // STRIDE
+    out = np.zeros((b, per_image, 2), np.float32)
+    for i in range(b):
+        cells = np.stack([rng.integers(0, gw, per_image * 4), rng.integers(0, gh, per_image * 4)], 1).astype(np.float32)
+        if batch.anchors is not None and not torch.isnan(batch.anchors[i]).any():
+            anchor = np.round((batch.anchors[i].numpy() + 0.5) / STRIDE - 0.5)
+            near = np.clip(anchor + _ANCHOR_CELLS, 0, [gw - 1, gh - 1])
+            cells = np.concatenate([near, cells])
+        kp = (batch.keypoints[i][batch.visible[i]].numpy() + 0.5) / STRIDE - 0.5
+        if len(kp):
+            dist = np.linalg.norm(cells[:, None] - kp[None], axis=2).min(1)
+            cells = np.concatenate([cells[dist >= min_cells], cells[dist < min_cells]])
+        out[i] = (cells[:per_image] + 0.5) * STRIDE - 0.5
+    return torch.from_numpy(out)
+
+
+def ring_points(rng: np.random.Generator, batch: Batch, per_keypoint: int, radius=(1.5, 3.0)) -> torch.Tensor:
+    """(B, K·per_keypoint, 2) pixel positions 1.5–3 cells from each visible keypoint and >= 1.5 cells from all of them.
+
+    Positions that fail (invisible keypoint, too close to another keypoint, outside the crop) repeat a random-clutter
+    position instead, so the tensor stays rectangular.
+    """
+    b, h, w = batch.images.shape[:3]
+    k = batch.keypoints.shape[1]
+    n = k * per_keypoint
+    out = np.zeros((b, n, 2), np.float32)
+    for i in range(b):
+        kp = (batch.keypoints[i].numpy() + 0.5) / STRIDE - 0.5
+        vis = batch.visible[i].numpy()
+        ang = rng.uniform(0, 2 * np.pi, n)
+        rad = rng.uniform(*radius, n)
+        centre = np.repeat(kp, per_keypoint, axis=0)
+        cells = centre + np.stack([np.cos(ang), np.sin(ang)], 1) * rad[:, None]
+        ok = np.repeat(vis, per_keypoint) & (cells[:, 0] >= 0) & (cells[:, 1] >= 0)
+        ok &= (cells[:, 0] <= w / STRIDE - 1) & (cells[:, 1] <= h / STRIDE - 1)
+        if vis.any():
+            ok &= np.linalg.norm(cells[:, None] - kp[vis][None], axis=2).min(1) >= radius[0]
+        fallback = rng.uniform([0, 0], [w / STRIDE - 1, h / STRIDE - 1], (n, 2))
+        cells = np.where(ok[:, None], cells, fallback)
+        out[i] = (cells + 0.5) * STRIDE - 0.5
+    return torch.from_numpy(out)

@@ -1,0 +1,134 @@
+"""One training step's loss for each head: CoKe (contrastive features against keypoint and clutter banks) and the
+heatmap baseline.
+
+A step returns (loss, stats, after): `after` runs once the optimiser has stepped (CoKe updates its banks there, with
+the features of the batch that was just learned from).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rtkp.config import Config
+from rtkp.model.banks import ClutterBank, KeypointBank
+from rtkp.model.equivariance import apply_warps, equivariance_loss, grid_points, random_warps, warp_images
+from rtkp.model.loss import coke_loss, gaussian_targets, heatmap_loss, localisation_loss, sample_features
+from rtkp.model.network import STRIDE
+from rtkp.train.batches import Batch, clutter_points, ring_points
+
+
+def hidden_peaks(feats: torch.Tensor, prototypes: torch.Tensor, batch: Batch, min_cells: float) -> torch.Tensor:
+    """(N, D) the features where each hidden keypoint's prototype matches best in its crop, away from visible ones.
+
+    feats: (B, D, h, w) unit features; prototypes: (K, D). A keypoint under an occluder, outside the crop or in an
+    empty scene has no right answer anywhere in the crop, so its best match is a negative: these join the clutter
+    term. Without it the model was never told that a covered keypoint is absent, and the best match, often the
+    occluder's edge next to it, kept a keypoint-like feature (the first mouse model flagged 55 % of covered keypoints
+    hidden). Cells within `min_cells` of a visible keypoint are skipped (they belong to it). They join the clutter
+    term's samples (not the clutter bank) at the same weight as random clutter; a separate term with its own weight,
+    or one that only forbade keypoint k ("not k"), confused the mouse's ears at the reduced budget (docs/MODEL.md).
+    """
+    b, d, h, w = feats.shape
+    hidden = ~batch.visible  # (B, K)
+    if not hidden.any():
+        return feats.new_zeros((0, d))
+    with torch.no_grad():
+        sim = torch.einsum("bdhw,kd->bkhw", feats, prototypes)
+        ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        cells = (batch.keypoints + 0.5) / STRIDE - 0.5  # (B, K, 2)
+        dist = torch.sqrt(
+            (xs[None, None] - cells[..., 0, None, None]) ** 2 + (ys[None, None] - cells[..., 1, None, None]) ** 2
+        )
+        near = ((dist < min_cells) & batch.visible[..., None, None]).any(1)  # (B, h, w)
+        sim = sim.masked_fill(near[:, None], float("-inf"))
+        idx = sim.flatten(2).argmax(2)  # (B, K)
+    flat = feats.flatten(2)  # (B, D, h·w): gradients flow through the gathered features
+    picked = flat.gather(2, idx[:, None, :].expand(b, d, idx.shape[1])).permute(0, 2, 1)  # (B, K, D)
+    return picked[hidden]
+
+
+def neighbour_mask(batch: Batch, radius_px: float) -> torch.Tensor:
+    """(B, K, K) True where keypoint j is a visible neighbour of keypoint k (j ≠ k) within `radius_px`."""
+    d = torch.cdist(batch.keypoints, batch.keypoints)
+    k = d.shape[-1]
+    close = (d < radius_px) & batch.visible[:, None, :] & ~torch.eye(k, dtype=torch.bool)
+    return close
+
+
+def coke_step(net, batch: Batch, rng, cfg: Config, kp_bank: KeypointBank, clutter_bank: ClutterBank):
+    """Forward, loss; bank updates happen after the optimiser step (returned as a closure)."""
+    c = cfg.coke
+    feats = net(batch.images)
+    kp_feats = sample_features(feats, batch.keypoints, STRIDE)  # (B, K, D)
+    b, k = batch.visible.shape
+    labels = torch.arange(k).expand(b, k)
+    vis = batch.visible
+    sel_feats, sel_labels = kp_feats[vis], labels[vis]
+    if not kp_bank.initialised.all():
+        kp_bank.update(sel_feats, sel_labels)
+    radius = c.neighbour_radius * max(batch.images.shape[1:3])
+    mask = neighbour_mask(batch, radius)[vis]
+    mask = mask | ~kp_bank.initialised[None, :]
+    mask[torch.arange(len(sel_labels)), sel_labels] = False
+    cl_points = clutter_points(rng, batch, c.clutter_per_image, c.clutter_min_distance)
+    if c.ring_per_keypoint:
+        cl_points = torch.cat([cl_points, ring_points(rng, batch, c.ring_per_keypoint)], 1)
+    cl_feats = sample_features(feats, cl_points, STRIDE).reshape(-1, feats.shape[1])
+    negatives = cl_feats  # the clutter term's samples; only cl_feats go into the clutter bank
+    if c.hidden_negatives and kp_bank.initialised.all():
+        negatives = torch.cat([cl_feats, hidden_peaks(feats, kp_bank.prototypes, batch, c.clutter_min_distance)])
+    loss, stats = coke_loss(
+        sel_feats,
+        sel_labels,
+        mask,
+        negatives,
+        kp_bank.prototypes,
+        clutter_bank.contents(),
+        c.temperature,
+        c.clutter_weight,
+        c.clutter_loss_weight,
+        c.clutter_pull,
+    )
+    if c.localise_weight > 0 and kp_bank.initialised.all():
+        loc = localisation_loss(
+            feats, kp_bank.prototypes, batch.keypoints, vis, STRIDE, c.temperature, c.localise_sigma
+        )
+        loss = loss + c.localise_weight * loc
+        stats["loc"] = loc.item()
+
+    if c.equivariance_weight > 0:
+        eq = equivariance_term(net, batch, feats, rng, cfg)
+        loss = loss + c.equivariance_weight * eq
+        stats["eq"] = eq.item()
+
+    def update_banks():
+        kp_bank.update(sel_feats, sel_labels)
+        clutter_bank.push(cl_feats)
+
+    return loss, stats, update_banks
+
+
+def equivariance_term(net, batch: Batch, feats: torch.Tensor, rng, cfg: Config) -> torch.Tensor:
+    """The self-supervised term on the first `equivariance_share` of the batch's crops (rtkp.model.equivariance).
+
+    Each crop gets a random warp (rotation within ±equivariance_rotation, the recipe's scale range, 10 % shift) and a
+    brightness/contrast change; the warped copies go through the network once more.
+    """
+    c, a = cfg.coke, cfg.augment
+    n = max(1, round(c.equivariance_share * len(batch.images)))
+    size = tuple(batch.images.shape[2:0:-1])  # (width, height)
+    warps = random_warps(rng, n, size, c.equivariance_rotation, tuple(a.scale), 0.1)
+    gain = torch.from_numpy(rng.uniform(1 - a.contrast, 1 + a.contrast, (n, 1, 1, 1)).astype(np.float32))
+    offset = torch.from_numpy(rng.uniform(-a.brightness, a.brightness, (n, 1, 1, 1)).astype(np.float32)) * 255
+    warped = (warp_images(batch.images[:n], warps) * gain + offset).clamp(0, 255)
+    points = grid_points(rng, n, size, c.equivariance_grid)
+    return equivariance_loss(feats[:n], net(warped), points, apply_warps(points, warps), STRIDE, c.temperature)
+
+
+def heatmap_step(net, batch: Batch, cfg: Config):
+    """MSE against Gaussian targets at the visible keypoints (the baseline head); nothing to update afterwards."""
+    maps = net(batch.images)
+    target = gaussian_targets(batch.keypoints, batch.visible, maps.shape[-2:], STRIDE, cfg.heatmap.sigma)
+    loss = heatmap_loss(maps, target)
+    return loss, {"mse": loss.item()}, lambda: None
