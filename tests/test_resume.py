@@ -175,3 +175,22 @@ def test_inputs_of_the_same_name_resume_under_their_own_names(long_video, refere
             assert (out / f"{stem}{suffix}").read_bytes() == (reference / f"long{suffix}").read_bytes(), stem + suffix
     segments = json.loads((out / "d1__long.done.json").read_text())["result"]["segments"]
     assert len(segments) == 2 and segments[1]["start"] > 0  # resumed, not started over
+
+
+def test_an_interrupted_export_of_another_input_of_the_same_name_is_kept(interrupted, long_video, tiny_model, tmp_path):
+    """`<out>/long.partial/` holds another input's unfinished records: refused in one line, kept; --overwrite drops
+    it (an unfinished export of the same input with other settings starts over: tests above)."""
+    out = _resumed(interrupted, tmp_path)
+    other = tmp_path / "other" / "long.mp4"
+    other.parent.mkdir()
+    shutil.copy2(long_video, other)
+    before = sorted((p.name, p.stat().st_size) for p in (out / "long.partial").iterdir())
+    cmd = [sys.executable, "-m", "rtkp", "export", str(other), "--out", str(out), "--model", str(tiny_model)]
+    res = subprocess.run([*cmd, "--quiet", *COMMON], capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    (line,) = res.stderr.strip().splitlines()
+    assert "unfinished export of another input" in line and str(long_video.resolve()) in line
+    assert sorted((p.name, p.stat().st_size) for p in (out / "long.partial").iterdir()) == before
+    assert main([*cmd[3:], "--quiet", "--overwrite", *COMMON]) == 0
+    done = json.loads((out / "long.done.json").read_text())
+    assert done["settings"]["source"] == str(other.resolve()) and done["result"]["segments"][0]["start"] == 0

@@ -144,22 +144,26 @@ def is_complete(targets: ExportTargets) -> bool:
 
 
 def check_owned(sources: list[str], targets: list[ExportTargets], overwrite: bool) -> None:
-    """ConfigError (one line) when --out holds a finished export under an input's name made with other settings, or
-    of another input, unless overwrite."""
+    """ConfigError (one line) unless overwrite, when --out holds under an input's name a finished export made with
+    other settings or of another input, or an interrupted export (`<name>.partial/`) of another input. (An interrupted
+    export of the same input with other settings is started over, as the README says.)"""
     if overwrite:
         return
     clashes = []
     for source, t in zip(sources, targets):
         done = read_marker(t.marker)
+        partial = read_marker(t.marker.parent / f"{t.stem}.partial" / "settings.json")
         if done is not None and done.get("settings") != t.settings:
-            clashes.append((source, t, done.get("settings") or {}))
+            old = done.get("settings") or {}
+            clashes.append(f"{source}: {t.marker.parent / t.stem}.* were made {describe_change(old, t.settings)}")
+        elif partial is not None and partial.get("source") != t.settings["source"]:
+            clashes.append(
+                f"{source}: {t.marker.parent / t.stem}.partial holds an unfinished export of another input "
+                f"({partial.get('source')}; the same command as for it resumes it)"
+            )
     if clashes:
-        source, t, old = clashes[0]
         more = f" (and {len(clashes) - 1} more input(s))" if len(clashes) > 1 else ""
-        raise ConfigError(
-            f"{source}: {t.marker.parent / t.stem}.* were made {describe_change(old, t.settings)}{more}: "
-            "pass --overwrite to replace them, or use another --out"
-        )
+        raise ConfigError(f"{clashes[0]}{more}: pass --overwrite to replace them, or use another --out")
 
 
 def describe_change(old: dict, new: dict) -> str:
