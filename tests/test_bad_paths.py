@@ -6,6 +6,7 @@ Each must fail before any work, with one line on stderr, a non-zero exit, no tra
 The real CLI runs in-process (`rtkp.cli.main`, its output and that of any process it starts captured at the file
 descriptors); a few cases run as their own process, where the process boundary is the point."""
 
+import importlib.util
 import os
 import shlex
 import shutil
@@ -85,10 +86,13 @@ CASES = [
     ("keypoints rename nose snout --model {model} --out {afile}", "--out"),
     ("keypoints rename nose snout --model {model} --out {unwritable}/m", "--out"),
     ("keypoints add paw --model {model} --data {missing} --out new", "missing"),
+    ("keypoints rename nose snout --model {model} --out {proj}", "--overwrite"),
     ("keypoints list --control foo://bar --timeout 1", "--control"),
     ("keypoints list --control tcp://127.0.0.1:9 --server-key {adir} --client-key {secret}", "--server-key"),
     ("keypoints add paw --control tcp://127.0.0.1:9 --timeout 1 --image {adir} --xy 1,1", "adir"),
 ]
+if importlib.util.find_spec("tensorrt") is None:  # said before the ONNX export, which wrote into the model folder
+    CASES.append(("build-engine --model {model} --backend tensorrt", "tensorrt"))
 if os.geteuid() != 0:  # root writes in a folder without write permission; /proc above stands for it then
     CASES += [
         ("eval --model {model} --data {proj} --json {readonly}/r.json", "--json"),
