@@ -177,7 +177,7 @@ def test_the_local_export_does_not_import_ray(tiny_model, tmp_path):
     code = (
         "import sys; from rtkp.cli import main\n"
         f"rc = main(['export', {str(junk)!r}, '--out', {str(tmp_path / 'o')!r}, '--model', {str(tiny_model)!r}])\n"
-        "assert rc == 1 and 'ray' not in sys.modules, (rc, sorted(m for m in sys.modules if 'ray' in m))"
+        "assert rc == 4 and 'ray' not in sys.modules, (rc, sorted(m for m in sys.modules if 'ray' in m))"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

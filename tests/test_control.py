@@ -307,3 +307,35 @@ def test_a_request_before_the_model_is_ready_gets_not_ready(tiny_model, tmp_path
         client.close()
         run.terminate()
         run.communicate(timeout=30)
+
+
+def test_keypoints_with_a_key_the_run_does_not_allow_says_so_within_its_timeout(tiny_model, tmp_path):
+    """`rtkp keypoints list --control` against a CURVE `rtkp run` that does not admit the client's key: one line and
+    a non-zero exit, every time (it used to hang forever in about one try in four, whatever --timeout said)."""
+    from rtkp.wire import write_keys
+
+    server_pub, server_secret = write_keys(tmp_path / "server", "server")
+    _, good = write_keys(tmp_path / "allowed", "good")
+    _, stranger = write_keys(tmp_path / "elsewhere", "stranger")
+    ctl = _endpoint()
+    curve = ["--curve-key", str(server_secret), "--curve-clients", str(tmp_path / "allowed")]
+    run = start_live_run(tiny_model, "none", "--control", ctl, *curve)
+    client = ControlClient(ctl, timeout_s=30, server_key=server_pub, client_key=good)
+    ask = [sys.executable, "-m", "rtkp", "keypoints", "list", "--control", ctl, "--server-key", str(server_pub)]
+    try:
+        wait_for(lambda: client.request("list")["ok"], 120, "the model to be ready")
+        for _ in range(4):
+            t0 = time.monotonic()
+            out = subprocess.run(
+                ask + ["--client-key", str(stranger), "--timeout", "3"], capture_output=True, text=True, timeout=20
+            )
+            lines = out.stderr.strip().splitlines()
+            assert out.returncode != 0 and len(lines) == 1, out.stderr
+            assert "stranger.key_secret" in lines[0] and "--curve-clients" in lines[0], lines[0]
+            print(f"refused key: {time.monotonic() - t0:.2f} s from process start to exit")
+        assert client.call("list")["keypoints"], "the run must keep answering its allowed clients"
+    finally:
+        client.close()
+        run.terminate()
+        out, err = run.communicate(timeout=30)
+    assert run.returncode == 0, err[-2000:]

@@ -111,15 +111,19 @@ def test_truncated_video_exports_what_decodes_and_reports_the_rest(tmp_path, tin
 
 
 def test_bad_inputs_are_reported_and_the_rest_exported(inputs, tmp_path, tiny_model):
+    """Inputs that exist but cannot be opened fail alone; the exit code is theirs, 4 as `rtkp run` gives (a missing
+    input is refused before anything starts: tests/test_export_outputs.py)."""
     video, _ = inputs
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00" * 5000)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
     cmd = [
         sys.executable,
         "-m",
         "rtkp",
         "export",
-        str(tmp_path / "missing.mp4"),
+        str(empty),
         str(junk),
         str(video),
         "--out",
@@ -131,9 +135,9 @@ def test_bad_inputs_are_reported_and_the_rest_exported(inputs, tmp_path, tiny_mo
         *COMMON,
     ]
     res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 1
+    assert res.returncode == 4, res.stderr
     errors = [line for line in res.stderr.splitlines() if "error" in line]
-    assert len(errors) == 3 and "missing.mp4" in errors[0] and "junk.mp4" in errors[1]
+    assert len(errors) == 3 and "empty.mp4" in errors[0] and "junk.mp4" in errors[1]
     assert "2 of 3 input(s) failed" in errors[2]  # the summary, from the one place that maps errors to exit codes
     assert "Traceback" not in res.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.csv", "clip.done.json"]  # no litter

@@ -44,10 +44,10 @@ def reference(long_video, tiny_model, tmp_path_factory):
     return out
 
 
-def _interrupt(cmd: list[str], out: Path, body: str = "jsonl", records: int = 30) -> dict:
+def _interrupt(cmd: list[str], out: Path, body: str = "jsonl", records: int = 30, name: str = "long") -> dict:
     """Start an export, wait until `records` records of `body` are on disk while it runs, then SIGINT it."""
     proc = subprocess.Popen([sys.executable, "-m", "rtkp", *cmd, "--quiet", *COMMON], stderr=subprocess.PIPE, text=True)
-    path = out / "long.partial" / f"{body}.partial"
+    path = out / f"{name}.partial" / f"{body}.partial"
 
     def enough():
         lines = _complete_lines(path)
@@ -153,3 +153,44 @@ def test_resume_keeps_smoothed_tracks_identical(smooth, long_video, tiny_model, 
     records = [json.loads(line) for line in (tmp_path / "out" / "long.jsonl").read_text().splitlines()]
     states = {state for r in records for *_, state in r["keypoints"].values()}
     assert {1, 3} <= states, f"the smoother had nothing to do: states {states}"
+
+
+def test_inputs_of_the_same_name_resume_under_their_own_names(long_video, reference, tiny_model, tmp_path):
+    """d1/long.mp4 and d2/long.mp4 are exported as d1__long.* and d2__long.* (rtkp.export.targets), and so are
+    their partial folders: an interrupted export of both resumes each under its own name."""
+    for folder in ("d1", "d2"):
+        (tmp_path / folder).mkdir()
+        shutil.copy2(long_video, tmp_path / folder / "long.mp4")
+    out = tmp_path / "out"
+    inputs = [str(tmp_path / "d1" / "long.mp4"), str(tmp_path / "d2" / "long.mp4")]
+    args = ["export", *inputs, "--out", str(out), "--model", str(tiny_model), "--format", "jsonl,csv"]
+    run = _interrupt(args, out, name="d1__long")
+    assert run["rc"] == 130 and [p.name for p in out.iterdir()] == ["d1__long.partial"], run["stderr"]
+    assert main([*args, "--quiet", *COMMON]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{stem}{suffix}" for stem in ("d1__long", "d2__long") for suffix in (".jsonl", ".csv", ".done.json")
+    )
+    for stem in ("d1__long", "d2__long"):
+        for suffix in (".jsonl", ".csv"):
+            assert (out / f"{stem}{suffix}").read_bytes() == (reference / f"long{suffix}").read_bytes(), stem + suffix
+    segments = json.loads((out / "d1__long.done.json").read_text())["result"]["segments"]
+    assert len(segments) == 2 and segments[1]["start"] > 0  # resumed, not started over
+
+
+def test_an_interrupted_export_of_another_input_of_the_same_name_is_kept(interrupted, long_video, tiny_model, tmp_path):
+    """`<out>/long.partial/` holds another input's unfinished records: refused in one line, kept; --overwrite drops
+    it (an unfinished export of the same input with other settings starts over: tests above)."""
+    out = _resumed(interrupted, tmp_path)
+    other = tmp_path / "other" / "long.mp4"
+    other.parent.mkdir()
+    shutil.copy2(long_video, other)
+    before = sorted((p.name, p.stat().st_size) for p in (out / "long.partial").iterdir())
+    cmd = [sys.executable, "-m", "rtkp", "export", str(other), "--out", str(out), "--model", str(tiny_model)]
+    res = subprocess.run([*cmd, "--quiet", *COMMON], capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    (line,) = res.stderr.strip().splitlines()
+    assert "unfinished export of another input" in line and str(long_video.resolve()) in line
+    assert sorted((p.name, p.stat().st_size) for p in (out / "long.partial").iterdir()) == before
+    assert main([*cmd[3:], "--quiet", "--overwrite", *COMMON]) == 0
+    done = json.loads((out / "long.done.json").read_text())
+    assert done["settings"]["source"] == str(other.resolve()) and done["result"]["segments"][0]["start"] == 0

@@ -204,7 +204,7 @@ def test_control_server_answers_on_its_private_and_curve_endpoints(tmp_path):
         assert remote.request("list")["code"] == "not_ready"
         with pytest.raises(ControlError) as err:
             stranger.call("list")
-        assert err.value.code == "timeout" and "CURVE" in str(err.value)
+        assert err.value.code in ("timeout", "refused") and "CURVE" in str(err.value), err.value
         server.ready()
         rid = window.send("list")
         jobs = wait_for(server.take, 10, "the request to reach the queue")
@@ -222,3 +222,42 @@ def test_control_server_answers_on_its_private_and_curve_endpoints(tmp_path):
     finally:
         for c in (window, remote, stranger):
             c.close()
+
+
+def test_a_client_whose_key_is_refused_gets_an_error_in_time_never_hangs(tmp_path):
+    """A CURVE server that does not admit the client's key ends the connection for good: a request sent after that
+    (the second one always is; the first one is when the handshake is quicker than the client) must still end within
+    the client's timeout, with an error naming the key, instead of blocking in send forever (issue 26, item 4)."""
+    import threading
+
+    from rtkp.control.remote import ControlClient
+    from rtkp.control.server import ControlServer
+    from rtkp.wire import write_keys
+
+    server_pub, server_secret = write_keys(tmp_path / "server", "server")
+    write_keys(tmp_path / "allowed", "good")
+    _, stranger_secret = write_keys(tmp_path / "elsewhere", "stranger")
+    public = f"tcp://127.0.0.1:{free_port()}"
+    server = ControlServer(public, str(server_secret), str(tmp_path / "allowed"))
+    server.ready()
+    client = ControlClient(public, timeout_s=2, server_key=server_pub, client_key=stranger_secret)
+    errors = []
+
+    def ask_twice():
+        for _ in range(2):
+            try:
+                client.call("list")
+            except ControlError as exc:
+                errors.append(exc)
+
+    asker = threading.Thread(target=ask_twice, daemon=True)
+    try:
+        asker.start()
+        asker.join(20)
+        assert not asker.is_alive(), "a request to a server that refused the client's key never ended"
+        assert [e.code for e in errors] == ["refused", "refused"], errors
+        assert "stranger.key_secret" in str(errors[0]) and "--curve-clients" in str(errors[0]), errors[0]
+    finally:
+        if not asker.is_alive():
+            client.close()
+        server.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from rtkp.errors import ModelError
 from rtkp.graphs.prototypes import max_keypoints
-from rtkp.manifest import Manifest, read_manifest
+from rtkp.manifest import Manifest, read_manifest, read_weights
 
 
 class Backend(Protocol):
@@ -40,12 +40,17 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A model folder's manifest plus its CoKe banks as numpy (prototypes (K, D), clutter (S, D); None for heatmap)."""
+    """A model folder's manifest plus its CoKe banks as numpy (prototypes (K, D), clutter (S, D); None for heatmap).
+
+    weights_bytes: the weights file's bytes as read and checked against the manifest's sha256 (read_model_info), so
+    a backend that needs the whole network (PyTorch) builds it from them instead of reading and hashing the file again.
+    """
 
     path: Path
     manifest: Manifest
     prototypes: np.ndarray | None
     clutter: np.ndarray | None
+    weights_bytes: bytes = field(default=b"", repr=False, compare=False)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -66,20 +71,27 @@ class ModelInfo:
 
 
 def read_model_info(model_dir: str | Path) -> ModelInfo:
-    """Manifest and banks of a model folder, via safetensors' numpy reader (no torch import)."""
-    from safetensors import safe_open
+    """Manifest and banks of a model folder, via safetensors' numpy reader (no torch import).
+
+    The weights are read once and checked against the manifest's sha256 (rtkp.manifest.read_weights) before anything
+    else of the folder is used: a cached ONNX graph or TensorRT engine is only ever used together with the weights
+    (the banks) that were checked here, and the graphs and engines are checked against their own records (exports.json,
+    trt/*.json) which name these weights' hash.
+    """
+    from safetensors.numpy import load
 
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
+    data = read_weights(model_dir, manifest)
     protos = clutter = None
     if manifest.head == "coke":
         path = model_dir / manifest.weights
         try:
-            with safe_open(str(path), framework="numpy") as f:
-                protos = f.get_tensor("prototypes").astype(np.float32)
-                clutter = f.get_tensor("clutter_summary").astype(np.float32)
-        except FileNotFoundError:
-            raise ModelError(f"{path}: weights file not found") from None
+            tensors = load(data)
+            protos = tensors["prototypes"].astype(np.float32)
+            clutter = tensors["clutter_summary"].astype(np.float32)
+        except KeyError as exc:
+            raise ModelError(f"{path}: a CoKe model needs the {exc} tensor, and this weights file has none") from None
         except Exception as exc:  # safetensors raises its own error types for corrupt headers
             raise ModelError(f"{path}: cannot read prototypes and clutter summary ({exc})") from None
-    return ModelInfo(model_dir, manifest, protos, clutter)
+    return ModelInfo(model_dir, manifest, protos, clutter, data)

@@ -8,6 +8,7 @@ import numpy as np
 from rtkp.backends.base import ModelInfo
 from rtkp.errors import EngineError
 from rtkp.graphs.prototypes import pad_prototypes
+from rtkp.manifest import read_weights
 
 
 class TorchBackend:
@@ -24,7 +25,7 @@ class TorchBackend:
     ):
         import torch
 
-        from rtkp.model.checkpoint import load_model
+        from rtkp.model.checkpoint import model_from_weights
         from rtkp.model.graph import InferenceGraph
 
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -35,7 +36,9 @@ class TorchBackend:
             raise EngineError("FP16 in the PyTorch backend needs CUDA; on the CPU use --backend onnxruntime for FP16")
         if threads:
             torch.set_num_threads(threads)
-        net, manifest, protos, clutter = load_model(info.path)
+        # the weights read and checked by read_model_info: no second read, no second hash
+        weights = info.weights_bytes or read_weights(info.path, info.manifest)
+        net, manifest, protos, clutter = model_from_weights(info.manifest, weights, info.path / info.manifest.weights)
         self.torch = torch
         self.device = torch.device(device)
         coke = manifest.head == "coke"

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from rtkp.cli.defaults import resolve_source
-from rtkp.errors import ConfigError
+from rtkp.cli.paths import input_file, input_folder, output_file, write_text
+from rtkp.errors import ConfigError, EngineError, ModelError, require
 
 
 def cmd_build_engine(args) -> int:
     from rtkp.backends import read_model_info
     from rtkp.graphs.onnx import export_onnx
 
+    input_folder(args.model, "--model", ModelError, must_exist=False)  # a missing one: read_model_info says more
     info = read_model_info(args.model)
+    if args.backend == "tensorrt":
+        tensorrt_usable()  # before the ONNX export, which takes a while and is only a step towards the engine
     size = args.input_size or info.input_size
     for fp16 in (False, True) if args.fp16 else (False,):
         path = export_onnx(args.model, size, fp16=fp16)
@@ -34,9 +37,18 @@ def cmd_build_engine(args) -> int:
     return 0
 
 
+def tensorrt_usable() -> None:
+    """MissingDependencyError without the tensorrt package, EngineError when TensorRT cannot run here (no CUDA)."""
+    from rtkp.backends import doctor
+
+    require("tensorrt", "tensorrt")
+    status = doctor(("tensorrt",))[0]
+    if not status.available:
+        raise EngineError(f"--backend tensorrt: TensorRT cannot build an engine here ({status.detail})")
+
+
 def cmd_doctor(args) -> int:
     from rtkp.backends import doctor
-    from rtkp.errors import EngineError
 
     statuses = doctor()
     for s in statuses:
@@ -53,12 +65,17 @@ def cmd_bench(args) -> int:
 
     if args.seconds <= 0:
         raise ConfigError(f"--seconds must be positive, got {args.seconds}")
+    if args.json:
+        output_file(args.json, "--json")  # written after the measurements
+    if args.config:
+        input_file(args.config, "--config")
     cfg = load_config(args.config)
+    input_folder(args.model, "--model", ModelError, must_exist=False)
     read_model_info(args.model)
     source, _ = resolve_source(args.source)
     log = lambda msg: print(msg, file=sys.stderr)
     result = run_bench(args.model, source, args.backend, args.seconds, args.threads, cfg, log, args.precision)
     print(format_table(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        write_text(args.json, "--json", json.dumps(result, indent=1) + "\n")
     return 0

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from rtkp.cli.paths import output_file, output_folder
 from rtkp.errors import ConfigError
 
 
 def cmd_target(args) -> int:
     from rtkp.demo.target import render_target, write_pdf, write_png
 
-    out = Path(args.out)
-    if out.suffix.lower() not in (".pdf", ".png"):
-        raise ConfigError(f"--out must end in .pdf or .png, got {out.name!r}")
+    out = output_file(args.out, "--out", (".pdf", ".png"))
     if args.px_per_mm <= 0:
         raise ConfigError(f"--px-per-mm must be positive, got {args.px_per_mm}")
     target = render_target(args.px_per_mm)
@@ -30,7 +27,7 @@ def cmd_synth(args) -> int:
 
     if args.images < 0 or args.videos < 0 or args.seconds <= 0:
         raise ConfigError("--images and --videos must be >= 0 and --seconds > 0")
-    out = Path(args.out)
+    out = output_folder(args.out, "--out")  # made with its parents
     levels = {"none": (0.0, 0.0)} if args.occlusion == "none" else None
     if args.images:
         path = write_coco_set(out, args.images, args.seed, levels, progress=not args.quiet)

@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from rtkp.errors import ConfigError, DataError
+from rtkp.cli.paths import endpoint, input_file, input_folder, output_folder
+from rtkp.errors import ConfigError, DataError, ModelError
 
 
 def cmd_keypoints(args) -> int:
@@ -55,9 +56,15 @@ def _request(args) -> tuple[str, dict]:
 
 def _live(args) -> int:
     from rtkp.control.remote import ControlClient
+    from rtkp.wire import curve
 
     if getattr(args, "data", None) or (args.action != "save" and getattr(args, "out", None)):
         raise ConfigError("--data and --out are for a model folder (--model); a running tracker saves with `save`")
+    endpoint(args.control, "--control")
+    if args.server_key:
+        curve.load_key(args.server_key, secret=False, flag="--server-key")
+    if args.client_key:
+        curve.load_key(args.client_key, secret=True, flag="--client-key")
     op, fields = _request(args)
     with ControlClient(args.control, args.timeout, args.server_key, args.client_key) as client:
         reply = client.call(op, **fields)
@@ -95,10 +102,18 @@ def _print(args, reply: dict) -> None:
 def _offline(args) -> int:
     from rtkp.backends import read_model_info
     from rtkp.teach.keypoint_set import KeypointSet
-    from rtkp.teach.saved import read_taught, save_keypoint_set
+    from rtkp.teach.saved import check_out, read_taught, save_keypoint_set
 
     if args.action == "save":
         raise ConfigError("save is for a running tracker (--control); with --model, add/remove/rename take --out")
+    input_folder(args.model, "--model", ModelError, must_exist=False)  # a missing one: read_model_info says more
+    if args.action != "list" and args.out:
+        output_folder(args.out, "--out")
+        check_out(args.out, args.model, args.overwrite)  # before `add --data` runs the model
+    if getattr(args, "split", None):
+        input_file(args.split, "--split", DataError)
+    if getattr(args, "images", None):
+        input_folder(args.images, "--images", DataError)
     info = read_model_info(args.model)
     if not info.is_coke:
         raise ConfigError(f"{args.model}: a heatmap model has no prototypes: its keypoints cannot change")

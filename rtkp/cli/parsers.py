@@ -142,14 +142,30 @@ def _add_run(sub) -> None:
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="annotate videos and image folders offline (COCO, JSON lines, DLC CSV, MP4)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, image folders or globs")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder (created); per input <name>.coco.json, .jsonl, .csv, .annotated.mp4 and .done.json, <name> "
+        "the input's file name without its extension (inputs that share one: their paths, d1/clip.mp4 -> d1__clip)",
+    )
     p.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default auto)")
     _add_precision(p)
     p.add_argument("--format", default="coco,jsonl,csv", help="comma-separated: coco, jsonl, csv (default all)")
     p.add_argument("--video", action="store_true", help="also write an annotated MP4 per input")
-    p.add_argument("--smooth", choices=["none", "causal", "offline"], default="none")
-    p.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs are complete")
+    p.add_argument(
+        "--smooth",
+        choices=["none", "causal", "offline"],
+        default="none",
+        help="none: the tracker's keypoints as they are (default); causal: the live filter of `rtkp run`; offline: "
+        "a Kalman filter and a backward (RTS) pass over the whole track, which uses future frames",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="redo inputs whose outputs are complete, and replace outputs made with other settings (without it, a "
+        "re-run with other formats, smoothing, --video, model or input is refused)",
+    )
     p.add_argument("--config", help="YAML profile (smoothing and run sections are used)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

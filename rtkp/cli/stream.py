@@ -40,8 +40,15 @@ def quiet_aware(sub, timeout_s: float | None, notice_s: float = SUBSCRIBE_NOTICE
 def cmd_subscribe(args) -> int:
     import statistics
 
+    from rtkp.cli.paths import endpoint
+    from rtkp.wire import curve
     from rtkp.wire.subscriber import StreamTimeout, Subscriber
 
+    endpoint(args.endpoint, "--endpoint")
+    if args.server_key:
+        curve.load_key(args.server_key, secret=False, flag="--server-key")
+    if args.client_key:
+        curve.load_key(args.client_key, secret=True, flag="--client-key")
     sub = Subscriber(args.endpoint, args.stream, args.latest_only, None, args.server_key, args.client_key)
     latencies, n, first_ns, last_ns, timed_out = [], 0, None, None, None
     try:
@@ -87,8 +94,11 @@ def cmd_subscribe(args) -> int:
 
 
 def cmd_keys(args) -> int:
+    from rtkp.cli.paths import file_stem, output_folder
     from rtkp.wire import write_keys
 
+    output_folder(args.out, "--out")  # made with its parents
+    file_stem(args.name, "--name")
     public, secret = write_keys(args.out, args.name)
     print(f"public key (give to peers): {public}\nsecret key (keep private):  {secret}")
     return 0

@@ -10,10 +10,24 @@ import shlex
 import sys
 from pathlib import Path
 
-from rtkp.errors import ConfigError
+from rtkp.cli.paths import input_file, input_folder, output_file, output_folder, write_text
+from rtkp.errors import ConfigError, DataError, Interrupted, ModelError
+
+
+def check_inputs(args) -> None:
+    """The path arguments `train` and `eval` share (--config, --split, --images): the right kind of thing, before
+    anything is loaded. --data may be a file or a folder: its reader says what it expected."""
+    if getattr(args, "config", None):
+        input_file(args.config, "--config")
+    if args.split:
+        input_file(args.split, "--split", DataError)
+    if getattr(args, "images", None):
+        input_folder(args.images, "--images", DataError)
 
 
 def cmd_train(args) -> int:
+    output_folder(args.out, "--out")  # created (with its parents) when training writes its first checkpoint
+    check_inputs(args)
     from rtkp.config import load_config
     from rtkp.data.load import load_split
     from rtkp.train.loop import train
@@ -41,9 +55,32 @@ def cmd_train(args) -> int:
     if warning:
         print(warning, file=sys.stderr, flush=True)
     print(f"training {cfg.model.head} on {len(data)} samples ({data.kind}), {cfg.train.steps} steps -> {out}")
-    manifest = train(data, cfg, out, not args.no_resume, not args.quiet, provenance, args.stop_after)
+    resumed = []
+
+    def on_resume(step: int) -> None:
+        resumed.append(step)
+        print(f"resuming from step {step} of {cfg.train.steps} (checkpoint in {out / 'checkpoint'})", flush=True)
+
+    try:
+        manifest = train(data, cfg, out, not args.no_resume, not args.quiet, provenance, args.stop_after, on_resume)
+    except Interrupted as exc:
+        if not exc.summary.get("step"):
+            raise
+        # one line (rtkp.cli.parsers.main prints it, exit 130): what is saved and the command that goes on from there
+        stop_after = args.stop_after
+        if stop_after is not None:  # the resumed run ends where this one was asked to
+            stop_after = (resumed[0] if resumed else 0) + stop_after - exc.summary["step"] or stop_after
+        raise Interrupted(f"{exc}; resume with: {resume_command(args, stop_after)}", exc.summary) from None
     if manifest is None:
-        print(f"stopped after {args.stop_after} steps; checkpoint in {out / 'checkpoint'} (run again to resume)")
+        # --stop-after counts the steps of this run: from the step it resumed from, when it resumed
+        start = resumed[0] if resumed else 0
+        done = (
+            f"{args.stop_after} more step(s), at step {start + args.stop_after} of {cfg.train.steps} (resumed from "
+            f"step {start})"
+            if resumed
+            else f"{args.stop_after} step(s), at step {args.stop_after} of {cfg.train.steps}"
+        )
+        print(f"stopped after {done}; checkpoint in {out / 'checkpoint'} (run again to resume)")
         return 0
     if args.split and not args.no_eval:
         from rtkp.train.evaluate import evaluate, format_report, record_in_manifest
@@ -59,6 +96,21 @@ def cmd_train(args) -> int:
     return 0
 
 
+def resume_command(args, stop_after: int | None) -> str:
+    """The `rtkp train` command that resumes this run (its arguments, without --no-resume, with --stop-after
+    `stop_after`), shell-quoted."""
+    words = ["rtkp", "train", "--data", args.data, "--out", args.out]
+    given = {"config": args.config, "split": args.split, "head": args.head, "stop_after": stop_after}
+    given.update(images=getattr(args, "images", None), keypoints=getattr(args, "keypoints", None))
+    for flag, value in given.items():
+        if value is not None:
+            words += ["--" + flag.replace("_", "-"), str(value)]
+    for item in args.set:
+        words += ["--set", item]
+    words += [f"--{flag.replace('_', '-')}" for flag in ("no_eval", "quiet") if getattr(args, flag, False)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def keypoint_list(text: str | None) -> list[str] | None:
     """--keypoints A,B,C -> ["A", "B", "C"] (None when not given)."""
     if text is None:
@@ -70,6 +122,13 @@ def keypoint_list(text: str | None) -> list[str] | None:
 
 
 def cmd_eval(args) -> int:
+    input_folder(args.model, "--model", ModelError, must_exist=False)  # a missing one: read_manifest says more
+    check_inputs(args)
+    if args.json:
+        output_file(args.json, "--json")
+    if args.plot:
+        output_file(args.plot, "--plot", plot_suffixes())
+
     from rtkp.data.load import load_split
     from rtkp.train.evaluate import evaluate, format_report, plot_report
 
@@ -77,6 +136,7 @@ def cmd_eval(args) -> int:
     if args.occluders:
         from rtkp.data.occlude import load_photos
 
+        input_folder(args.occluders, "--occluders", DataError)
         if not args.occlusion:
             raise ConfigError("--occluders needs --occlusion (the occluders are only pasted for the occlusion levels)")
         photos = load_photos(args.occluders)
@@ -95,7 +155,17 @@ def cmd_eval(args) -> int:
     )
     print(format_report(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        write_text(args.json, "--json", json.dumps(report, indent=1) + "\n")
     if args.plot:
         plot_report(report, Path(args.plot))
     return 0
+
+
+def plot_suffixes() -> tuple[str, ...]:
+    """The file suffixes `--plot` can write (matplotlib's formats; MissingDependencyError without matplotlib)."""
+    from rtkp.errors import require
+
+    require("matplotlib", "train")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return tuple(f".{s}" for s in sorted(FigureCanvasBase.get_supported_filetypes()))

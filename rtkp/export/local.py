@@ -6,8 +6,10 @@ are tracked, so memory stays flat however long the video. An interrupted export 
 from the frame after the last one written (same input, model and settings; otherwise it starts over). When tracking
 reaches the end, the outputs are finished in that folder (rtkp.export.finish: smoothing, the files, the annotated
 video), renamed into place, and a `<stem>.done.json` marker written last lets a re-run skip the input.
-`rtkp export --ray` (rtkp.export.ray) tracks chunks of the same inputs on a cluster with the same loop, into the same
-folder, and finishes them with the same code; it names and checks outputs with `export_targets` and `is_complete`.
+`<stem>` is the input's output name, unique among the command's inputs, and a finished export made with other
+settings is refused unless --overwrite (rtkp.export.targets). `rtkp export --ray` (rtkp.export.ray) tracks chunks of
+the same inputs on a cluster with the same loop, into the same folder, and finishes them with the same code; it names
+and checks outputs with the same `plan_targets`, `is_complete` and `release`.
 
 Smoothing: `none`, `causal` (the live filter, rtkp.smoothing.KeypointSmoother) or `offline` (forward Kalman +
 Rauch–Tung–Striebel backward pass over the whole track, which uses future frames); both run over the records in
@@ -17,31 +19,31 @@ order when the export finishes, so a resumed or chunked export smooths exactly a
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import glob
-import json
 import os
 import shutil
 import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 from rtkp.config import Config
-from rtkp.errors import ConfigError, Interrupted, RtkpError
+from rtkp.errors import ConfigError, Interrupted, RtkpError, SourceError
 from rtkp.export.chunks import Chunk
 from rtkp.export.finish import finish_outputs
-from rtkp.export.formats import FORMATS, SUFFIX
+from rtkp.export.formats import FORMATS
 from rtkp.export.partial import Partial
 from rtkp.export.progress import Progress, total_frames
 from rtkp.export.records import RecordWriter
+from rtkp.export.targets import ExportTargets as ExportTargets  # the Ray export's modules name them from here
+from rtkp.export.targets import check_owned, export_targets, is_complete, release, skipped
 
 
 @dataclass(frozen=True)
 class ExportOptions:
     """How `rtkp export` treats every input. formats: a subset of formats.FORMATS; video: also an annotated MP4;
-    smooth: none | causal | offline; overwrite: redo complete outputs and ignore partial ones; progress: show bars."""
+    smooth: none | causal | offline; overwrite: redo complete outputs, replace those of other settings and ignore
+    partial ones; progress: show bars."""
 
     out: Path
     model: str
@@ -56,7 +58,8 @@ class ExportOptions:
 
 
 def expand_inputs(items: list[str]) -> list[str]:
-    """Video files and folders as given; a glob of videos becomes one input per file, a glob of images stays one."""
+    """Video files and folders as given; a glob of videos becomes one input per file, a glob of images stays one.
+    An input given twice (also as another spelling of the same path, or by a glob too) is kept once."""
     from rtkp.pipeline.source_spec import IMAGE_SUFFIXES
 
     out = []
@@ -69,96 +72,47 @@ def expand_inputs(items: list[str]) -> list[str]:
                 out.extend(matches or [item])
         else:
             out.append(item)
-    return out
+    seen, unique = set(), []
+    for item in out:
+        key = os.path.realpath(item) if Path(item).exists() else os.path.abspath(item)
+        if key not in seen:
+            seen.add(key)
+            unique.append(item)
+    return unique
 
 
-def output_stem(source: str) -> str:
-    p = Path(source.rstrip("/"))
-    if any(c in source for c in "*?["):
-        return (p.parent.name or "images") + "_glob"
-    return p.stem if p.suffix else p.name
+def check_inputs(sources: list[str]) -> None:
+    """Before anything is written: SourceError (one line, exit code 4, as `rtkp run` for the same source) for an
+    input that names nothing: no such file or folder, a folder or glob without images. Inputs that exist but cannot
+    be decoded fail on their own when their turn comes (export_one), and the others still run."""
+    from rtkp.pipeline.source_spec import image_files, parse_source
+
+    for source in sources:
+        if any(c in source for c in "*?[") and not Path(source).exists() and not glob.glob(source):
+            raise SourceError(f"source {source!r}: the pattern matches no file")
+        spec = parse_source(source)
+        if spec.kind == "images":
+            image_files(spec)
 
 
-def _fingerprint(source: str) -> dict:
-    p = Path(source)
-    if p.is_file():
-        st = p.stat()
-        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    files = sorted(glob.glob(source) if not p.exists() else [str(f) for f in p.iterdir()])
-    return {"files": len(files), "newest_ns": max((os.stat(f).st_mtime_ns for f in files), default=0)}
-
-
-def _outputs(out_dir: Path, stem: str, formats, video: bool) -> dict[str, Path]:
-    paths = {f: out_dir / f"{stem}{SUFFIX[f]}" for f in formats}
-    if video:
-        paths["video"] = out_dir / f"{stem}.annotated.mp4"
-    return paths
-
-
-def _complete(marker: Path, outputs: dict[str, Path], settings: dict) -> bool:
-    try:
-        done = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return done.get("settings") == settings and all(p.is_file() for p in outputs.values())
-
-
-def _settings(source: str, weights_sha256: str, opts: ExportOptions) -> dict:
-    """What outputs (finished or partial) belong to: reused only when a re-run has the same."""
-    settings = {
-        "source": str(Path(source).resolve()),
-        "input": _fingerprint(source),
-        "model": weights_sha256,
-        "formats": list(opts.formats),
-        "video": opts.video,
-        "smooth": opts.smooth,
-    }
-    if opts.smooth != "none":
-        settings["smoothing"] = dataclasses.asdict(opts.cfg.smoothing)
-    if opts.precision is not None:  # another precision gives other numbers: never mixed with, or skipped as, these
-        settings["precision"] = opts.precision
-    return settings
-
-
-class ExportTargets(NamedTuple):
-    """Where an input's export goes: output stem, {format or "video": path}, the .done.json marker, and the
-    settings the outputs belong to (a re-run with other settings redoes them)."""
-
-    stem: str
-    outputs: dict[str, Path]
-    marker: Path
-    settings: dict
-
-
-def export_targets(source: str, opts: ExportOptions, weights_sha256: str) -> ExportTargets:
-    """The local export and `rtkp export --ray` (rtkp.export.ray) name and check outputs the same way."""
-    stem = output_stem(source)
-    marker = opts.out / f"{stem}.done.json"
-    outputs = _outputs(opts.out, stem, opts.formats, opts.video)
-    return ExportTargets(stem, outputs, marker, _settings(source, weights_sha256, opts))
-
-
-def is_complete(targets: ExportTargets) -> bool:
-    """The marker is there, with these settings, and so is every output."""
-    return _complete(targets.marker, targets.outputs, targets.settings)
-
-
-def skipped(source: str) -> dict:
-    return {"source": source, "skipped": True, "reason": "outputs complete (use --overwrite to redo)"}
-
-
-def export_one(source: str, opts: ExportOptions) -> dict:
+def export_one(source: str, opts: ExportOptions, targets: ExportTargets | None = None, info=None) -> dict:
     """Export one input (resuming its partial outputs when they match); returns its summary.
 
-    Raises RtkpError with a one-line reason; Interrupted (SIGINT/SIGTERM, Ctrl-C) keeps the partial folder.
+    targets: the input's ExportTargets from rtkp.export.targets.plan_targets (default: named by its stem, as the only
+    input); info: the model's ModelInfo (default: read here). Raises RtkpError with a one-line reason (ConfigError
+    when --out holds this name's outputs made with other settings and not opts.overwrite); Interrupted
+    (SIGINT/SIGTERM, Ctrl-C) keeps the partial folder.
     """
     from rtkp.backends import read_model_info
+    from rtkp.pipeline.sources import check_source
 
-    info = read_model_info(opts.model)
-    targets = export_targets(source, opts, info.weights_sha256)
+    info = info or read_model_info(opts.model)
+    targets = targets or export_targets(source, opts, info.weights_sha256)
     if not opts.overwrite and is_complete(targets):
         return skipped(source)
-    targets.marker.unlink(missing_ok=True)
+    check_owned([source], [targets], opts.overwrite)
+    check_source(source)  # a source that cannot be opened: its one line, before any bar or folder
+    release(targets)  # the outputs of other settings (--overwrite) or incomplete ones: never left beside new ones
     # the formats are written live unless smoothed (smoothing runs over the whole track at the end, from raw)
     live = tuple(f for f in FORMATS if f in opts.formats) if opts.smooth == "none" else ()
     partial = Partial(opts.out / f"{targets.stem}.partial", targets.settings, (*live, "raw"))

@@ -2,6 +2,15 @@
 
 It uses future frames, so it only exists for offline export; for a keypoint hidden for a while it interpolates between
 the frames on either side instead of extrapolating.
+
+What it promises, like the live smoother (rtkp.smoothing):
+- a keypoint the model reported hidden stays hidden (`visible` False), so every format writes it as with `--smooth
+  none` (CSV likelihood 0, COCO v = 0); its state says what its x, y are: PREDICTED within `hold_s` of a frame where it
+  is visible (the interpolation between sightings), MISSING otherwise (the model's own x, y, untouched);
+- a visible keypoint is never moved more than `max_deviation_px` from the model's measurement;
+- time steps that cannot be used (no PTS, PTS equal to or before the previous frame's: all-zero timestamps, image
+  folders) become one nominal frame step (steady_times), so that such frames are neither merged into one instant
+  (which collapsed a whole track onto one point) nor thrown backwards.
 """
 
 from __future__ import annotations
@@ -9,6 +18,29 @@ from __future__ import annotations
 import numpy as np
 
 from rtkp.smoothing import MISSING, PREDICTED, SMOOTHED
+
+NOMINAL_STEP_S = 1 / 30  # the step of a track with no usable time step at all (image folders, all-zero PTS)
+
+
+def steady_times(t) -> np.ndarray:
+    """Frame times (s) the filter can use: (N,) with None or NaN where a frame has no time.
+
+    A frame whose time is missing or not after the previous frame's is placed one nominal step after it; the nominal
+    step is the median of the track's usable (increasing) steps, or NOMINAL_STEP_S (30 fps) when it has none. So
+    all-zero timestamps and image folders (no PTS) are smoothed by frame index at 30 fps, and a repeated or backward
+    PTS in a video costs one nominal step instead of a zero or negative one.
+    """
+    raw = np.array([np.nan if v is None else float(v) for v in np.asarray(t, object).ravel()], np.float64)
+    steps = np.diff(raw)
+    usable = steps[np.isfinite(steps) & (steps > 0)]
+    nominal = float(np.median(usable)) if len(usable) else NOMINAL_STEP_S
+    out = raw.copy()
+    for i in range(len(out)):
+        if i == 0:
+            out[i] = raw[i] if np.isfinite(raw[i]) else 0.0
+        elif not (np.isfinite(raw[i]) and raw[i] > out[i - 1]):
+            out[i] = out[i - 1] + nominal
+    return out
 
 
 def rts_smooth(
@@ -18,13 +50,18 @@ def rts_smooth(
     accel_noise: float = 500.0,
     meas_noise: float = 1.5,
     hold_s: float = 0.25,
+    max_deviation_px: float = 8.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Smooth a whole track.
 
-    t: (N,) seconds; xy: (N, K, 2) measurements; visible: (N, K) bool (hidden frames are not measurements).
-    Returns (xy (N, K, 2), visible (N, K), state (N, K) uint8): a hidden keypoint is reported as PREDICTED when a
-    frame where it is visible lies within `hold_s` before or after, and as MISSING otherwise.
+    t: (N,) seconds (made usable by steady_times); xy: (N, K, 2) measurements; visible: (N, K) bool (hidden frames
+    are not measurements). Returns (xy (N, K, 2), visible (N, K), state (N, K) uint8): `visible` as given; a visible
+    keypoint is SMOOTHED, within `max_deviation_px` of its measurement; a hidden one is PREDICTED (x, y interpolated)
+    when a frame where it is visible lies within `hold_s` before or after, and MISSING (x, y as measured) otherwise.
     """
+    t = steady_times(t)
+    xy = np.asarray(xy, np.float64)
+    visible = np.asarray(visible, bool)
     n, k = visible.shape
     q, r = accel_noise**2, meas_noise**2
     # state per coordinate: mean (N, K, 2, 2[pos, vel]) and covariance (N, K, 2, 2, 2)
@@ -37,7 +74,7 @@ def rts_smooth(
     cov[..., 0, 0], cov[..., 1, 1] = 1e8, 1e8
     started = np.zeros(k, bool)
     for i in range(n):
-        dt = 0.0 if i == 0 else max(t[i] - t[i - 1], 1e-6)
+        dt = 0.0 if i == 0 else t[i] - t[i - 1]  # > 0 (steady_times)
         f = np.array([[1, dt], [0, 1]])
         qm = q * np.array([[dt**4 / 4, dt**3 / 2], [dt**3 / 2, dt**2]])
         mean = mean @ f.T
@@ -60,12 +97,17 @@ def rts_smooth(
         m_f[i], p_f[i] = mean, cov
     m_s, p_s = m_f.copy(), p_f.copy()
     for i in range(n - 2, -1, -1):
-        dt = max(t[i + 1] - t[i], 1e-6)
+        dt = t[i + 1] - t[i]
         f = np.array([[1, dt], [0, 1]])
         gain = p_f[i] @ f.T @ np.linalg.inv(p_p[i + 1])
         m_s[i] = m_f[i] + (gain @ (m_s[i + 1] - m_p[i + 1])[..., None])[..., 0]
         p_s[i] = p_f[i] + gain @ (p_s[i + 1] - p_p[i + 1]) @ np.swapaxes(gain, -1, -2)
-    out = m_s[..., 0].astype(np.float32)
+    out = m_s[..., 0]
+    # never move a visible keypoint further than the bound from what the model measured (as rtkp.smoothing does)
+    delta = out - xy
+    norm = np.linalg.norm(delta, axis=-1, keepdims=True)
+    bounded = xy + delta * np.minimum(1.0, max_deviation_px / np.maximum(norm, 1e-9))
+    out = np.where(visible[..., None], bounded, out)
     # hidden keypoints: reported as predicted near a sighting, missing otherwise
     last = np.full(k, -np.inf)
     since = np.zeros((n, k))
@@ -79,16 +121,16 @@ def rts_smooth(
         until[i] = nxt - t[i]
     held = ~visible & (np.minimum(since, until) <= hold_s)
     state = np.where(visible, SMOOTHED, np.where(held, PREDICTED, MISSING)).astype(np.uint8)
-    never = ~started
-    out[:, never] = xy[:, never]
-    return out, visible | held, state
+    # hidden stays hidden (the formats write it as unsmoothed: CSV likelihood 0, COCO v=0); far from any sighting, the
+    # smoother's extrapolation means nothing, so the measurement is kept
+    out = np.where((state == MISSING)[..., None], xy, out)
+    return out.astype(np.float32), visible.copy(), state
 
 
 def smooth_track(pts: list, xy: np.ndarray, visible: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """rts_smooth over a track with the settings of cfg (a SmoothingConfig). pts: (N,) seconds, None where a frame has
-    none (image folders: frame i is taken at i / 30 s); xy (N, K, 2); visible (N, K) bool."""
-    t = np.array([p if p is not None else i / 30.0 for i, p in enumerate(pts)])
-    return rts_smooth(t, xy, visible, cfg.accel_noise, cfg.meas_noise, cfg.hold_s)
+    none (image folders; steady_times gives such frames one nominal step each); xy (N, K, 2); visible (N, K) bool."""
+    return rts_smooth(pts, xy, visible, cfg.accel_noise, cfg.meas_noise, cfg.hold_s, cfg.max_deviation_px)
 
 
 def smooth_frames(frames: list, cfg) -> list:

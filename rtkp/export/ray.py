@@ -22,6 +22,7 @@ from rtkp.errors import ConfigError, ExportFailed, require
 from rtkp.export.chunks import CHUNK_FRAMES, ChunkFolder
 from rtkp.export.local import ExportOptions
 from rtkp.export.ray_driver import Driver, InputJob, WorkerPool, log
+from rtkp.export.targets import is_complete, plan_targets, release, skipped
 
 
 def connect(ray, address: str) -> bool:
@@ -69,19 +70,12 @@ def worker_options(resources: dict, opts: ExportOptions, workers: int | None) ->
 
 
 def _prepare(sources: list[str], opts: ExportOptions, weights_sha256: str) -> list[InputJob]:
-    """Each input's targets and folder; complete inputs skipped, a second input with the same output name failed."""
-    from rtkp.export.local import export_targets, is_complete, skipped
-
-    items, stems = [], {}
-    for source in sources:
-        targets = export_targets(source, opts, weights_sha256)
+    """Each input's targets and folder, named and checked as the local export does (plan_targets: no two inputs share
+    an output name; outputs of other settings refused unless --overwrite); complete inputs skipped."""
+    items = []
+    for source, targets in zip(sources, plan_targets(sources, opts, weights_sha256)):
         item = InputJob(source, targets, ChunkFolder(opts.out / f"{targets.stem}.partial"))
         items.append(item)
-        if targets.stem in stems:
-            item.status = "failed"
-            item.note = f"{source}: same output name as {stems[targets.stem]} ({targets.stem}.*): use another --out"
-            continue
-        stems[targets.stem] = source
         if not opts.overwrite and is_complete(targets):
             item.status, item.result = "skipped", skipped(source)
     return items
@@ -130,7 +124,7 @@ def export_on_ray(
 
             previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
             for item in todo:
-                item.targets.marker.unlink(missing_ok=True)
+                release(item.targets)  # as the local export: no outputs of other settings left beside the new ones
                 driver.enqueue(item)
             driver.run()
             backends = ", ".join(sorted(pool.backends))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def record_export(
 
 def find_export(model_dir: Path, manifest: Manifest, input_size, fp16: bool, debug: bool = False) -> Path | None:
     """An existing, intact ONNX export of the current weights (`manifest`, the folder's) and graph contract with these
-    settings, or None."""
+    settings, or None: none recorded, a stale one (other weights or contract), or one whose bytes no longer match their
+    recorded sha256 (said on stderr; the caller exports it again). Checked on every call, i.e. on every load."""
     model_dir = Path(model_dir)
     try:
         index = json.loads((model_dir / EXPORTS).read_text())
@@ -71,6 +73,13 @@ def find_export(model_dir: Path, manifest: Manifest, input_size, fp16: bool, deb
         graph_ok = entry.get("graph") == GRAPH_VERSION or (k_max is None and entry.get("graph", 1) == 1)
         same_graph = graph_ok and entry.get("max_keypoints") == k_max
         if path.name == want and (entry.get("model_sha256") or "") == manifest.weights_sha256 and same_graph:
-            if path.is_file() and sha256(path) == entry.get("sha256"):
+            if not path.is_file():
+                continue
+            if sha256(path) == entry.get("sha256"):
                 return path
+            print(
+                f"rtkp: refusing cached ONNX graph {path}: its checksum does not match {EXPORTS} (changed or corrupt);"
+                " exporting it again",
+                file=sys.stderr,
+            )
     return None

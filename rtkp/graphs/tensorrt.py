@@ -105,9 +105,14 @@ class EngineCache:
         if meta.get("key") != want:
             diff = [k for k in want if meta.get("key", {}).get(k) != want[k]]
             return self._refuse(engine_path, f"it was built for another {', '.join(diff) or 'configuration'}")
-        if not engine_path.is_file() or sha256(engine_path) != meta.get("sha256"):
+        try:
+            data = engine_path.read_bytes()
+        except OSError:
+            data = None
+        # the bytes handed to TensorRT are the bytes checked, read once
+        if data is None or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
             return self._refuse(engine_path, "its checksum does not match (corrupt or truncated)")
-        return engine_path.read_bytes()
+        return data
 
     def store(self, key: EngineKey, data: bytes, onnx_path: Path) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ import torch
 
 from rtkp.errors import ModelError
 from rtkp.files import sha256, write_atomic, write_json_atomic
-from rtkp.manifest import MANIFEST, MANIFEST_VERSION, WEIGHTS, Manifest, read_manifest, write_manifest
+from rtkp.manifest import MANIFEST, MANIFEST_VERSION, WEIGHTS, Manifest, read_manifest, read_weights, write_manifest
 from rtkp.model.network import KeypointNet
 
 
@@ -65,13 +65,26 @@ def save_model(
 
 
 def load_model(model_dir: str | Path) -> tuple[KeypointNet, Manifest, torch.Tensor | None, torch.Tensor | None]:
-    """(network in eval mode, fp32; manifest; prototypes (K, D) or None; clutter summary (S, D) or None)."""
+    """(network in eval mode, fp32; manifest; prototypes (K, D) or None; clutter summary (S, D) or None).
+
+    The weights are checked against the manifest's sha256 as they are read (rtkp.manifest.read_weights)."""
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    weights = model_dir / manifest.weights
-    if manifest.weights_sha256 and weights.is_file() and sha256(weights) != manifest.weights_sha256:
-        raise ModelError(f"{weights}: checksum does not match manifest.json (file changed or corrupt)")
-    tensors = _load_tensors(weights)
+    return model_from_weights(manifest, read_weights(model_dir, manifest), model_dir / manifest.weights)
+
+
+def model_from_weights(
+    manifest: Manifest, data: bytes, where: Path
+) -> tuple[KeypointNet, Manifest, torch.Tensor | None, torch.Tensor | None]:
+    """load_model's result from the bytes of a weights file already read and checked (rtkp.manifest.read_weights,
+    e.g. ModelInfo.weights); `where` names the file in errors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError) as exc:
+        raise ModelError(f"{where}: corrupt or truncated weights file ({exc})") from None
     net = KeypointNet(
         manifest.head,
         len(manifest.keypoint_names),
@@ -85,12 +98,12 @@ def load_model(model_dir: str | Path) -> tuple[KeypointNet, Manifest, torch.Tens
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise ModelError(f"{weights}: weights do not fit the manifest's network ({first})") from None
+        raise ModelError(f"{where}: weights do not fit the manifest's network ({first})") from None
     net.eval()
     protos = tensors.get("prototypes")
     clutter = tensors.get("clutter_summary")
     if manifest.head == "coke" and (protos is None or clutter is None):
-        raise ModelError(f"{weights}: a CoKe model needs `prototypes` and `clutter_summary` tensors")
+        raise ModelError(f"{where}: a CoKe model needs `prototypes` and `clutter_summary` tensors")
     return net, manifest, protos, clutter
 
 

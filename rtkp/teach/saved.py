@@ -44,12 +44,19 @@ def read_taught(model_dir: str | Path, manifest: Manifest) -> dict[str, Taught]:
     return out
 
 
-def _check_out(out: Path, model_dir: Path, overwrite: bool) -> None:
+def check_out(out: str | Path, model_dir: str | Path, overwrite: bool) -> None:
+    """ControlError("failed") unless `out` can become the new model folder: not the model's own folder, and new,
+    empty, or (overwrite) a model folder."""
+    out = Path(out)
     if out.resolve() == Path(model_dir).resolve():
         raise ControlError("failed", f"{out}: that is the folder of the running model; save to a new folder")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
-            raise ControlError("failed", f"{out}: exists and is not empty (pass overwrite to replace a model folder)")
+            raise ControlError(
+                "failed",
+                f"{out}: exists and is not empty (--overwrite, or overwrite: true in a save request, replaces a model "
+                "folder)",
+            )
         if not (out / MANIFEST).is_file():
             raise ControlError("failed", f"{out}: not a model folder; refusing to overwrite it")
 
@@ -66,7 +73,7 @@ def save_keypoint_set(
     from safetensors.numpy import save
 
     model_dir, out = Path(model_dir), Path(out)
-    _check_out(out, model_dir, overwrite)
+    check_out(out, model_dir, overwrite)
     src = model_dir / manifest.weights
     try:
         with safe_open(str(src), framework="numpy") as f:

@@ -9,10 +9,14 @@ mining.py (hard negatives), calibrate.py (visibility margins), recipe.py (decisi
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +24,7 @@ import torch
 
 from rtkp.config import Config
 from rtkp.data.sample import Dataset
-from rtkp.errors import ConfigError
+from rtkp.errors import ConfigError, Interrupted
 from rtkp.manifest import Manifest
 from rtkp.model.banks import ClutterBank, KeypointBank
 from rtkp.model.checkpoint import load_training_state, save_model, save_training_state
@@ -70,15 +74,24 @@ def train(
     progress: bool = True,
     provenance: dict | None = None,
     stop_after: int | None = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> Manifest | None:
     """Train and write the model folder `out`; returns its manifest as written (without evaluation figures).
 
-    A checkpoint in `out/checkpoint` is resumed when `resume` and the config matches (`train.steps` may differ, so a
-    run can be extended). `stop_after` ends this call after that many steps with a checkpoint and returns None (for
-    time-sliced training on shared machines).
+    `out` is created (with its parents) before anything else. A checkpoint in `out/checkpoint` is resumed when
+    `resume` and the config matches (`train.steps` may differ, so a run can be extended); `on_resume(step)` is told the
+    step it resumes from. `stop_after` ends this call after that many more steps (counted from the step it resumed
+    from) with a checkpoint and returns None (for time-sliced training on shared machines).
+
+    SIGINT and SIGTERM (Ctrl-C) end the step under way, save a checkpoint of it and raise Interrupted, whose summary
+    holds `step` (the steps saved), `steps` and `checkpoint`: running again resumes there. A second signal while a
+    step runs stops at once, keeping the last checkpoint saved.
     """
     from tqdm import tqdm
 
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder; name a folder (it is created if missing)")
+    out.mkdir(parents=True, exist_ok=True)  # before the first step: an interrupt always has somewhere to save
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
@@ -101,41 +114,118 @@ def train(
         if not same_recipe(info.get("config"), cfg.to_dict()) or info.get("head") != head:
             raise ConfigError(f"{ckpt}: checkpoint was made with another config; use a new --out or --no-resume")
         start = info["step"]
+        if on_resume is not None:
+            on_resume(start)
     maker = BatchMaker(data, cfg)
     if start and info.get("hard_negatives"):
         maker.hard.points = [np.asarray(p, np.float32).reshape(-1, 2) for p in info["hard_negatives"]]
     steps = cfg.train.steps
-    bar = tqdm(total=steps, initial=start, desc=f"train {head}", unit="step", disable=not progress, file=sys.stderr)
     t0 = time.perf_counter()
     last = {}
     end = steps if stop_after is None else min(steps, start + stop_after)
-    for step in range(start, end):
-        rng = np.random.default_rng([cfg.train.seed, step])
-        if cfg.augment.hard_crop > 0 and step >= cfg.train.warmup_steps:
-            # a resumed run continues with the hard negatives saved in the checkpoint, as an uninterrupted one would
-            if (step - cfg.train.warmup_steps) % cfg.augment.hard_every == 0:
-                mine(net, maker, cfg, kp_bank, np.random.default_rng([cfg.train.seed, step, 1]))
-        batch = maker.draw(rng, cfg.train.batch_size)
-        for g in optimizer.param_groups:
-            g["lr"] = g["base_lr"] * lr_factor(step, steps, cfg.train.warmup_steps)
-        if head == "coke":
-            loss, stats, after = coke_step(net, batch, rng, cfg, kp_bank, clutter_bank)
-        else:
-            loss, stats, after = heatmap_step(net, batch, cfg)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        after()
-        last = {k: round(v, 4) for k, v in stats.items()}
-        bar.set_postfix(loss=f"{loss.item():.3f}", **{k: f"{v:.3f}" for k, v in last.items()})
-        bar.update(1)
-        if (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == end:
-            hard = [p.tolist() for p in maker.hard.points]
-            extra = {"config": cfg.to_dict(), "head": head, "hard_negatives": hard}
-            save_training_state(ckpt, step + 1, net, optimizer, banks, extra)
-    bar.close()
-    if end < steps:
-        return None
+
+    saved = start  # the step the checkpoint on disk holds (0: none)
+
+    def save(done: int) -> None:
+        nonlocal saved
+        hard = [p.tolist() for p in maker.hard.points]
+        extra = {"config": cfg.to_dict(), "head": head, "hard_negatives": hard}
+        with stop.saving():
+            save_training_state(ckpt, done, net, optimizer, banks, extra)
+            saved = done
+
+    def interrupted() -> Interrupted:
+        kept = f"{saved} of {steps} steps saved in {ckpt}" if saved else "no step saved yet"
+        summary = {"step": saved, "steps": steps, "checkpoint": str(ckpt)}
+        return Interrupted(f"training stopped by {stop.reason or 'SIGINT'}: {kept}", summary)
+
+    bar = tqdm(total=steps, initial=start, desc=f"train {head}", unit="step", disable=not progress, file=sys.stderr)
+    with StopOnSignals() as stop:
+        try:
+            for step in range(start, end):
+                loss, last = _step(step, steps, cfg, net, optimizer, maker, kp_bank, clutter_bank)
+                bar.set_postfix(loss=f"{loss:.3f}", **{k: f"{v:.3f}" for k, v in last.items()})
+                bar.update(1)
+                done = step + 1
+                if done % cfg.train.checkpoint_every == 0 or done == end or stop.reason:
+                    save(done)
+                if stop.reason:
+                    break
+            bar.close()
+            if stop.reason:
+                raise interrupted()
+            stop.soft = False  # from here on (calibration, writing the model) a signal stops at once
+            if end < steps:
+                return None
+            return _finish(data, cfg, out, net, maker, kp_bank, clutter_bank, provenance, steps, t0, last)
+        except KeyboardInterrupt:  # a second signal during a step, or one while the model is written
+            bar.close()
+            raise interrupted() from None
+
+
+class StopOnSignals:
+    """SIGINT and SIGTERM while `soft`: the training loop stops after the step under way (`reason` names the first
+    signal). A second signal, or one when not `soft`, raises KeyboardInterrupt at once, except while a checkpoint is
+    written (`saving()`), which always completes. Outside the main thread (no handler can be installed) nothing is
+    caught."""
+
+    def __init__(self):
+        self.reason: str | None = None
+        self.soft = True
+        self._saving = False
+        self._previous: dict = {}
+
+    def _on_signal(self, signum, _frame) -> None:
+        first = self.reason is None
+        self.reason = self.reason or signal.Signals(signum).name
+        if self._saving or (first and self.soft):
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def saving(self):
+        self._saving = True
+        try:
+            yield
+        finally:
+            self._saving = False
+
+    def __enter__(self) -> StopOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._previous[s] = signal.signal(s, self._on_signal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def _step(step, steps, cfg, net, optimizer, maker, kp_bank, clutter_bank) -> tuple[float, dict]:
+    """One training step (its random draws seeded by (seed, step)); returns (loss, its parts rounded)."""
+    rng = np.random.default_rng([cfg.train.seed, step])
+    if cfg.augment.hard_crop > 0 and step >= cfg.train.warmup_steps:
+        # a resumed run continues with the hard negatives saved in the checkpoint, as an uninterrupted one would
+        if (step - cfg.train.warmup_steps) % cfg.augment.hard_every == 0:
+            mine(net, maker, cfg, kp_bank, np.random.default_rng([cfg.train.seed, step, 1]))
+    batch = maker.draw(rng, cfg.train.batch_size)
+    for g in optimizer.param_groups:
+        g["lr"] = g["base_lr"] * lr_factor(step, steps, cfg.train.warmup_steps)
+    if cfg.model.head == "coke":
+        loss, stats, after = coke_step(net, batch, rng, cfg, kp_bank, clutter_bank)
+    else:
+        loss, stats, after = heatmap_step(net, batch, cfg)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    after()
+    return loss.item(), {k: round(v, 4) for k, v in stats.items()}
+
+
+def _finish(data, cfg, out, net, maker, kp_bank, clutter_bank, provenance, steps, t0, last) -> Manifest:
+    """After the last step: calibrate the visibility margins, write the model folder, drop the checkpoint."""
+    head = cfg.model.head
+    ckpt = out / "checkpoint"
     net.eval()
     prototypes = clutter = None
     if head == "coke":

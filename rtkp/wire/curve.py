@@ -9,23 +9,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rtkp.errors import ConfigError, RtkpError
+from rtkp.errors import ConfigError
 
 
-def load_key(path: str | Path, secret: bool) -> bytes:
-    """A Z85 CURVE key from a file written by `rtkp keys` (ZeroMQ certificate format)."""
+def load_key(path: str | Path, secret: bool, flag: str | None = None) -> bytes:
+    """A Z85 CURVE key from a file written by `rtkp keys` (ZeroMQ certificate format); ConfigError in one line (naming
+    `flag`, the argument that gave the path, when given) for a file that is missing, a folder, or not a key file."""
     import zmq.auth
 
-    public, secret_key = zmq.auth.load_certificate(str(path))
+    what = f"{flag} {path}" if flag else str(path)
+    kind = "a .key_secret file" if secret else "a .key file"
+    if Path(path).is_dir():
+        raise ConfigError(f"{what}: is a folder; give {kind} written by `rtkp keys`")
+    if not Path(path).exists():
+        raise ConfigError(f"{what}: not found; give {kind} written by `rtkp keys`")
+    try:
+        public, secret_key = zmq.auth.load_certificate(str(path))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{what}: not {kind} written by `rtkp keys` ({exc})") from None
     if secret and secret_key is None:
-        raise RtkpError(f"{path}: holds no secret key (use the .key_secret file)")
+        raise ConfigError(f"{what}: holds no secret key (use the .key_secret file)")
     return secret_key if secret else public
 
 
 def write_keys(folder: str | Path, name: str) -> tuple[Path, Path]:
-    """Write a CURVE key pair: <name>.key (public, give it away) and <name>.key_secret (keep it)."""
+    """Write a CURVE key pair: <name>.key (public, give it away) and <name>.key_secret (keep it), in `folder` (made
+    with its parents). `name` is a plain file name: one with a folder in it would put the keys elsewhere."""
     import zmq.auth
 
+    if not name or name in (".", "..") or Path(name).name != name:
+        raise ConfigError(f"key name {name!r}: give a plain file name such as rtkp (no folder in it)")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     public, secret = zmq.auth.create_certificates(str(folder), name)
@@ -42,6 +55,8 @@ def serve(sock, key_file: str | Path, clients_dir: str | Path | None, auth=None)
 
     if not clients_dir:
         raise ConfigError("CURVE needs the folder of allowed client public keys (--curve-clients DIR)")
+    if not Path(clients_dir).is_dir():
+        raise ConfigError(f"--curve-clients {clients_dir}: not a folder of allowed clients' .key files")
     secret, public = load_key(key_file, secret=True), load_key(key_file, secret=False)  # before a thread starts
     if auth is None:
         auth = ThreadAuthenticator(sock.context)
