@@ -107,6 +107,46 @@ def test_bad_dlc_inputs(tmp_path):
         load_dataset(proj)
 
 
+def test_dlc_trailing_empty_column_is_dropped_and_an_empty_bodypart_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    # A spreadsheet ends every line with a comma: the empty last column is no bodypart.
+    proj = write_dlc_project(tmp_path / "a")
+    csv_path = next(proj.glob("labeled-data/*/CollectedData_*.csv"))
+    csv_path.write_text("".join(line + ",\n" for line in csv_path.read_text().splitlines()))
+    data = load_dataset(proj)
+    assert data.keypoint_names == NAMES and len(data) == 12
+    assert not data.samples[0].visible[-1] and data.samples[1].visible.all()
+    # Only the data lines end with a comma (the header was written by DeepLabCut).
+    proj = write_dlc_project(tmp_path / "b")
+    csv_path = next(proj.glob("labeled-data/*/CollectedData_*.csv"))
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join(lines[:3] + [line + ",," for line in lines[3:]]) + "\n")
+    assert len(load_dataset(proj)) == 12
+    # A value under the unnamed trailing column is refused, not silently dropped.
+    csv_path.write_text("\n".join(lines[:3] + [lines[3] + ",7"] + lines[4:]) + "\n")
+    with pytest.raises(DataError, match="line 4 has a value in column 8, which the header names no bodypart for"):
+        load_dataset(proj)
+    # An empty bodypart name in the middle is an error naming the column, in one line from the CLI.
+    proj = write_dlc_project(tmp_path / "c")
+    csv_path = next(proj.glob("labeled-data/*/CollectedData_*.csv"))
+    lines = csv_path.read_text().splitlines()
+    cells = lines[1].split(",")
+    cells[3] = ""
+    csv_path.write_text("\n".join([lines[0], ",".join(cells)] + lines[2:]) + "\n")
+    with pytest.raises(DataError, match="column 4 has an empty bodypart name; name it or delete the column"):
+        load_dataset(proj)
+    out = subprocess.run(
+        [sys.executable, "-m", "rtkp", "train", "--data", str(proj), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "empty bodypart name" in out.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_bad_coco_inputs(coco_file):
     doc = json.loads(coco_file.read_text())
     coco_file.write_text(coco_file.read_text()[:-20])

@@ -43,6 +43,20 @@ def _parse_float(text: str) -> float:
     return float(text) if text.strip() else math.nan
 
 
+def _header_columns(csv_path: Path, rows: list[list[str]], first: int) -> tuple[list[str], list[str]]:
+    """The bodyparts and coords rows, less trailing all-empty columns (spreadsheets end each line with a comma)."""
+    header = rows[:3]
+    width = max(len(r) for r in header)
+    header = [r + [""] * (width - len(r)) for r in header]
+    while width > first and not any(r[width - 1].strip() for r in header):
+        width -= 1
+    header_parts, coords = header[1][:width], header[2][:width]
+    for i in range(first, width):
+        if not header_parts[i].strip():
+            raise DataError(f"{csv_path}: column {i + 1} has an empty bodypart name; name it or delete the column")
+    return header_parts, coords
+
+
 def read_dlc_csv(csv_path: Path, names: list[str], project: Path, check_images: bool = True) -> list[Sample]:
     """Read one CollectedData CSV; its bodyparts must be exactly `names` (in order)."""
     try:
@@ -52,11 +66,11 @@ def read_dlc_csv(csv_path: Path, names: list[str], project: Path, check_images: 
         raise DataError(f"{csv_path}: cannot read ({exc.strerror or exc})") from None
     if len(rows) < 3 or [r[0] if r else "" for r in rows[:3]] != ["scorer", "bodyparts", "coords"]:
         raise DataError(f"{csv_path}: expected DeepLabCut's 3-row header (scorer / bodyparts / coords)")
-    header_parts, coords = rows[1], rows[2]
     # Newer DLC CSVs index by three columns (labeled-data, video, image); older ones by one path column.
-    first = next((i for i, c in enumerate(coords) if c in ("x", "y", "likelihood")), None)
+    first = next((i for i, c in enumerate(rows[2]) if c in ("x", "y", "likelihood")), None)
     if first is None:
         raise DataError(f"{csv_path}: the coords row names no x/y columns")
+    header_parts, coords = _header_columns(csv_path, rows, first)
     cols = {}
     for i in range(first, len(coords)):
         cols.setdefault(header_parts[i], {})[coords[i]] = i
@@ -69,6 +83,11 @@ def read_dlc_csv(csv_path: Path, names: list[str], project: Path, check_images: 
             continue
         if len(row) < len(coords):
             raise DataError(f"{csv_path}: line {line} has {len(row)} columns, expected {len(coords)}")
+        extra = next((i for i in range(len(coords), len(row)) if row[i].strip()), None)
+        if extra is not None:
+            raise DataError(
+                f"{csv_path}: line {line} has a value in column {extra + 1}, which the header names no bodypart for"
+            )
         name = "/".join(c for c in row[:first] if c)
         try:
             xy = np.array(
