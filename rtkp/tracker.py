@@ -77,7 +77,7 @@ class ModelBatch:
 
 
 class ModelStage:
-    """Frames → ModelResults: the letterbox and the backend (the inference process runs this one).
+    """Frames → ModelResults: the letterbox and the backend (the first half of the Tracker).
 
     It owns the keypoint bank the graph runs with (`set_prototypes`, `bank_version`) and, with `history` > 0, the
     last `history` model inputs, so that a control request may name a recent frame (`recent`) to teach a keypoint
@@ -167,7 +167,7 @@ class ModelStage:
 
 
 class KeypointStage:
-    """Graph rows → KeypointFrame: source pixels, visibility, smoothing (the post process runs this one).
+    """Graph rows → KeypointFrame: source pixels, visibility, smoothing (the second half of the Tracker).
 
     Stateful (the smoother): call in frame order.
     """

@@ -52,11 +52,7 @@ class ControlClient:
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         if server_key is not None:
-            try:
-                curve.connect(self.sock, server_key, client_key)
-            except BaseException:  # a key file that does not load
-                self.sock.close()
-                raise
+            curve.connect(self.sock, server_key, client_key)  # closes the socket if a key does not load
         # the handshake's outcome: a server that refuses this client ends the connection for good (no reconnect, so
         # nothing could ever be sent again); the monitor lets a request say so at once instead of waiting
         events = (

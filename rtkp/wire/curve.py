@@ -70,7 +70,12 @@ def serve(sock, key_file: str | Path, clients_dir: str | Path | None, auth=None)
 
 def connect(sock, server_key: str | Path, client_key: str | Path) -> None:
     """Make `sock` (not yet connected) a CURVE client of the server whose public key file is `server_key`, with this
-    client's key pair `client_key` (the .key_secret file; its public half must be in the server's clients folder)."""
-    sock.curve_serverkey = load_key(server_key, secret=False)
-    sock.curve_publickey = load_key(client_key, secret=False)
-    sock.curve_secretkey = load_key(client_key, secret=True)
+    client's key pair `client_key` (the .key_secret file; its public half must be in the server's clients folder).
+    A key file that does not load closes `sock` before the error goes up: the caller has no socket to clean up."""
+    try:
+        sock.curve_serverkey = load_key(server_key, secret=False)
+        sock.curve_publickey = load_key(client_key, secret=False)
+        sock.curve_secretkey = load_key(client_key, secret=True)
+    except BaseException:
+        sock.close()
+        raise

@@ -58,11 +58,7 @@ class Subscriber:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
         if server_key is not None:
-            try:
-                curve.connect(self.sock, server_key, client_key)
-            except BaseException:  # a key file that does not load
-                self.sock.close()
-                raise
+            curve.connect(self.sock, server_key, client_key)  # closes the socket if a key does not load
         self.topic = schema.topic_prefix(stream)
         self.sock.setsockopt(zmq.SUBSCRIBE, self.topic.encode())
         self.sock.connect(endpoint)
