@@ -9,17 +9,55 @@ Two filters per keypoint coordinate:
 KeypointSmoother adds the occlusion policy: a keypoint the model reports hidden is held on its prediction for up to
 `hold_s`, then reported missing; filters reset after gaps longer than `reset_s`; and a visible keypoint is never moved
 more than `max_deviation_px` from the model's measurement.
+
+Both smoothers (this one and rtkp.export.offline_smoothing) see frame times through SteadyClock, the one time-step
+rule: a frame with no PTS, or a PTS not after the previous frame's, is placed one nominal step after the previous frame.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 
 from rtkp.config import SmoothingConfig
 
 MEASURED, SMOOTHED, PREDICTED, MISSING = 0, 1, 2, 3
+NOMINAL_STEP_S = 1 / 30  # the step of a track with no usable time step yet (image folders, all-zero PTS)
+STEP_WINDOW = 1000  # the nominal step is the median of at most this many latest usable steps
+
+
+class SteadyClock:
+    """The time-step rule of both smoothers, online: call with each frame's PTS (s; None or NaN when it has none) in
+    frame order; returns the time the filter uses, always after the previous one's.
+
+    A frame whose PTS is missing or not after the previous frame's time is placed one nominal step after it; the
+    nominal step is the median of the usable steps seen so far (the latest STEP_WINDOW of them: PTS to PTS of
+    consecutive frames, both present, increasing), or NOMINAL_STEP_S (30 fps) while there is none. So all-zero
+    timestamps and image folders (no PTS) are smoothed by frame index at 30 fps, and a repeated or backward PTS in a
+    video costs one nominal step instead of a zero or negative one (which stopped a filter, or threw it backwards).
+    """
+
+    def __init__(self):
+        self.steps = deque(maxlen=STEP_WINDOW)
+        self.pts = self.t = None  # the previous frame's own PTS (None if it had none) and its time
+
+    def nominal(self) -> float:
+        return float(np.median(self.steps)) if self.steps else NOMINAL_STEP_S
+
+    def __call__(self, pts) -> float:
+        pts = None if pts is None or not math.isfinite(float(pts)) else float(pts)
+        if pts is not None and self.pts is not None and pts > self.pts:
+            self.steps.append(pts - self.pts)
+        if self.t is None:
+            t = 0.0 if pts is None else pts
+        elif pts is not None and pts > self.t:
+            t = pts
+        else:
+            t = self.t + self.nominal()
+        self.pts, self.t = pts, t
+        return t
 
 
 def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
@@ -116,6 +154,7 @@ class KeypointSmoother:
         self.k, self.cfg = num_keypoints, cfg or SmoothingConfig()
         self.last_seen = np.full(num_keypoints, -np.inf)
         self.filter = self._new_filter()
+        self.clock = SteadyClock()
 
     def _new_filter(self):
         c = self.cfg
@@ -125,12 +164,14 @@ class KeypointSmoother:
             return OneEuro(c.min_cutoff, c.beta, c.d_cutoff)
         return None
 
-    def update(self, t: float, xy: np.ndarray, visible: np.ndarray, latency_s: float = 0.0):
-        """One frame. xy: (K, 2) source px; visible: (K,) bool; t: capture time (s).
+    def update(self, t: float | None, xy: np.ndarray, visible: np.ndarray, latency_s: float = 0.0):
+        """One frame. xy: (K, 2) source px; visible: (K,) bool; t: the frame's PTS (s), None when it has none (made
+        usable by SteadyClock: no PTS, or one not after the previous frame's, is one nominal step after it).
 
         Returns (xy (K, 2), visible (K,) bool, state (K,) uint8 of MEASURED/SMOOTHED/PREDICTED/MISSING).
         """
         c = self.cfg
+        t = self.clock(t)
         xy = np.asarray(xy, np.float64)
         visible = np.asarray(visible, bool)
         state = np.full(self.k, MISSING, np.uint8)

@@ -191,8 +191,7 @@ class KeypointStage:
         t1 = time.perf_counter()
         frame = result.frame
         latency = (time.monotonic_ns() - frame.capture_ns) / 1e9
-        t = frame.pts if frame.pts is not None else frame.capture_ns / 1e9
-        xy, visible, state = self.smoother.update(t, xy, visible, latency)
+        xy, visible, state = self.smoother.update(frame.pts, xy, visible, latency)  # no PTS: a nominal step
         t2 = time.perf_counter()
         timings = dict(result.timings_ms, match=(t1 - t0) * 1e3, smooth=(t2 - t1) * 1e3)
         return KeypointFrame(

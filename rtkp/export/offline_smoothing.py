@@ -9,38 +9,24 @@ What it promises, like the live smoother (rtkp.smoothing):
   is visible (the interpolation between sightings), MISSING otherwise (the model's own x, y, untouched);
 - a visible keypoint is never moved more than `max_deviation_px` from the model's measurement;
 - time steps that cannot be used (no PTS, PTS equal to or before the previous frame's: all-zero timestamps, image
-  folders) become one nominal frame step (steady_times), so that such frames are neither merged into one instant
-  (which collapsed a whole track onto one point) nor thrown backwards.
+  folders) become one nominal frame step (steady_times: rtkp.smoothing.SteadyClock, the live smoother's rule), so
+  that such frames are neither merged into one instant (which collapsed a whole track onto one point) nor thrown
+  backwards.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from rtkp.smoothing import MISSING, PREDICTED, SMOOTHED
-
-NOMINAL_STEP_S = 1 / 30  # the step of a track with no usable time step at all (image folders, all-zero PTS)
+from rtkp.smoothing import MISSING, PREDICTED, SMOOTHED, SteadyClock
 
 
 def steady_times(t) -> np.ndarray:
-    """Frame times (s) the filter can use: (N,) with None or NaN where a frame has no time.
-
-    A frame whose time is missing or not after the previous frame's is placed one nominal step after it; the nominal
-    step is the median of the track's usable (increasing) steps, or NOMINAL_STEP_S (30 fps) when it has none. So
-    all-zero timestamps and image folders (no PTS) are smoothed by frame index at 30 fps, and a repeated or backward
-    PTS in a video costs one nominal step instead of a zero or negative one.
-    """
-    raw = np.array([np.nan if v is None else float(v) for v in np.asarray(t, object).ravel()], np.float64)
-    steps = np.diff(raw)
-    usable = steps[np.isfinite(steps) & (steps > 0)]
-    nominal = float(np.median(usable)) if len(usable) else NOMINAL_STEP_S
-    out = raw.copy()
-    for i in range(len(out)):
-        if i == 0:
-            out[i] = raw[i] if np.isfinite(raw[i]) else 0.0
-        elif not (np.isfinite(raw[i]) and raw[i] > out[i - 1]):
-            out[i] = out[i - 1] + nominal
-    return out
+    """Frame times (s) the filter can use: (N,) with None or NaN where a frame has no time; rtkp.smoothing.SteadyClock
+    run over the track, the rule the live smoother uses (a missing time, or one not after the previous frame's, becomes
+    one nominal step: the median of the usable steps before it, or 1/30 s while there is none)."""
+    clock = SteadyClock()
+    return np.array([clock(v) for v in np.asarray(t, object).ravel()], np.float64)
 
 
 def rts_smooth(

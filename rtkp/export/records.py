@@ -24,10 +24,10 @@ from rtkp.smoothing import MEASURED, MISSING, KeypointSmoother
 FLUSH_S = 0.2  # how often the bodies reach the disk: what a crash can lose, and what a reader waits at most
 
 
-def smoother_time(kf: KeypointFrame) -> float:
-    """The time the smoother gets for a frame: its PTS, or its capture time when the source has none (as
-    rtkp.tracker.KeypointStage gives it)."""
-    return kf.pts if kf.pts is not None else kf.capture_ns / 1e9
+def smoother_time(kf: KeypointFrame) -> float | None:
+    """The time the smoother gets for a frame: its PTS, None when the source has none (as rtkp.tracker.KeypointStage
+    gives it; rtkp.smoothing.SteadyClock makes that one nominal step, never the moment the frame was read)."""
+    return kf.pts
 
 
 def raw_line(kf: KeypointFrame) -> str:
