@@ -168,3 +168,45 @@ def test_a_heatmap_models_changed_weights_are_refused_too(tmp_path):
     with pytest.raises(ModelError, match="sha256 checksum does not match") as caught:
         read_model_info(model)
     assert str(weights) in str(caught.value)
+
+
+def test_a_run_reads_and_hashes_the_weights_in_the_parent_and_the_inference_stage_only(model, monkeypatch):
+    """The parent checks the folder (run_pipeline); the inference stage opens the backend, which reads and checks the
+    weights once, and uses the ModelInfo the backend read (it read them twice: open_backend, then read_model_info);
+    the post stage needs the manifest alone (it read and hashed the weights too)."""
+    import rtkp.backends
+    import rtkp.backends.base
+    import rtkp.pipeline.post as post
+    from rtkp.messages import Frame
+    from rtkp.pipeline.infer import open_tracker
+    from rtkp.pipeline.run import RunOptions
+
+    calls = {"read_model_info": 0, "read_weights": 0}
+
+    def counted(name, real):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        return call
+
+    # the real functions, counted as they are called (open_backend looks both up at call time)
+    monkeypatch.setattr(rtkp.backends, "read_model_info", counted("read_model_info", rtkp.backends.read_model_info))
+    monkeypatch.setattr(rtkp.backends.base, "read_weights", counted("read_weights", rtkp.backends.base.read_weights))
+    opts = RunOptions(source="unused", model=str(model), backend="onnxruntime", threads=1)
+    image = np.zeros((SIZE[1], SIZE[0], 3), np.uint8) + np.arange(SIZE[0], dtype=np.uint8)[None, :, None]
+    for control in (False, True):
+        calls.update(read_model_info=0, read_weights=0)
+        tracker, editor = open_tracker(opts, control)
+        assert calls == {"read_model_info": 1, "read_weights": 1}, (control, calls)
+        assert (editor is not None) == control
+        kf = tracker.process(Frame(0, None, 0, image))
+        assert kf.keypoints.shape == (3, 2)
+        tracker.close()
+    # the post stage's context: the manifest alone, so it is built with no weights file in the folder at all
+    (model / "model.safetensors").unlink()
+    calls.update(read_model_info=0, read_weights=0)
+    context = post._sink_context(opts)
+    assert context.names == ["nose", "left_eye", "right_eye"] and context.skeleton == [(0, 1), (0, 2)]
+    assert context.model_id == json.loads((model / "manifest.json").read_text())["weights_sha256"][:12]
+    assert calls == {"read_model_info": 0, "read_weights": 0}

@@ -16,7 +16,9 @@ from rtkp.manifest import Manifest, read_manifest, read_weights
 class Backend(Protocol):
     """One runtime executing the inference graph (rtkp.model.graph.InferenceGraph, or its ONNX export).
 
-    name says runtime, device and precision (e.g. "onnxruntime-cpu-fp16"); precision is "fp32" or "fp16".
+    name says runtime, device and precision (e.g. "onnxruntime-cpu-fp16"); precision is "fp32" or "fp16". info: the
+    ModelInfo it was opened with (read_model_info: the weights read and checked once), for whoever needs the model's
+    manifest or banks beside the backend, so that nobody reads and hashes the weights again.
     infer: images (B, H, W, 3) uint8 RGB at `input_size` -> (B, K, 4) float32 (x, y, score, clutter_score) in
     model-input pixels, one row per keypoint in use. set_prototypes swaps the keypoint prototypes (K, D), any
     K <= max_keypoints, and the clutter summary (S, D) without rebuilding anything (the graph has K_max prototype rows
@@ -26,6 +28,7 @@ class Backend(Protocol):
 
     name: str
     precision: str
+    info: ModelInfo
     input_size: tuple[int, int]
     max_keypoints: int
 

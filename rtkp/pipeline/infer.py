@@ -29,7 +29,7 @@ def infer_worker(opts, channel, results, ready, report, pixels_downstream: bool)
     try:
         # the socket first, so that a request sent while the model loads is answered "not ready", not left waiting
         server = _control_server(opts)
-        tracker, editor = _open_tracker(opts, server is not None)
+        tracker, editor = open_tracker(opts, server is not None)
     except RtkpError as exc:
         report.put(StageError("infer", str(exc)))
         ready.set()
@@ -65,14 +65,15 @@ def infer_worker(opts, channel, results, ready, report, pixels_downstream: bool)
     tracker.close()
 
 
-def _open_tracker(opts, control: bool):
+def open_tracker(opts, control: bool):
     """(Tracker, KeypointEditor or None): the model on its backend with the run's smoothing, and the editor when
-    requests may come (the Tracker then keeps recent model inputs for them)."""
-    from rtkp.backends import open_backend, read_model_info
+    requests may come (the Tracker then keeps recent model inputs for them). The weights are read and checked once,
+    by open_backend; the manifest and banks are the ones it read (backend.info)."""
+    from rtkp.backends import open_backend
     from rtkp.tracker import Tracker
 
     backend = open_backend(opts.model, opts.backend, threads=opts.threads, precision=opts.precision)
-    info = read_model_info(opts.model)
+    info = backend.info
     if not control:
         return Tracker(backend, info.manifest, opts.smoothing), None
     from rtkp.control.editor import HISTORY_FRAMES, KeypointEditor

@@ -52,11 +52,12 @@ def post_worker(opts, results, channel, ring, report, stop) -> None:
 
 def _sink_context(opts):
     """What the sinks know of the run at its start: the model's keypoint names and skeleton, its manifest, the
-    source and the model id (KeypointsChanged replaces names, skeleton and shots later)."""
-    from rtkp.backends import read_model_info
+    source and the model id (KeypointsChanged replaces names, skeleton and shots later). The manifest alone: this
+    process loads no weights (the inference stage loads and checks them)."""
+    from rtkp.manifest import read_manifest
     from rtkp.sinks.live import SinkContext
 
-    manifest = read_model_info(opts.model).manifest
+    manifest = read_manifest(opts.model)
     skeleton = [tuple(p) for p in manifest.skeleton]
     names = list(manifest.keypoint_names)
     return SinkContext(names, skeleton, manifest, opts.source, (manifest.weights_sha256 or "")[:12])
