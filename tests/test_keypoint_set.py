@@ -116,3 +116,57 @@ def test_smoothing_tracks_survive_a_change_of_keypoints(kind):
     assert out.shape == (3, 2) and visible.all() and (state == 1).all()
     np.testing.assert_allclose(out[:2], ref, atol=1e-4)  # each kept track continues in its new row
     np.testing.assert_allclose(out[2], moved[2])  # the new keypoint starts where it is measured
+
+
+def test_changed_weights_are_never_carried_into_a_saved_folder(tmp_path, tiny_model):
+    """save_keypoint_set and read_taught read the weights through rtkp.manifest.read_weights: weights that changed
+    after the caller's own check are refused (ModelError, exit 5), never written into a new folder with a fresh
+    sha256 that would make them look checked."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import write_dlc_project
+    from safetensors.numpy import load_file, save_file
+
+    from rtkp.backends import read_model_info
+    from rtkp.teach.saved import read_taught, save_keypoint_set
+
+    def change(weights: Path, name_start: str) -> None:
+        tensors = load_file(str(weights))
+        name = next(k for k in tensors if k.startswith(name_start) and tensors[k].dtype == np.float32)
+        tensors[name] = tensors[name] * np.float32(-1)
+        save_file(tensors, str(weights))
+
+    model = Path(shutil.copytree(tiny_model, tmp_path / "model"))
+    info = read_model_info(model)  # checked, as every caller checks first
+    kset = KeypointSet.from_model(info.manifest, info.prototypes, info.clutter)
+    rng = np.random.default_rng(7)
+    shots = Taught(unit_rows(rng, 10, 32).reshape(2, 5, 32), np.zeros((2, 3, 32)))
+    kset.add("paw", unit_rows(rng, 1, 32)[0], 0.2, shots)
+    saved = save_keypoint_set(model, info.manifest, kset, tmp_path / "saved")
+    saved_info = read_model_info(saved)
+    assert set(read_taught(saved, saved_info.manifest)) == {"paw"}
+    # the network weights change on disk after the check: saving refuses, and writes nothing
+    change(model / "model.safetensors", "net.")
+    with pytest.raises(ModelError, match="sha256 checksum does not match") as caught:
+        save_keypoint_set(model, info.manifest, kset, tmp_path / "new")
+    assert str(model / "model.safetensors") in str(caught.value)
+    assert not (tmp_path / "new").exists()
+    # a saved folder's stored shots changed: reading them back refuses too
+    change(saved / "model.safetensors", "taught.0.views")
+    with pytest.raises(ModelError, match="sha256 checksum does not match"):
+        read_taught(saved, saved_info.manifest)
+    # the command: exit 5 (a model error), one line, no new folder
+    project = write_dlc_project(tmp_path / "dlc", n=2)
+    run = subprocess.run(
+        [sys.executable, "-m", "rtkp", "keypoints", "add", "tail", "--model", str(model), "--data", str(project)]
+        + ["--out", str(tmp_path / "cli"), "--backend", "onnxruntime"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 5, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert "sha256" in run.stderr and not (tmp_path / "cli").exists()

@@ -18,8 +18,23 @@ import numpy as np
 
 from rtkp.errors import ControlError, ModelError
 from rtkp.files import sha256, write_atomic, write_json_atomic
-from rtkp.manifest import MANIFEST, MANIFEST_VERSION, WEIGHTS, Manifest, write_manifest
+from rtkp.manifest import MANIFEST, MANIFEST_VERSION, WEIGHTS, Manifest, read_weights, write_manifest
 from rtkp.teach.keypoint_set import KeypointSet, Taught
+
+
+def _checked_tensors(model_dir: Path, manifest: Manifest, what: str) -> tuple[dict, dict | None]:
+    """({name: array}, metadata) of the folder's weights, read by rtkp.manifest.read_weights: checked against the
+    manifest's sha256 (ModelError when they changed), so what a saved folder carries on is what was checked."""
+    from safetensors.numpy import load
+
+    data = read_weights(model_dir, manifest)
+    path = Path(model_dir) / manifest.weights
+    try:
+        size = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8 : 8 + size]).get("__metadata__")
+        return load(data), metadata
+    except Exception as exc:  # safetensors raises its own error types for a corrupt file
+        raise ModelError(f"{path}: cannot read {what} ({exc})") from None
 
 
 def read_taught(model_dir: str | Path, manifest: Manifest) -> dict[str, Taught]:
@@ -27,20 +42,13 @@ def read_taught(model_dir: str | Path, manifest: Manifest) -> dict[str, Taught]:
     entries = manifest.added_keypoints
     if not entries:
         return {}
-    from safetensors import safe_open
-
+    tensors, _ = _checked_tensors(Path(model_dir), manifest, "the added keypoints' shots")
     out = {}
-    path = Path(model_dir) / manifest.weights
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            keys = set(f.keys())
-            for entry in entries:
-                t = entry.get("tensors") or {}
-                if t.get("views") in keys and t.get("lookalikes") in keys:
-                    views, looks = f.get_tensor(t["views"]), f.get_tensor(t["lookalikes"])
-                    out[entry["name"]] = Taught(views.astype(np.float32), looks.astype(np.float32), entry["source"])
-    except (OSError, KeyError, ValueError) as exc:
-        raise ModelError(f"{path}: cannot read the added keypoints' shots ({exc})") from None
+    for entry in entries:
+        t = entry.get("tensors") or {}
+        if t.get("views") in tensors and t.get("lookalikes") in tensors:
+            views, looks = tensors[t["views"]], tensors[t["lookalikes"]]
+            out[entry["name"]] = Taught(views.astype(np.float32), looks.astype(np.float32), entry["source"])
     return out
 
 
@@ -69,18 +77,14 @@ def save_keypoint_set(
     note: extra provenance for the manifest's `derived_from` (e.g. the data the shots came from). Raises
     ControlError("failed") when `out` cannot be written.
     """
-    from safetensors import safe_open
     from safetensors.numpy import save
 
     model_dir, out = Path(model_dir), Path(out)
     check_out(out, model_dir, overwrite)
-    src = model_dir / manifest.weights
-    try:
-        with safe_open(str(src), framework="numpy") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys() if k.startswith("net.")}
-            metadata = f.metadata()
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{src}: cannot read the network weights ({exc})") from None
+    # the weights as checked against the source's manifest: a changed file is refused (ModelError), never carried
+    # into the new folder under a fresh hash
+    everything, metadata = _checked_tensors(model_dir, manifest, "the network weights")
+    tensors = {k: v for k, v in everything.items() if k.startswith("net.")}
     tensors["prototypes"] = np.ascontiguousarray(kset.prototypes, np.float32)
     tensors["clutter_summary"] = np.ascontiguousarray(kset.clutter, np.float32)
     added = []
