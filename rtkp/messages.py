@@ -100,11 +100,14 @@ class KeypointsChanged:
 @dataclass(frozen=True)
 class StageError:
     """A stage could not go on: `stage` is decode, infer or post; `message` is one line for the user. source: the
-    source failed before its first frame (the run raises SourceError, as for a bad --source)."""
+    source failed before its first frame (the run raises SourceError, as for a bad --source). kind: the name of the
+    RtkpError subclass the stage raised, which the run raises again (its exit code: a ModelError exits 5 wherever it
+    happens); "" for a PipelineError."""
 
     stage: str
     message: str
     source: bool = False
+    kind: str = ""
 
 
 @dataclass(frozen=True)

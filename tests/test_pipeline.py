@@ -6,11 +6,11 @@ import time
 
 import numpy as np
 import pytest
-from conftest import free_port, remux, write_video
+from conftest import free_port, remux, wait_for, write_video
 
 from rtkp.errors import ModelError, SourceError
 from rtkp.messages import Frame
-from rtkp.pipeline.run import PipelineError, RunOptions, run_pipeline
+from rtkp.pipeline.run import RunOptions, run_pipeline
 from rtkp.pipeline.shm import PREFIX, FrameRing, LatestChannel, LosslessChannel, sweep_stale
 from rtkp.pipeline.sources import Source, check_source, parse_source
 
@@ -268,9 +268,62 @@ def test_a_bad_model_fails_before_any_process_starts(tmp_path):
 
 
 def test_a_backend_that_fails_in_its_process_is_reported_with_the_stage(tiny_model, tmp_path):
+    from rtkp.errors import EngineError
+
     video = write_video(tmp_path / "v.mp4", frames=5)
-    with pytest.raises(PipelineError, match="infer stage: .*tensorrt"):
+    with pytest.raises(EngineError, match="infer stage: .*tensorrt"):  # the stage's class kept: exit code 6
         run_pipeline(RunOptions(source=str(video), model=str(tiny_model), backend="tensorrt"))
+
+
+def test_weights_changed_after_the_parents_check_exit_5_as_every_model_error(tiny_model, tmp_path):
+    """The weights change between the parent's check and the inference stage's load: the weights file is a FIFO that
+    gives the parent the real bytes and the next reader (the stage) changed ones. `rtkp run` exits 5, as a ModelError
+    does from every command (it exited 1: the stage's error became a PipelineError), in one line."""
+    import shutil
+    import subprocess
+    import sys
+    import threading
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model, ignore=shutil.ignore_patterns("onnx", "exports.json", "trt"))
+    weights = model / "model.safetensors"
+    good = weights.read_bytes()
+    weights.unlink()
+    os.mkfifo(weights)
+    changed = bytearray(good)
+    changed[-1] ^= 0xFF
+
+    def no_reader() -> bool:  # (an open for writing that does not wait fails when no process has it open to read)
+        try:
+            os.close(os.open(weights, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            return True
+        return False
+
+    def serve():
+        for data in (good, bytes(changed)):  # each open for writing waits for the next reader
+            try:
+                with open(weights, "wb") as fh:
+                    fh.write(data)
+            except BrokenPipeError:
+                return
+            wait_for(no_reader, what="the reader to close the weights")  # else it reads on into the next bytes
+
+    writer = threading.Thread(target=serve, daemon=True)
+    writer.start()
+    video = write_video(tmp_path / "v.mp4", frames=5)
+    cmd = [sys.executable, "-m", "rtkp", "run", "--source", str(video), "--model", str(model), "--headless"]
+    cmd += ["--publish", "none", "--backend", "onnxruntime"]
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        if writer.is_alive():  # a writer still waiting for a reader: give it one, so that the thread ends
+            os.close(os.open(weights, os.O_RDONLY | os.O_NONBLOCK))
+        writer.join(10)
+    assert run.returncode == 5, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert "infer stage" in lines[0] and str(weights) in lines[0] and "sha256" in lines[0], lines[0]
 
 
 def test_lossless_batches_never_mix_up_frames(tmp_path):

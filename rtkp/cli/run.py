@@ -15,6 +15,94 @@ from rtkp.cli.paths import endpoint, input_file, input_folder, output_file, writ
 from rtkp.errors import ConfigError, ModelError
 
 
+class RunProgress:
+    """The progress of a run on a file or image folder, on stderr: on a terminal, a bar like `rtkp export`'s
+    (rtkp.export.progress.Progress: frames done of those the source lists, rate, time left); elsewhere (a log, a pipe)
+    a plain line when the run passes each tenth of the frames and at least every LINE_EVERY_S, and a last one with the
+    final count. Fed a few times a second by the parent (run_pipeline's on_progress), so it costs the stages nothing.
+    """
+
+    LINE_EVERY_S = 60.0
+
+    def __init__(self, stem: str, total: int | None, terminal: bool):
+        self.stem, self.total, self.terminal = stem, total, terminal
+        self.bar = self.first = None
+        self.line = (0.0, -1, 0)  # (time, tenth, frames) of the last plain line
+        self.frames = 0
+
+    def __call__(self, frames: int) -> None:
+        import time
+
+        if not frames and self.first is None:
+            return  # (the post stage's last report, when no frame was tracked)
+        now, self.frames = time.monotonic(), frames
+        if self.first is None:
+            self.first = (now, frames)
+            if self.terminal:
+                from rtkp.export.progress import Progress
+
+                self.bar = Progress(self.stem, self.total, 0, False, enabled=True)
+        if self.bar is not None:
+            self.bar.to(frames)
+            return
+        tenth = frames * 10 // self.total if self.total else -1
+        if tenth > self.line[1] or now - self.line[0] >= self.LINE_EVERY_S:
+            self._print(now, tenth)
+
+    def _print(self, now: float, tenth: int) -> None:
+        t0, n0 = self.first
+        fps = (self.frames - n0) / (now - t0) if now > t0 and self.frames > n0 else 0.0
+        text = f"{self.frames}/{self.total} frames ({100 * self.frames // self.total} %)" if self.total else ""
+        text = text or f"{self.frames} frames"
+        if fps > 0:
+            text += f", {fps:.1f} fps"
+            if self.total and self.frames < self.total:
+                left = round((self.total - self.frames) / fps)
+                text += f", ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+        print(f"rtkp run: {text}", file=sys.stderr, flush=True)
+        self.line = (now, tenth, self.frames)
+
+    def close(self, ended: bool) -> None:
+        """After the run: the bar completed at the frames tracked, or the last plain line if it has not been said;
+        ended: False when the run failed (its error follows: the bar stays where it was, no more lines)."""
+        import time
+
+        if self.bar is not None:
+            if ended:
+                self.bar.phase("done", self.frames)
+                self.bar.step()
+            self.bar.close()
+        elif ended and self.first is not None and self.line[2] != self.frames:
+            self._print(time.monotonic(), self.line[1])
+
+
+def run_progress(spec, listed: int | None, max_frames: int | None) -> RunProgress:
+    """The RunProgress of a file or image folder run losslessly; listed: the frames the file lists (listed_frames)."""
+    from rtkp.pipeline.sources import image_files
+
+    total = len(image_files(spec)) if spec.kind == "images" else listed
+    if total and max_frames:
+        total = min(total, max_frames)
+    return RunProgress(Path(spec.target).stem or spec.text, total, sys.stderr.isatty())
+
+
+def listed_frames(spec) -> int | None:
+    """The frames a video file's header lists, as `rtkp export` counts them (None: not a file, or unknown)."""
+    from rtkp.export.progress import total_frames
+
+    return total_frames(spec.target) if spec.kind == "file" else None
+
+
+def count_missing(summary: dict, listed: int | None, max_frames: int | None) -> None:
+    """Put in `summary` the frames a file lists that the run could not read (a truncated file), as `rtkp export`
+    reports them: `listed_frames` and `missing_frames` (for a file run to its end, or to --max-frames)."""
+    if listed is None:
+        return
+    expected = min(listed, max_frames) if max_frames else listed
+    summary["listed_frames"] = listed
+    summary["missing_frames"] = max(expected - summary.get("counts", {}).get("decoded", 0), 0)
+
+
 def has_display() -> bool:
     """Whether a window can open here (on Linux: an X11 or Wayland display is set)."""
     if sys.platform.startswith("linux"):
@@ -51,7 +139,7 @@ def cmd_run(args) -> int:
     from rtkp.errors import Interrupted
     from rtkp.manifest import read_manifest
     from rtkp.pipeline.run import RunOptions, describe, pick_policy, run_pipeline
-    from rtkp.pipeline.sources import check_source
+    from rtkp.pipeline.sources import check_source, parse_source
 
     check_outputs(args)
     if args.config:
@@ -101,12 +189,24 @@ def cmd_run(args) -> int:
         if not args.headless and not display:
             print("rtkp run: no display found; running headless (pass --headless to silence this)", file=sys.stderr)
 
+    # a file or image folder has an end: its progress on stderr (a live source has none, and no bar)
+    spec = parse_source(source)
+    lossless = opts.policy == "lossless" and not spec.live
+    listed = listed_frames(spec) if lossless else None
+    progress = run_progress(spec, listed, args.max_frames) if lossless else None
+    stopped, ended = None, False
     try:
-        summary = run_pipeline(opts, on_backend=on_backend)
+        summary = run_pipeline(opts, on_backend=on_backend, on_progress=progress)
+        count_missing(summary, listed, args.max_frames)
+        ended = True
     except Interrupted as exc:
         # stopping a live run with Ctrl-C or SIGTERM is the normal way to end it: a clean stop, a summary, exit 0
-        summary = exc.summary
-        print(f"rtkp run: {exc}", file=sys.stderr)
+        summary, stopped, ended = exc.summary, exc, True
+    finally:
+        if progress is not None:
+            progress.close(ended)
+    if stopped is not None:
+        print(f"rtkp run: {stopped}", file=sys.stderr)
     print(describe(summary))
     if args.json:
         write_text(args.json, "--json", json.dumps(summary, indent=1, default=str) + "\n")

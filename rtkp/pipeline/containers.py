@@ -22,6 +22,63 @@ def av_error(spec: SourceSpec, exc: Exception) -> SourceError:
     return SourceError(f"source {spec.text!r}: {msg}")
 
 
+# the top-level boxes an MP4/MOV (ISO base media) file may start with
+_MP4_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp", b"sidx", b"moof"}
+NO_INDEX = (
+    "the file looks truncated: it has no moov atom, the index an MP4/MOV recorder writes when it stops (a recording "
+    "that crashed or was cut short); `ffmpeg -c copy` cannot rebuild it: try a repair tool such as untrunc with an "
+    "intact file from the same recorder, and record to .mkv, which stays readable when cut short"
+)
+
+
+def mp4_damage(path: str | Path) -> str | None:
+    """Why an MP4/MOV file cannot be opened, read from its top-level boxes alone: no moov (its index), or a box cut
+    short by the end of the file; None for a file that is not MP4/MOV-like or whose boxes are all there."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            seen, pos, cut = set(), 0, None
+            while pos + 8 <= size:
+                fh.seek(pos)
+                header = fh.read(16)
+                length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+                if not seen and kind not in _MP4_BOXES:
+                    return None
+                seen.add(kind)
+                if length == 1 and len(header) == 16:
+                    length = int.from_bytes(header[8:16], "big")
+                elif length == 0:
+                    length = size - pos
+                if length < 8:
+                    return None  # not a box: something else, or damage past what a box walk can say
+                if pos + length > size:
+                    cut = kind.decode("latin-1")
+                pos += length
+    except OSError:
+        return None
+    if not seen:
+        return None
+    if b"moov" not in seen and b"moof" not in seen:
+        return NO_INDEX
+    if cut is not None:
+        return f"the file looks truncated: its {cut!r} box ends past the end of the file (a recording cut short)"
+    return None
+
+
+def open_error(spec: SourceSpec, exc: Exception) -> SourceError:
+    """The SourceError for a container that does not open: for a file FFmpeg finds invalid, what looks wrong with it
+    (truncated, no index) and what to do, instead of FFmpeg's bare "[Errno 1094995529] Invalid data found"."""
+    import av
+
+    if spec.kind != "file" or not isinstance(exc, av.InvalidDataError):
+        return av_error(spec, exc)
+    why = mp4_damage(spec.target) or (
+        "the file looks truncated or damaged, or is not a video (FFmpeg finds no valid data in it); check that it "
+        "plays in a video player"
+    )
+    return SourceError(f"source {spec.text!r}: {why}")
+
+
 def camera_open_args(spec: SourceSpec) -> tuple[str, str | None, dict]:
     """(file, format, options) for av.open on this platform."""
     index = spec.target
@@ -62,7 +119,7 @@ def open_container(spec: SourceSpec, timeout_s: float = 5.0):
     except SourceError:
         raise
     except (av.FFmpegError, OSError) as exc:
-        raise av_error(spec, exc) from None
+        raise open_error(spec, exc) from None
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def infer_worker(opts, channel, results, ready, report, pixels_downstream: bool)
         server = _control_server(opts)
         tracker, editor = open_tracker(opts, server is not None)
     except RtkpError as exc:
-        report.put(StageError("infer", str(exc)))
+        report.put(StageError("infer", str(exc), kind=type(exc).__name__))
         ready.set()
         _drain(channel)
         results.put(None)

@@ -139,10 +139,16 @@ def run_pipeline(opts: RunOptions, on_frame=None, on_backend=None, on_progress=N
 
 def _stage_error(error: StageError) -> RtkpError:
     """The run's error for a stage's: a source that failed before its first frame is a SourceError (exit code 4), as
-    a bad --source is; any other failure is a PipelineError naming its stage."""
+    a bad --source is; any other failure names its stage and keeps the class the stage raised (a ModelError, e.g.
+    weights changed after the parent's check, exits 5 as from every command), else it is a PipelineError."""
     if error.source:
         return SourceError(error.message)
-    return PipelineError(f"{error.stage} stage: {error.message}")
+    import rtkp.errors
+
+    kind = getattr(rtkp.errors, error.kind, None) if error.kind else None
+    if not (isinstance(kind, type) and issubclass(kind, RtkpError)) or kind is Interrupted:
+        kind = PipelineError
+    return kind(f"{error.stage} stage: {error.message}")
 
 
 def _collect(report, summary: dict, errors: list, callbacks, ring: FrameRing, timeout: float) -> None:
@@ -221,9 +227,12 @@ def describe(summary: dict) -> str:
     lat = post.get("stages_ms", {}).get("capture_to_publish", {})
     c = frame_counts(summary)
     dropped = c["dropped_ring_full"] + c["dropped_superseded"]
+    # frames the file's header lists that never decoded (a truncated file), said as `rtkp export` says them
+    missing = summary.get("missing_frames")
     lines = [
         f"{frames} frames in {secs:.1f} s ({frames / secs:.1f} fps), policy {summary.get('policy')}, "
-        f"backend {summary.get('backend', '?')}",
+        f"backend {summary.get('backend', '?')}"
+        + (f", {missing} frame(s) listed in the file could not be read (truncated?)" if missing else ""),
         f"{c['decoded']} decoded = {c['tracked']} tracked + {dropped} dropped "
         f"({c['dropped_ring_full']} ring full at decode, {c['dropped_superseded']} superseded before inference) "
         f"+ {c['in_flight_at_end']} in flight at the end",
