@@ -63,7 +63,8 @@ def run_pipeline(opts: RunOptions, on_frame=None, on_backend=None, on_progress=N
     on_backend: called in the parent with the backend's name once the inference stage has loaded the model.
     on_progress: called in the parent with the number of frames finished so far (a few times a second).
     A source that fails before its first frame raises SourceError (check it first with sources.check_source to fail
-    before the model loads); any other stage failure PipelineError.
+    before the model loads); a stage's RtkpError its own class (e.g. ModelError, EngineError), naming the stage; any
+    other failure (a stage that died) PipelineError.
     """
     from rtkp.backends import read_model_info
 
