@@ -151,7 +151,12 @@ def _add_export(sub) -> None:
     p.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default auto)")
     _add_precision(p)
-    p.add_argument("--format", default="coco,jsonl,csv", help="comma-separated: coco, jsonl, csv (default all)")
+    p.add_argument(
+        "--format",
+        default="coco,jsonl,csv",
+        help="comma-separated: coco, jsonl, csv (the default: these three), h5 (DeepLabCut's table), slp (SLEAP), "
+        "nwb (NWB/ndx-pose); h5, slp and nwb need pip install 'rtkp[formats]'",
+    )
     p.add_argument("--video", action="store_true", help="also write an annotated MP4 per input")
     p.add_argument(
         "--smooth",
