@@ -72,10 +72,11 @@ def test_a_60_frame_video_opens_in_sleap_pandas_and_pycocotools(tmp_path, tiny_m
     assert [im["pts"] for im in images] == [rec["pts"] for rec in jsonl]
     assert images[0]["file_name"] == "clip#000000"
     assert coco.loadCats(1)[0]["keypoints"] == NAMES
-    # what the README says of sleap_io.load_coco: no image files behind a video export's COCO, so no frame
+    # what the README says of sleap_io.load_coco / load_dlc: no image files behind a video export, so no frame
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert len(sio.load_coco(str(out / "clip.coco.json"))) == 0
+        assert len(sio.load_dlc(str(out / "clip.csv"))) == 0
     # a re-run skips; another --format with --overwrite removes every old output, the new formats included
     assert _export(video, out, tiny_model) == 0
     assert _export(video, out, tiny_model, "csv", "--overwrite") == 0
