@@ -213,3 +213,17 @@ def test_shared_two_fly_clip_is_refused_with_its_counts():
     message = str(err.value)
     assert "1250 of 1250 labelled frames hold more than one instance (up to 2 in a frame, 2500 instances" in message
     assert "several animals per frame is the next capability" in message and "\n" not in message
+
+
+def test_the_command_line_reads_predictions_only_when_asked(tmp_path, capsys):
+    def predicted(i, points, sk):
+        return [sio.PredictedInstance.from_numpy(points.astype(float), skeleton=sk, score=0.9)]
+
+    path = write_slp(tmp_path / "preds", predicted)
+    out = tmp_path / "model"
+    args = ["train", "--data", str(path), "--out", str(out), "--set", "train.steps=1", *SMALL_TRAIN, "--no-eval"]
+    assert main([*args, "--quiet"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--predictions" in err and "Traceback" not in err
+    assert main([*args, "--quiet", "--predictions"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["training"]["samples"] == FRAMES

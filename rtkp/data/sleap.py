@@ -18,7 +18,9 @@ from rtkp.errors import DataError, require
 
 # What the no-user-labels error advises for a file of predictions. They are read as labels only when asked for
 # (`load_dataset(..., predictions=True)`); a command-line switch for that would be named here too.
-PREDICTIONS_HINT = "label frames in SLEAP, or proofread the predictions there, which makes them user instances"
+PREDICTIONS_HINT = (
+    "label frames in SLEAP, or proofread the predictions there (which makes them user instances), or pass --predictions"
+)
 
 
 def _load(path: Path):
