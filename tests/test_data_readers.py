@@ -1,10 +1,12 @@
 import json
 import shutil
+from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import DLC_MOUSE, NAMES, SHARED_DATA, write_dlc_project
+from conftest import DLC_MOUSE, NAMES, SHARED_DATA, render_scene, write_dlc_project
 
+from rtkp.data.coco import read_coco
 from rtkp.data.load import load_dataset, load_split, read_split
 from rtkp.errors import DataError
 
@@ -200,8 +202,15 @@ def test_dlc_reader_on_real_mouse_project():
 @pytest.mark.parametrize("name", ["coco", "ap10k", "horse10", "fly", "wflw", "onehand10k"])
 def test_coco_reader_on_real_mmpose_samples(name, tmp_path):
     folder = SHARED_DATA / "mmpose_samples" / name
-    data = load_dataset(next(folder.glob("*.json")))
+    data = read_coco(next(folder.glob("*.json")))
     assert len(data) >= 1 and len(data.keypoint_names) >= 9
+    per_image = max(Counter(s.image_path for s in data.samples).values())
+    if per_image > 1:  # coco (up to 5 people an image), wflw (3 faces): refused until several per frame exist
+        assert name in ("coco", "wflw")
+        with pytest.raises(DataError, match="more than one instance.*several animals per frame is the next"):
+            load_dataset(next(folder.glob("*.json")))
+    else:
+        assert len(load_dataset(next(folder.glob("*.json")))) == len(data)
     for s in data.samples:
         assert s.keypoints.shape == (len(data.keypoint_names), 2) and s.visible.any()
     img = data.samples[0].load_image()
@@ -210,3 +219,96 @@ def test_coco_reader_on_real_mmpose_samples(name, tmp_path):
     shutil.copy(next(folder.glob("*.json")), tmp_path / "x.json")
     with pytest.raises(DataError, match="image file not found"):
         load_dataset(tmp_path / "x.json")
+
+
+def write_madlc_project(root, individuals=("mouse1",), unique=(), n=6, blank=()):
+    """A multi-animal DeepLabCut project (4-row header, 3 index columns) over conftest's scenes: individual j's points
+    are the scene's shifted by 10 j px, the unique parts sit at (5 + i, 5); (frame, individual) in `blank` is empty."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    folder = root / "labeled-data" / "clip"
+    folder.mkdir(parents=True)
+    lines = ["multianimalproject: true", "scorer: tester", "bodyparts: MULTI!", "individuals:"]
+    lines += [f"- {w}" for w in individuals] + ["multianimalbodyparts:"] + [f"- {p}" for p in NAMES]
+    lines += ["uniquebodyparts:" + ("" if unique else " []")] + [f"- {p}" for p in unique]
+    (root / "config.yaml").write_text("\n".join(lines) + "\n")
+    groups = [(w, NAMES) for w in individuals] + ([("single", list(unique))] if unique else [])
+    cols = [(w, p) for w, parts in groups for p in parts]
+    rows = [
+        ["scorer", "", ""] + ["tester"] * 2 * len(cols),
+        ["individuals", "", ""] + [w for w, _ in cols for _ in "xy"],
+        ["bodyparts", "", ""] + [p for _, p in cols for _ in "xy"],
+        ["coords", "", ""] + ["x", "y"] * len(cols),
+    ]
+    for i in range(n):
+        image, kps = render_scene(rng)
+        cv2.imwrite(str(folder / f"img{i:03d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cells = []
+        for j, (who, parts) in enumerate(groups):
+            points = [(5.0 + m, 5.0) for m in range(len(parts))] if who == "single" else kps + 10 * j
+            cells += ["", ""] * len(parts) if (i, who) in blank else [f"{v:.3f}" for xy in points for v in xy]
+        rows.append(["labeled-data", "clip", f"img{i:03d}.png", *cells])
+    (folder / "CollectedData_tester.csv").write_text("\n".join(",".join(r) for r in rows) + "\n")
+    return root
+
+
+def test_multi_animal_dlc_with_one_individual_reads_like_single_animal(tmp_path):
+    data = load_dataset(write_madlc_project(tmp_path / "one"))
+    single = load_dataset(write_dlc_project(tmp_path / "single", n=6))
+    assert data.kind == "dlc" and data.keypoint_names == NAMES and len(data) == 6
+    assert data.samples[0].name == "labeled-data/clip/img000.png"
+    for a, b in zip(data.samples[1:], single.samples[1:]):
+        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
+        assert a.visible.all() and np.array_equal(a.load_image(), b.load_image())
+    # unique parts declared but never labelled: still only the individual's keypoints
+    blank = [(i, "single") for i in range(6)]
+    data = load_dataset(write_madlc_project(tmp_path / "unlabelled", unique=("corner",), blank=blank))
+    assert data.keypoint_names == NAMES and len(data) == 6
+    # two individuals, one labelled per frame (the other's cells empty): one instance per frame
+    blank = [(i, "mouse2" if i % 2 else "mouse1") for i in range(6)]
+    data = load_dataset(write_madlc_project(tmp_path / "alternate", ("mouse1", "mouse2"), blank=blank))
+    assert len(data) == 6
+    np.testing.assert_allclose(data.samples[2].keypoints, single.samples[2].keypoints + 10, atol=1e-3)  # mouse2
+    np.testing.assert_allclose(data.samples[3].keypoints, single.samples[3].keypoints, atol=1e-3)  # mouse1
+
+
+def test_multi_animal_dlc_with_several_instances_per_frame_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    project = write_madlc_project(tmp_path / "two", ("mouse1", "mouse2"))
+    with pytest.raises(DataError, match=r"6 of 6 labelled frames hold more than one instance \(up to 2 in a frame, 12"):
+        load_dataset(project)
+    # one individual + labelled unique parts: the unique parts are one more instance, so two per frame
+    with pytest.raises(DataError, match=r"6 of 6 labelled frames hold more than one instance \(up to 2 in a frame"):
+        load_dataset(write_madlc_project(tmp_path / "unique", unique=("corner", "lamp")))
+    # only unique parts labelled in a frame: that frame holds one instance (its keypoints: the unique ones)
+    blank = [(i, "mouse1") for i in range(6)]
+    data = load_dataset(write_madlc_project(tmp_path / "only_unique", unique=("corner", "lamp"), blank=blank))
+    assert data.keypoint_names == ["corner", "lamp"] and len(data) == 6 and data.samples[2].visible.all()
+    np.testing.assert_allclose(data.samples[2].keypoints, [[5, 5], [6, 5]])
+    out = subprocess.run(
+        [sys.executable, "-m", "rtkp", "train", "--data", str(project), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 3 and "Traceback" not in out.stderr and out.stderr.strip().count("\n") == 0
+    assert "several animals per frame is the next capability" in out.stderr and not (tmp_path / "o").exists()
+
+
+def test_bad_multi_animal_dlc_inputs(tmp_path):
+    project = write_madlc_project(tmp_path / "a", ("mouse1",))
+    (project / "config.yaml").write_text((project / "config.yaml").read_text().replace("- mouse1", "- mouse9"))
+    with pytest.raises(DataError, match=r"individual 'mouse1' is not in config.yaml's individuals \['mouse9'\]"):
+        load_dataset(project)
+    project = write_madlc_project(tmp_path / "b", ("mouse1",))
+    csv_path = next(project.glob("labeled-data/*/CollectedData_*.csv"))
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join(lines[:1] + lines[2:]) + "\n")  # no individuals row
+    with pytest.raises(DataError, match="multi-animal 4-row header"):
+        load_dataset(project)
+    project = write_madlc_project(tmp_path / "c", ("mouse1",))
+    (project / "config.yaml").write_text((project / "config.yaml").read_text().replace("- right_eye", "- tail"))
+    with pytest.raises(DataError, match="mouse1's bodyparts .* disagree with config.yaml's multianimalbodyparts"):
+        load_dataset(project)

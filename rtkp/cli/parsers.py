@@ -22,6 +22,9 @@ MODEL_HELP = (
 IMAGES_HELP = "folder of a COCO file's images (default: <json folder>/images, then the JSON's folder)"
 PRECISIONS = ("fp32", "fp16")  # rtkp.backends.PRECISIONS (not imported: `rtkp --help` stays free of numpy)
 
+DATA_HELP = "labelled frames: DeepLabCut project (single- or multi-animal), SLEAP .slp file or COCO-keypoints JSON"
+PREDICTIONS_HELP = "SLEAP .slp: also read predicted instances (default: user-labelled ones only)"
+
 
 def _add_precision(p) -> None:
     p.add_argument(
@@ -41,7 +44,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a keypoint model on labelled frames")
-    p.add_argument("--data", required=True, help="DeepLabCut project folder or COCO-keypoints JSON")
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--predictions", action="store_true", help=PREDICTIONS_HELP)
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--config", help="YAML profile (see configs/); defaults are built in")
     p.add_argument("--split", help="JSON with train/test lists; training uses `train` only")
@@ -62,7 +66,8 @@ def _add_train(sub) -> None:
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model on labelled frames (RMSE, PCK, occlusion levels)")
     p.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
-    p.add_argument("--data", required=True, help="DeepLabCut project folder or COCO-keypoints JSON")
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--predictions", action="store_true", help=PREDICTIONS_HELP)
     p.add_argument("--split", help="JSON with train/test lists; evaluation uses `test` only")
     p.add_argument("--images", metavar="DIR", help=IMAGES_HELP)
     p.add_argument(
@@ -145,13 +150,19 @@ def _add_export(sub) -> None:
     p.add_argument(
         "--out",
         required=True,
-        help="output folder (created); per input <name>.coco.json, .jsonl, .csv, .annotated.mp4 and .done.json, <name> "
-        "the input's file name without its extension (inputs that share one: their paths, d1/clip.mp4 -> d1__clip)",
+        help="output folder (created); per input <name>.coco.json, .jsonl, .csv (.h5, .slp, .nwb), .annotated.mp4, "
+        ".done.json; <name>: the file name without extension (inputs that share one: their paths, d1/clip.mp4 -> "
+        "d1__clip)",
     )
     p.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default auto)")
     _add_precision(p)
-    p.add_argument("--format", default="coco,jsonl,csv", help="comma-separated: coco, jsonl, csv (default all)")
+    p.add_argument(
+        "--format",
+        default="coco,jsonl,csv",
+        help="comma-separated: coco, jsonl, csv (the default: these three), h5 (DeepLabCut's table), slp (SLEAP), "
+        "nwb (NWB/ndx-pose); h5, slp and nwb need pip install 'rtkp[formats]'",
+    )
     p.add_argument("--video", action="store_true", help="also write an annotated MP4 per input")
     p.add_argument(
         "--smooth",
@@ -260,7 +271,7 @@ def _add_keypoints(sub) -> None:
     add.add_argument("--seq", action="append", type=int, default=[], metavar="N", help="a recent frame, by its seq")
     add.add_argument("--xy", action="append", type=_xy, default=[], metavar="X,Y", help="the point, one per shot")
     add.add_argument("--extend", action="store_true", help="give the added keypoint NAME more shots")
-    add.add_argument("--data", help="with --model: labelled frames that have NAME (DeepLabCut project or COCO)")
+    add.add_argument("--data", help="with --model: labelled frames that have NAME (DeepLabCut, SLEAP .slp or COCO)")
     add.add_argument("--split", help="with --data: JSON with train/test lists; shots come from `train` only")
     add.add_argument("--images", metavar="DIR", help=IMAGES_HELP)
     add.add_argument("--shots", type=int, default=5, metavar="N", help="with --data: the first N frames (default 5)")

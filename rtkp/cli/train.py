@@ -37,7 +37,7 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config, overrides)
     images = getattr(args, "images", None)  # a COCO images folder (`--images`), when the parser offers one
     keypoints = keypoint_list(getattr(args, "keypoints", None))
-    data = load_split(args.data, args.split, "train", images)
+    data = load_split(args.data, args.split, "train", images, predictions=args.predictions)
     if keypoints:
         data = data.select_keypoints(keypoints)
     out = Path(args.out)
@@ -85,7 +85,7 @@ def cmd_train(args) -> int:
     if args.split and not args.no_eval:
         from rtkp.train.evaluate import evaluate, format_report, record_in_manifest
 
-        test = load_split(args.data, args.split, "test", images)
+        test = load_split(args.data, args.split, "test", images, predictions=args.predictions)
         if keypoints:
             test = test.select_keypoints(keypoints)
         # through a backend like `rtkp eval` (auto: what `rtkp run` would pick here); the report names which
@@ -107,7 +107,8 @@ def resume_command(args, stop_after: int | None) -> str:
             words += ["--" + flag.replace("_", "-"), str(value)]
     for item in args.set:
         words += ["--set", item]
-    words += [f"--{flag.replace('_', '-')}" for flag in ("no_eval", "quiet") if getattr(args, flag, False)]
+    switches = ("no_eval", "quiet", "predictions")
+    words += [f"--{flag.replace('_', '-')}" for flag in switches if getattr(args, flag, False)]
     return " ".join(shlex.quote(w) for w in words)
 
 
@@ -140,7 +141,7 @@ def cmd_eval(args) -> int:
         if not args.occlusion:
             raise ConfigError("--occluders needs --occlusion (the occluders are only pasted for the occlusion levels)")
         photos = load_photos(args.occluders)
-    data = load_split(args.data, args.split, "test", args.images)
+    data = load_split(args.data, args.split, "test", args.images, predictions=args.predictions)
     if args.keypoints:
         data = data.select_keypoints(keypoint_list(args.keypoints))
     report = evaluate(

@@ -1,8 +1,14 @@
-"""`--data` and `--split` handling: detect the format, read it, apply a split file."""
+"""`--data` and `--split` handling: detect the format, read it, check it has one instance per frame, apply a split.
+
+Every format goes through `load_dataset`: its reader gives one Sample per labelled instance, and this module refuses,
+in one line, data where a frame holds more than one (several animals per frame are not trained yet; nothing is
+silently dropped to make one).
+"""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from rtkp.data.coco import read_coco
@@ -11,19 +17,51 @@ from rtkp.data.sample import Dataset
 from rtkp.errors import DataError
 
 
-def load_dataset(path: str | Path, check_images: bool = True, images: str | Path | None = None) -> Dataset:
-    """Read a DeepLabCut project folder, a COCO annotation JSON, or a folder holding exactly one COCO JSON.
+def load_dataset(
+    path: str | Path, check_images: bool = True, images: str | Path | None = None, predictions: bool = False
+) -> Dataset:
+    """Read a DeepLabCut project folder (single- or multi-animal), a SLEAP .slp file, a COCO annotation JSON, or a
+    folder holding exactly one COCO JSON; DataError where a frame holds more than one instance.
 
     `images` is an extra folder a COCO file's `file_name`s are looked for in (before <json folder>/images and the
-    JSON's folder); a DeepLabCut project names its images relative to the project, so it takes none.
+    JSON's folder); a DeepLabCut project names its images relative to the project and a .slp its videos, so they take
+    none. `predictions`: a .slp's predicted instances count as labels too (default: user-labelled ones only).
     """
-    path = Path(path)
+    dataset = _read(Path(path), check_images, images, predictions)
+    one_instance_per_frame(dataset, path)
+    return dataset
+
+
+def one_instance_per_frame(dataset: Dataset, where: str | Path) -> None:
+    """DataError (one line, with the counts) when any frame of `dataset` holds more than one instance."""
+    counts = Counter(s.image_key() for s in dataset.samples)
+    crowded = [key for key, n in counts.items() if n > 1]
+    if not crowded:
+        return
+    example = next(s.name for s in dataset.samples if s.image_key() == crowded[0])
+    raise DataError(
+        f"{where}: {len(crowded)} of {len(counts)} labelled frames hold more than one instance (up to "
+        f"{max(counts.values())} in a frame, {len(dataset)} instances in all; e.g. {example}): rtkp trains and "
+        "evaluates one instance per frame for now (several animals per frame is the next capability); give data "
+        "with one labelled instance per frame"
+    )
+
+
+def _read(path: Path, check_images: bool, images: str | Path | None, predictions: bool) -> Dataset:
     images = Path(images) if images is not None else None
     if not path.exists():
         raise DataError(f"{path}: data path not found")
+    if predictions and not (path.is_file() and path.suffix.lower() == ".slp"):
+        raise DataError(f"{path}: reading predictions as labels is for a SLEAP .slp file")
     if path.is_file():
+        if path.suffix.lower() == ".slp":
+            if images is not None:
+                raise DataError(f"{path}: a SLEAP file's frames come from its videos; --images is for COCO data")
+            from rtkp.data.sleap import read_slp  # imports sleap-io: only for .slp files
+
+            return read_slp(path, predictions, check_images)
         if path.suffix.lower() != ".json":
-            raise DataError(f"{path}: expected a COCO .json file or a DeepLabCut project folder")
+            raise DataError(f"{path}: expected a COCO .json file, a SLEAP .slp file or a DeepLabCut project folder")
         return read_coco(path, images, check_images=check_images)
     if (path / "config.yaml").is_file() and (path / "labeled-data").is_dir():
         if images is not None:
@@ -35,7 +73,10 @@ def load_dataset(path: str | Path, check_images: bool = True, images: str | Path
         return read_coco(coco[0], images, check_images=check_images)
     if len(coco) > 1:
         raise DataError(f"{path}: several COCO files here ({', '.join(p.name for p in coco)}); pass one of them")
-    raise DataError(f"{path}: neither a DeepLabCut project (config.yaml + labeled-data/) nor a COCO-keypoints JSON")
+    raise DataError(
+        f"{path}: neither a DeepLabCut project (config.yaml + labeled-data/) nor a COCO-keypoints JSON "
+        "(a SLEAP .slp file is given as the file itself)"
+    )
 
 
 def _looks_like_coco(path: Path) -> bool:
@@ -66,9 +107,16 @@ def read_split(path: str | Path) -> dict[str, list[str]]:
     return {"train": doc["train"], "test": doc["test"]}
 
 
-def load_split(data: str | Path, split: str | Path | None, part: str, images: str | Path | None = None) -> Dataset:
-    """The `part` ("train" or "test") of the data; with no split file, all of it. `images`: see load_dataset."""
-    dataset = load_dataset(data, images=images)
+def load_split(
+    data: str | Path,
+    split: str | Path | None,
+    part: str,
+    images: str | Path | None = None,
+    predictions: bool = False,
+) -> Dataset:
+    """The `part` ("train" or "test") of the data; with no split file, all of it. `images`, `predictions`: see
+    load_dataset."""
+    dataset = load_dataset(data, images=images, predictions=predictions)
     if split is None:
         return dataset
     names = read_split(split)[part]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -12,13 +13,16 @@ from rtkp.errors import DataError
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled object in one image.
+    """One labelled object in one image: an image file, or frame `frame` of a video (a SLEAP .slp's labels).
 
+    image_path: the image file, or the video file a frame comes from.
     keypoints: (K, 2) float32 pixel coordinates (x, y), origin at the top-left pixel's centre.
     visible:   (K,) bool; False for keypoints that are unlabelled or marked not visible.
     box:       (4,) float32 (x, y, w, h) when the source gives one, else None.
     name:      identifier used by split files (the image path relative to the data root).
     whole:     (M, 2) all labelled keypoints of the source when Dataset.select_keypoints dropped some, else None.
+    frame:     the frame index in the video `image_path`, else None (an image file).
+    video:     what gives that frame when indexed with it, as (H, W) or (H, W, C) uint8 (a `sleap_io.Video`).
     """
 
     image_path: Path
@@ -27,10 +31,18 @@ class Sample:
     name: str
     box: np.ndarray | None = None
     whole: np.ndarray | None = None
+    frame: int | None = None
+    video: Any = field(default=None, compare=False, repr=False)
 
     def load_image(self) -> np.ndarray:
-        """The image as (H, W, 3) uint8 RGB."""
-        return read_image(self.image_path)
+        """The image as (H, W, 3) uint8 RGB (a grey video's frame with its one channel repeated)."""
+        if self.video is None:
+            return read_image(self.image_path)
+        return read_frame(self.video, self.frame, self.image_path)
+
+    def image_key(self) -> tuple[Path, int | None]:
+        """What tells images apart: the file, and the frame in it for a video. Samples with equal keys share a frame."""
+        return self.image_path, self.frame
 
     def object_points(self) -> np.ndarray:
         """(M, 2) the labelled keypoints of the whole object, also when only some are selected.
@@ -81,7 +93,7 @@ class Dataset:
         cols = [self.keypoint_names.index(n) for n in names]
         new = {old: i for i, old in enumerate(cols)}
         samples = [
-            Sample(s.image_path, s.keypoints[cols].copy(), s.visible[cols].copy(), s.name, s.box, s.object_points())
+            replace(s, keypoints=s.keypoints[cols].copy(), visible=s.visible[cols].copy(), whole=s.object_points())
             for s in self.samples
         ]
         skeleton = [(new[a], new[b]) for a, b in self.skeleton if a in new and b in new]
@@ -100,3 +112,18 @@ def read_image(path: Path) -> np.ndarray:
     if image is None:
         raise DataError(f"{path}: not a readable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_frame(video: Any, frame: int, path: Path) -> np.ndarray:
+    """Frame `frame` of `video` (indexable by frame number) as (H, W, 3) uint8 RGB, or raise DataError naming it."""
+    try:
+        image = np.asarray(video[frame])
+    except Exception as exc:  # the video library's own errors (out of range, undecodable): one line naming the frame
+        raise DataError(f"{path}: cannot read frame {frame} ({type(exc).__name__}: {exc})") from None
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise DataError(f"{path}: frame {frame} is {image.dtype} {image.shape}, not an 8-bit grey or RGB image")
+    return np.ascontiguousarray(image)

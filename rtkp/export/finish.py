@@ -1,9 +1,10 @@
 """Finishing an input's export, local or Ray alike: from the tracked partial folder to the published files.
 
-In the partial folder (rtkp.export.partial) every output is built under a `ready.*` name: smoothing over the whole
-track (PublishedRecords), each format not written live from the raw records, the COCO document joined from its lines,
-the annotated MP4 drawn on a second decode; then they are renamed into place and the `<stem>.done.json` marker is
-written last, and the folder is removed. Each step is skipped when an interrupted run already did it.
+In the partial folder (rtkp.export.partial) every output is built under a `ready.*` name: smoothing over the whole track
+(PublishedRecords), each streamed format not written live from the raw records, the COCO document joined from its lines,
+the formats that cannot be streamed (DeepLabCut .h5, SLEAP .slp, NWB: formats.BUILT) built whole from the published
+records, the annotated MP4 drawn on a second decode; then they are renamed into place and the `<stem>.done.json` marker
+is written last, and the folder is removed. Each step is skipped when an interrupted run already did it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from rtkp.errors import ExportFailed
-from rtkp.export.formats import FORMATS, SUFFIX, coco_line, csv_header, csv_line, join_coco, jsonl_line
+from rtkp.export.formats import BUILT, FORMATS, SUFFIX, coco_line, csv_header, csv_line, join_coco, jsonl_line
 from rtkp.export.partial import Partial
 from rtkp.export.progress import Progress
 from rtkp.export.records import PublishedRecords
@@ -66,6 +67,33 @@ def _lines(fmt: str, final: PublishedRecords, names: list[str], source: str, sco
     return (coco_line(kf, i + 1, names, source) for i, kf in enumerate(final))
 
 
+def write_built(fmt: str, final: PublishedRecords, frames: int, info, source: str, expected, path: Path) -> None:
+    """Build one of formats.BUILT (h5, slp, nwb) at `path` from the published records (`frames` of them): through
+    pandas/PyTables (rtkp.export.dlc_table) or sleap-io (rtkp.export.sleap_files), imported only here. ExportFailed
+    (one line) when the writer fails: its package missing where the export finishes (a Ray node), a full disk."""
+    names = list(info.manifest.keypoint_names)
+    skeleton = [tuple(p) for p in info.manifest.skeleton]
+    scorer = f"rtkp_{info.weights_sha256[:12]}"
+    try:
+        if fmt == "h5":
+            from rtkp.export.dlc_table import write_h5
+
+            write_h5(final, frames, names, scorer, path)
+            return
+        from rtkp.export.sleap_files import track_arrays, write_nwb, write_slp
+
+        arrays = track_arrays(final, frames, len(names))
+        if fmt == "slp":
+            write_slp(arrays, names, skeleton, source, expected, path, scorer)
+        else:
+            write_nwb(arrays, names, skeleton, source, path, scorer)
+    except ImportError as exc:
+        raise ExportFailed(f"{source}: the {fmt} output needs {exc.name or exc}: pip install 'rtkp[formats]'") from None
+    except Exception as exc:  # a third-party writer's failure: one line, the partial folder kept for a re-run
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise ExportFailed(f"{source}: cannot write its {fmt} output: {reason}") from None
+
+
 def finish_outputs(source: str, opts, info, partial: Partial, targets, expected: int | None, bar: Progress) -> dict:
     """Build every output in the tracked partial folder, rename them into place, write the marker, remove the folder;
     returns the input's result (as the marker holds it).
@@ -90,7 +118,12 @@ def finish_outputs(source: str, opts, info, partial: Partial, targets, expected:
     for fmt in (f for f in FORMATS if f in opts.formats):
         bar.phase(f"writing {outputs[fmt].name}", frames)
         ready, body = folder / f"ready{SUFFIX[fmt]}", partial.path(fmt)
-        if not ready.exists():
+        if fmt in BUILT:
+            if not ready.exists():  # built under another name, then renamed: a crash never leaves a torn ready.*
+                building = folder / f"building{SUFFIX[fmt]}"
+                write_built(fmt, final, frames, info, source, expected, building)
+                os.replace(building, ready)
+        elif not ready.exists():
             if not body.exists():  # not written while tracking (smoothing, --ray), or renamed already: from raw
                 with atomic(body, "wb") as fh:  # bytes: the CSV's \r\n line ends stay as the csv module wrote them
                     for line in _lines(fmt, final, names, source, f"rtkp_{model_id}"):

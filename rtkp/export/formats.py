@@ -1,15 +1,19 @@
-"""Offline annotation formats: COCO-keypoints JSON, JSON lines, DeepLabCut-style CSV; one record per frame, in order.
+"""Offline annotation formats: COCO-keypoints JSON, JSON lines, DeepLabCut-style CSV written line by line here; the
+DeepLabCut `.h5` table (rtkp.export.dlc_table), SLEAP `.slp` and NWB (rtkp.export.sleap_files) built whole at the end.
 
-Each format is defined once, record by record (`jsonl_line`; `csv_header` + `csv_line`; `coco_line` + `join_coco`),
-so that `rtkp export` streams it to disk while frames are tracked (rtkp.export.records.RecordWriter) or writes it at
-the end from the raw records (rtkp.export.finish). COCO's two arrays become one line per frame (image TAB annotation)
-that `join_coco` turns into the document at the end, reading the lines twice instead of holding them. (The raw record
-that resume and chunks keep, at full precision, is rtkp.export.records.raw_line.)
+Each streamed format (STREAMED) is defined once, record by record (`jsonl_line`; `csv_header` + `csv_line`; `coco_line`
++ `join_coco`), so that `rtkp export` streams it to disk while frames are tracked (rtkp.export.records.RecordWriter) or
+writes it at the end from the raw records (rtkp.export.finish). COCO's two arrays become one line per frame (image TAB
+annotation) that `join_coco` turns into the document at the end, reading the lines twice instead of holding them. (The
+raw record that resume and chunks keep, at full precision, is rtkp.export.records.raw_line.) The BUILT formats cannot be
+appended to line by line (HDF5 files); rtkp.export.finish builds them from the published records when the export
+finishes, through pandas/PyTables and sleap-io, imported only then (PACKAGES says which format needs which).
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 from collections.abc import Iterable
@@ -20,8 +24,27 @@ import numpy as np
 from rtkp.messages import KeypointFrame
 from rtkp.smoothing import PREDICTED
 
-FORMATS = ("coco", "jsonl", "csv")
-SUFFIX = {"coco": ".coco.json", "jsonl": ".jsonl", "csv": ".csv"}
+STREAMED = ("coco", "jsonl", "csv")  # written line by line, while tracking or from the raw records
+BUILT = ("h5", "slp", "nwb")  # built whole when the export finishes
+FORMATS = STREAMED + BUILT
+DEFAULT_FORMATS = STREAMED  # `rtkp export` without --format
+SUFFIX = {"coco": ".coco.json", "jsonl": ".jsonl", "csv": ".csv", "h5": ".h5", "slp": ".slp", "nwb": ".nwb"}
+# the modules a format's writer imports (pip install 'rtkp[formats]' brings them)
+PACKAGES = {"h5": ("pandas", "tables"), "slp": ("sleap_io",), "nwb": ("sleap_io", "pynwb", "ndx_pose")}
+
+
+def missing_packages(formats) -> str | None:
+    """One line naming the formats whose writers' packages are not installed and how to get them, or None. Looks the
+    packages up without importing them (`rtkp export --help` and the other formats stay quick)."""
+    missing: dict[str, list[str]] = {}
+    for fmt in formats:
+        for module in PACKAGES.get(fmt, ()):
+            if importlib.util.find_spec(module) is None:
+                missing.setdefault(module, []).append(fmt)
+    if not missing:
+        return None
+    what = ", ".join(f"{m} (for {', '.join(fs)})" for m, fs in missing.items())
+    return f"--format: {what} not installed: pip install 'rtkp[formats]'"
 
 
 def _coco_v(kf: KeypointFrame, k: int) -> int:
@@ -126,14 +149,22 @@ def csv_header(names: list[str], scorer: str) -> str:
     )
 
 
-def csv_line(kf: KeypointFrame, names: list[str]) -> str:
-    """One CSV row: the file name (image folders) or frame index, then x, y, likelihood per keypoint.
+def likelihood(kf: KeypointFrame) -> np.ndarray:
+    """DeepLabCut's likelihood per keypoint (K,): the score clipped to [0, 1] for a visible keypoint and 0 for a
+    hidden one, so DLC's `pcutoff` filtering drops what rtkp reports hidden (the CSV, the .h5 and NWB's confidence)."""
+    return np.where(kf.visible, np.clip(kf.scores, 0, 1), 0).astype(np.float64)
 
-    likelihood = the score clipped to [0, 1] for a visible keypoint and 0 for a hidden one, so DLC's `pcutoff`
-    filtering drops what rtkp reports hidden.
-    """
-    row = [kf.name or kf.index]
-    for k in range(len(names)):
-        like = float(np.clip(kf.scores[k], 0, 1)) if kf.visible[k] else 0.0
-        row += [f"{kf.keypoints[k, 0]:.3f}", f"{kf.keypoints[k, 1]:.3f}", f"{like:.5f}"]
-    return _csv_text([row])
+
+def dlc_values(kf: KeypointFrame) -> list[str]:
+    """x, y, likelihood per keypoint as the DeepLabCut CSV writes them (3, 3 and 5 decimals); the .h5 table holds the
+    same numbers (rtkp.export.dlc_table), so that both files read as the same table."""
+    like = likelihood(kf)
+    out = []
+    for k in range(len(like)):
+        out += [f"{kf.keypoints[k, 0]:.3f}", f"{kf.keypoints[k, 1]:.3f}", f"{like[k]:.5f}"]
+    return out
+
+
+def csv_line(kf: KeypointFrame, names: list[str]) -> str:
+    """One CSV row: the file name (image folders) or frame index, then x, y, likelihood per keypoint (dlc_values)."""
+    return _csv_text([[kf.name or kf.index, *dlc_values(kf)[: 3 * len(names)]]])

@@ -31,7 +31,7 @@ from rtkp.config import Config
 from rtkp.errors import ConfigError, Interrupted, RtkpError, SourceError
 from rtkp.export.chunks import Chunk
 from rtkp.export.finish import finish_outputs
-from rtkp.export.formats import FORMATS
+from rtkp.export.formats import DEFAULT_FORMATS, FORMATS, STREAMED, missing_packages
 from rtkp.export.partial import Partial
 from rtkp.export.progress import Progress, total_frames
 from rtkp.export.records import RecordWriter
@@ -48,7 +48,7 @@ class ExportOptions:
     out: Path
     model: str
     cfg: Config = field(default_factory=Config)
-    formats: tuple[str, ...] = FORMATS
+    formats: tuple[str, ...] = DEFAULT_FORMATS
     video: bool = False
     smooth: str = "none"
     backend: str = "auto"
@@ -113,8 +113,8 @@ def export_one(source: str, opts: ExportOptions, targets: ExportTargets | None =
     check_owned([source], [targets], opts.overwrite)
     check_source(source)  # a source that cannot be opened: its one line, before any bar or folder
     release(targets)  # the outputs of other settings (--overwrite) or incomplete ones: never left beside new ones
-    # the formats are written live unless smoothed (smoothing runs over the whole track at the end, from raw)
-    live = tuple(f for f in FORMATS if f in opts.formats) if opts.smooth == "none" else ()
+    # the streamed formats are written live unless smoothed (smoothing runs over the whole track at the end, from raw)
+    live = tuple(f for f in STREAMED if f in opts.formats) if opts.smooth == "none" else ()
     partial = Partial(opts.out / f"{targets.stem}.partial", targets.settings, (*live, "raw"))
     if opts.overwrite or not partial.matches():
         partial.reset()
@@ -207,4 +207,7 @@ def parse_formats(text: str) -> list[str]:
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ConfigError(f"--format must be a comma-separated subset of {', '.join(FORMATS)}, got {text!r}")
+    missing = missing_packages(formats)
+    if missing:
+        raise ConfigError(missing)
     return formats

@@ -1,12 +1,13 @@
 """Where each input of `rtkp export` writes, and whether what is there already may be skipped, replaced or not.
 
 Names. Every output path is owned by exactly one input of a command: an input's outputs are `<out>/<name>.coco.json`,
-`.jsonl`, `.csv`, `.annotated.mp4`, its marker `<name>.done.json` and its partial folder `<name>.partial/`, where the
-name is the input's stem (`clip.mp4` → `clip`; a folder's name; `<folder>_glob` for a glob of images). Inputs of one
-command that share a stem are named by their path relative to the folder that all their paths share, with `/` written
-as `__` (`d1/clip.mp4`, `d2/clip.mp4` → `d1__clip`, `d2__clip`), keeping the extension where only it differs
-(`clip.mp4`, `clip.avi` → `clip.mp4`, `clip.avi`); names that would still be equal are refused before anything is
-written. Flat names, not subfolders: every output stays in `--out` itself, where scripts and `*.done.json` look.
+`.jsonl`, `.csv`, `.h5`, `.slp`, `.nwb` (formats.SUFFIX), `.annotated.mp4`, its marker `<name>.done.json` and its
+partial folder `<name>.partial/`, where the name is the input's stem (`clip.mp4` → `clip`; a folder's name;
+`<folder>_glob` for a glob of images). Inputs of one command that share a stem are named by their path relative to the
+folder that all their paths share, with `/` written as `__` (`d1/clip.mp4`, `d2/clip.mp4` → `d1__clip`, `d2__clip`),
+keeping the extension where only it differs (`clip.mp4`, `clip.avi` → `clip.mp4`, `clip.avi`); names that would still be
+equal are refused before anything is written. Flat names, not subfolders: every output stays in `--out` itself, where
+scripts and `*.done.json` look.
 
 Settings. `<name>.done.json` holds the settings the outputs were made with (input path and fingerprint, model,
 formats, --video, smoothing, precision) and lists every output beside it. A re-run with the same settings skips the

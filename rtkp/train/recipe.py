@@ -20,7 +20,7 @@ RECIPE_MIN_FRAMES = 50
 
 def few_frames_warning(data: Dataset) -> str | None:
     """A one-line warning when `data` has fewer labelled frames (distinct images) than the recipe needs, else None."""
-    frames = len({s.image_path for s in data.samples if s.visible.any()})
+    frames = len({s.image_key() for s in data.samples if s.visible.any()})
     if frames >= RECIPE_MIN_FRAMES:
         return None
     return (
