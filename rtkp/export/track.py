@@ -127,9 +127,9 @@ def track_chunk(
     # a video chunk decodes one frame more, the next chunk's first: its pixels, decoded here without a seek, must be
     # those the next chunk decodes after its seek (boundaries_agree)
     more = 1 if video and length is not None else 0
-    src = Source(
-        spec, max_frames=None if length is None else length + more, reconnect=False, start=chunk.start, table=table
-    )
+    limit = None if length is None else length + more
+    # no frame threads: a decoder that conceals errors conceals them the same way on every decode (Source)
+    src = Source(spec, max_frames=limit, reconnect=False, start=chunk.start, table=table, frame_threads=False)
     expected = _expected_pts(table) if strict else None
     summary = {"start": chunk.start, "end": chunk.end, "frames": 0, "last_index": None}
     summary.update(backend=tracker.model.backend_name, first_hash=None, next_hash=None)

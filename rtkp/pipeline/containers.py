@@ -167,11 +167,12 @@ def frame_table(path: str | Path) -> FrameTable:
     return FrameTable(pts, np.array([k for _, k in rows], bool), time_base, exact)
 
 
-def prime_decoder(container, stream, av) -> None:
+def prime_decoder(container, stream, av, thread_type: str = "AUTO") -> None:
     """Decode the stream's first packet before a seek. Encoders put their identity there (x264: an SEI with its
     build), and FFmpeg works around known encoder bugs by it: without it, e.g. frames of x264 builds before 151 in
-    4:4:4 decode as garbage after a seek (the DLC open-field mouse video), however correct their PTS."""
-    stream.thread_type = "AUTO"
+    4:4:4 decode as garbage after a seek (the DLC open-field mouse video), however correct their PTS. thread_type:
+    the decoder's (Source.thread_type), set here since the codec opens here."""
+    stream.thread_type = thread_type
     for packet in container.demux(stream):
         if packet.size:
             try:
