@@ -40,7 +40,7 @@ def write_video(source: str, path: Path, frames: Iterable[KeypointFrame], names,
     writer = None
     ok = False
     try:
-        for frame in Source(parse_source(source), frame_threads=False):  # the frames tracked (track.py)
+        for frame in Source(parse_source(source)):  # the frames tracked (track.py)
             while kf is not None and kf.index < frame.index:
                 kf = next(records, None)
             if kf is None:

@@ -129,7 +129,7 @@ def track_chunk(
     more = 1 if video and length is not None else 0
     limit = None if length is None else length + more
     # no frame threads: a decoder that conceals errors conceals them the same way on every decode (Source)
-    src = Source(spec, max_frames=limit, reconnect=False, start=chunk.start, table=table, frame_threads=False)
+    src = Source(spec, max_frames=limit, reconnect=False, start=chunk.start, table=table)
     expected = _expected_pts(table) if strict else None
     summary = {"start": chunk.start, "end": chunk.end, "frames": 0, "last_index": None}
     summary.update(backend=tracker.model.backend_name, first_hash=None, next_hash=None)

@@ -16,6 +16,10 @@ import numpy as np
 from rtkp.errors import SourceError
 from rtkp.pipeline.source_spec import SourceSpec
 
+# FFmpeg decodes with slice threads only, never frame threads: their error concealment is not repeatable
+# (rtkp.pipeline.sources.Source says why and what it cost)
+DECODE_THREADS = "SLICE"
+
 
 def av_error(spec: SourceSpec, exc: Exception) -> SourceError:
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -167,12 +171,12 @@ def frame_table(path: str | Path) -> FrameTable:
     return FrameTable(pts, np.array([k for _, k in rows], bool), time_base, exact)
 
 
-def prime_decoder(container, stream, av, thread_type: str = "AUTO") -> None:
+def prime_decoder(container, stream, av) -> None:
     """Decode the stream's first packet before a seek. Encoders put their identity there (x264: an SEI with its
     build), and FFmpeg works around known encoder bugs by it: without it, e.g. frames of x264 builds before 151 in
-    4:4:4 decode as garbage after a seek (the DLC open-field mouse video), however correct their PTS. thread_type:
-    the decoder's (Source.thread_type), set here since the codec opens here."""
-    stream.thread_type = thread_type
+    4:4:4 decode as garbage after a seek (the DLC open-field mouse video), however correct their PTS. The decoder's
+    threads are set here, since the codec opens here: slice threads only (DECODE_THREADS, rtkp.pipeline.sources)."""
+    stream.thread_type = DECODE_THREADS
     for packet in container.demux(stream):
         if packet.size:
             try:

@@ -24,6 +24,7 @@ from rtkp.errors import SourceError
 from rtkp.messages import Frame
 from rtkp.pipeline import containers
 from rtkp.pipeline.containers import (
+    DECODE_THREADS,
     FrameTable,
     av_error,
     check_camera,
@@ -66,10 +67,12 @@ class Source:
     position in the sorted list). lavfi: N frames are generated and discarded. table: the file's frame_table when the
     caller has it already (chunks of one video: the file is demuxed once, not once per chunk).
 
-    frame_threads: let FFmpeg decode several frames at once (thread_type AUTO, the default). False (`rtkp export`):
-    slice threads only, so that a video whose decoder conceals errors gives the same pixels on every decode: with frame
-    threads FFmpeg's concealment is not repeatable (a 200-frame stream copy of the DLC mouse video from a later
-    keyframe: two decodes differed in 170 frames). Valid streams decode to the same pixels either way.
+    Decoding uses FFmpeg's slice threads only, never frame threads: a video whose decoder conceals errors then gives
+    the same pixels on every decode (with frame threads the concealment is not repeatable: a 200-frame stream copy of
+    the DLC mouse video from a later keyframe, two decodes differed in 170 frames), so `rtkp run` on a file, `rtkp
+    export`, its resumes and Ray chunks all see the same frames. Valid streams decode to the same pixels either way,
+    slice threads were no slower on the mouse video (2.7-3.1 against 3.1-3.3 ms a frame), and frame threads would
+    delay a live stream by a frame per thread.
     """
 
     def __init__(
@@ -82,14 +85,12 @@ class Source:
         give_up_s: float | None = None,
         start: int = 0,
         table: FrameTable | None = None,
-        frame_threads: bool = True,
     ):
         if start and spec.live:
             raise SourceError(f"source {spec.text!r}: a live source cannot start at frame {start}")
         self.spec = spec
         self.start = max(int(start), 0)
         self.table = table
-        self.thread_type = "AUTO" if frame_threads else "SLICE"
         self.realtime = realtime
         self.max_frames = max_frames
         self.reconnect = spec.live if reconnect is None else reconnect
@@ -222,7 +223,7 @@ class Source:
             raise SourceError(f"source {self.spec.text!r}: has no video stream")
         stream = container.streams.video[0]
         if not stream.codec_context.is_open:  # (a retry after a seek decodes on the open codec)
-            stream.thread_type = self.thread_type
+            stream.thread_type = DECODE_THREADS
         for packet in container.demux(stream):
             if from_key:
                 if packet.size and not packet.is_keyframe:
@@ -255,7 +256,7 @@ class Source:
             if self.start >= len(table):
                 return
             target, stream = int(table.pts[self.start]), container.streams.video[0]
-            prime_decoder(container, stream, av, self.thread_type)
+            prime_decoder(container, stream, av)
             # the nearest keyframe first; an earlier one when the demuxer's seek lands after the target
             for key in table.keyframes_up_to(self.start)[:3]:
                 try:
