@@ -142,6 +142,17 @@ def write_video(path: Path, frames: int = 20, size=(128, 96), rate: int = 30, se
     return path
 
 
+def write_image_folder(folder: Path, images: int, seed: int) -> Path:
+    """A folder of PNG files f00.png, f01.png, ... of generated scenes."""
+    import cv2
+
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(images):
+        cv2.imwrite(str(folder / f"f{i:02d}.png"), cv2.cvtColor(render_scene(rng)[0], cv2.COLOR_RGB2BGR))
+    return folder
+
+
 def remux(src: Path, dst: Path, fmt: str | None = None, options: dict | None = None) -> Path:
     """Copy a video's packets into another container (e.g. MPEG-TS, or MP4 with the index first)."""
     import av

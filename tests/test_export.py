@@ -8,10 +8,8 @@ import re
 import subprocess
 import sys
 
-import cv2
-import numpy as np
 import pytest
-from conftest import remux, render_scene, write_video
+from conftest import remux, write_image_folder, write_video
 
 from rtkp.cli import main
 
@@ -21,11 +19,7 @@ COMMON = ["--backend", "onnxruntime", "--quiet", "--set", "run.threads=1"]
 @pytest.fixture
 def inputs(tmp_path):
     video = write_video(tmp_path / "clip.mp4", frames=12)
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    rng = np.random.default_rng(3)
-    for i in range(5):
-        cv2.imwrite(str(folder / f"f{i:02d}.png"), cv2.cvtColor(render_scene(rng)[0], cv2.COLOR_RGB2BGR))
+    folder = write_image_folder(tmp_path / "frames", 5, seed=3)
     return video, folder
 
 

@@ -7,11 +7,10 @@ import subprocess
 import sys
 import warnings
 
-import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import NAMES, render_scene, write_video
+from conftest import NAMES, write_image_folder, write_video
 
 from rtkp.cli import main
 from rtkp.export import formats
@@ -84,11 +83,7 @@ def test_a_60_frame_video_opens_in_sleap_pandas_and_pycocotools(tmp_path, tiny_m
 
 
 def test_an_image_folder_opens_in_sleap_pandas_and_load_coco(tmp_path, tiny_model):
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    rng = np.random.default_rng(3)
-    for i in range(5):
-        cv2.imwrite(str(folder / f"f{i:02d}.png"), cv2.cvtColor(render_scene(rng)[0], cv2.COLOR_RGB2BGR))
+    folder = write_image_folder(tmp_path / "frames", 5, seed=3)
     out = tmp_path / "out"
     assert _export(folder, out, tiny_model, ALL, "--smooth", "offline") == 0
     table = pd.read_hdf(out / "frames.h5")

@@ -6,9 +6,7 @@ import re
 import subprocess
 import sys
 
-import cv2
-import numpy as np
-from conftest import render_scene, write_video
+from conftest import write_image_folder, write_video
 
 LINE = re.compile(r"^rtkp run: (\d+)/(\d+) frames \((\d+) %\)")
 
@@ -40,11 +38,7 @@ def test_a_file_run_shows_its_progress_in_plain_lines_when_stderr_is_not_a_termi
 
 
 def test_an_image_folder_run_counts_its_images(tmp_path, tiny_model):
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(7):
-        cv2.imwrite(str(folder / f"f{i:02d}.png"), cv2.cvtColor(render_scene(rng)[0], cv2.COLOR_RGB2BGR))
+    folder = write_image_folder(tmp_path / "frames", 7, seed=1)
     run = _run(folder, tiny_model)
     assert run.returncode == 0, run.stderr
     assert _progress(run.stderr)[-1] == (7, 7, 100), run.stderr
