@@ -24,12 +24,49 @@ class Frame:
 
 
 @dataclass(frozen=True)
+class Instance:
+    """One animal (object) in a frame.
+
+    track: an id >= 0 that stays with the animal from frame to frame (through touching, crossing, short occlusion;
+    an animal that left the view for longer than the tracker holds it comes back with a new id); score: the
+    instance's score, the mean of its visible keypoints' scores (−1 when none is visible);
+    keypoints (K, 2) float32 source pixels; scores (K,) float32; visible (K,) bool; state (K,) uint8: the same
+    meanings as KeypointFrame's arrays, row k is keypoint k of the model's names.
+    """
+
+    track: int
+    score: float
+    keypoints: np.ndarray
+    scores: np.ndarray
+    visible: np.ndarray
+    state: np.ndarray
+
+
+STATE_MISSING = 3  # KeypointFrame.state / Instance.state: no measurement and no prediction
+
+
+def missing_keypoints(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The frame-level arrays of a frame in which no instance was found: (K, 2) zeros, scores −1, hidden, missing."""
+    return (
+        np.zeros((k, 2), np.float32),
+        np.full(k, -1.0, np.float32),
+        np.zeros(k, bool),
+        np.full(k, STATE_MISSING, np.uint8),
+    )
+
+
+@dataclass(frozen=True)
 class KeypointFrame:
     """What a frame becomes.
 
     keypoints: (K, 2) float32 source pixels; scores: (K,) float32 (similarity to the prototype, or heatmap peak);
     visible: (K,) bool; state: (K,) uint8 (0 measured, 1 smoothed, 2 predicted while hidden, 3 missing);
     timings_ms: per-stage durations; dropped: frames the live policy skipped since the previous result.
+
+    instances: every animal found, in increasing track order. A single-instance model always reports exactly one,
+    Instance(track 0) holding these same arrays. For a multi-instance model (manifest `max_instances`) there are 0 to
+    --max-instances, and the frame-level arrays above are those of the first instance (the lowest track id), or
+    `missing_keypoints(K)` when there is none, so that readers of one animal keep working.
     """
 
     index: int
@@ -44,6 +81,20 @@ class KeypointFrame:
     dropped: int = 0
     name: str | None = None
     bank_version: int = 0  # the keypoint bank (prototypes and names) that produced it; changes when keypoints do
+    instances: tuple[Instance, ...] | None = None  # None: built without it (one instance, the arrays above)
+
+    def __post_init__(self):
+        if self.instances is None:  # single-instance: the one instance is the frame's own arrays
+            one = Instance(
+                0, instance_score(self.scores, self.visible), self.keypoints, self.scores, self.visible, self.state
+            )
+            object.__setattr__(self, "instances", (one,))
+
+
+def instance_score(scores: np.ndarray, visible: np.ndarray) -> float:
+    """An instance's score: the mean score of its visible keypoints, −1 when none is visible."""
+    visible = np.asarray(visible, bool)
+    return float(np.mean(np.asarray(scores)[visible])) if visible.any() else -1.0
 
 
 @dataclass(frozen=True)
@@ -51,7 +102,8 @@ class ModelResult:
     """Inside the Tracker (ModelStage → KeypointStage): one frame's graph rows and what is needed to finish it.
 
     frame: the decoded frame's metadata (its `image` is None); source_size: (W, H); rows: (K, 4) float32 x, y
-    (model-input px), score, clutter_score; timings_ms: decode, preprocess, inference (per batch), batch; dropped:
+    (model-input px), score, clutter_score — or, from a multi-instance graph, (K, P, 6): P peaks per keypoint, each
+    x, y, score, clutter_score, centre_x, centre_y (the centre of the animal it belongs to, model-input px); timings_ms: decode, preprocess, inference (per batch), batch; dropped:
     frames the live policy skipped before this one; bank_version: see KeypointFrame.
     """
 
