@@ -1,8 +1,8 @@
-"""`--data` and `--split` handling: detect the format, read it, check it has one instance per frame, apply a split.
+"""`--data` and `--split` handling: detect the format, read it, apply a split.
 
-Every format goes through `load_dataset`: its reader gives one Sample per labelled instance, and this module refuses,
-in one line, data where a frame holds more than one (several animals per frame are not trained yet; nothing is
-silently dropped to make one).
+Every format goes through `load_dataset`: its reader gives one Sample per labelled instance (the animals of one frame
+share its image_key). Callers that handle one instance per frame only (`several=False`) get a one-line refusal of
+data where a frame holds more (nothing is silently dropped to make one).
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ from rtkp.errors import DataError
 
 
 def load_dataset(
-    path: str | Path, check_images: bool = True, images: str | Path | None = None, predictions: bool = False
+    path: str | Path,
+    check_images: bool = True,
+    images: str | Path | None = None,
+    predictions: bool = False,
+    several: bool = True,
 ) -> Dataset:
     """Read a DeepLabCut project folder (single- or multi-animal), a SLEAP .slp file, a COCO annotation JSON, or a
     folder holding exactly one COCO JSON; DataError where a frame holds more than one instance.
@@ -26,9 +30,11 @@ def load_dataset(
     `images` is an extra folder a COCO file's `file_name`s are looked for in (before <json folder>/images and the
     JSON's folder); a DeepLabCut project names its images relative to the project and a .slp its videos, so they take
     none. `predictions`: a .slp's predicted instances count as labels too (default: user-labelled ones only).
+    several: frames may hold several instances (False: DataError where one does).
     """
     dataset = _read(Path(path), check_images, images, predictions)
-    one_instance_per_frame(dataset, path)
+    if not several:
+        one_instance_per_frame(dataset, path)
     return dataset
 
 
@@ -41,9 +47,8 @@ def one_instance_per_frame(dataset: Dataset, where: str | Path) -> None:
     example = next(s.name for s in dataset.samples if s.image_key() == crowded[0])
     raise DataError(
         f"{where}: {len(crowded)} of {len(counts)} labelled frames hold more than one instance (up to "
-        f"{max(counts.values())} in a frame, {len(dataset)} instances in all; e.g. {example}): rtkp trains and "
-        "evaluates one instance per frame for now (several animals per frame is the next capability); give data "
-        "with one labelled instance per frame"
+        f"{max(counts.values())} in a frame, {len(dataset)} instances in all; e.g. {example}): this needs one "
+        "labelled instance per frame"
     )
 
 
@@ -113,10 +118,11 @@ def load_split(
     part: str,
     images: str | Path | None = None,
     predictions: bool = False,
+    several: bool = True,
 ) -> Dataset:
-    """The `part` ("train" or "test") of the data; with no split file, all of it. `images`, `predictions`: see
-    load_dataset."""
-    dataset = load_dataset(data, images=images, predictions=predictions)
+    """The `part` ("train" or "test") of the data; with no split file, all of it. `images`, `predictions`,
+    `several`: see load_dataset."""
+    dataset = load_dataset(data, images=images, predictions=predictions, several=several)
     if split is None:
         return dataset
     names = read_split(split)[part]

@@ -23,6 +23,8 @@ class Sample:
     whole:     (M, 2) all labelled keypoints of the source when Dataset.select_keypoints dropped some, else None.
     frame:     the frame index in the video `image_path`, else None (an image file).
     video:     what gives that frame when indexed with it, as (H, W) or (H, W, C) uint8 (a `sleap_io.Video`).
+    track:     the identity the labels give this instance (a SLEAP track's name, a COCO `track_id`, a DeepLabCut
+               individual), else None. Several Samples with the same image_key are the animals of one frame.
     """
 
     image_path: Path
@@ -33,6 +35,7 @@ class Sample:
     whole: np.ndarray | None = None
     frame: int | None = None
     video: Any = field(default=None, compare=False, repr=False)
+    track: str | None = None
 
     def load_image(self) -> np.ndarray:
         """The image as (H, W, 3) uint8 RGB (a grey video's frame with its one channel repeated)."""
@@ -65,6 +68,17 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def frames(self) -> dict[tuple, list[int]]:
+        """The labelled frames in first-seen order: image_key -> indices of its instances' samples."""
+        out: dict[tuple, list[int]] = {}
+        for i, s in enumerate(self.samples):
+            out.setdefault(s.image_key(), []).append(i)
+        return out
+
+    def max_instances(self) -> int:
+        """The most instances any labelled frame holds (0 for no samples)."""
+        return max((len(v) for v in self.frames().values()), default=0)
 
     def subset(self, names: list[str], where: str) -> Dataset:
         """Samples whose `name` is listed, in the list's order; a name with no sample is an error."""

@@ -97,12 +97,14 @@ def read_slp(path: Path, predictions: bool = False, check_images: bool = True) -
                 opened.add(id(video))
             if isinstance(video.filename, list):  # an image sequence: the frame is an image file
                 image = Path(video.filename[lf.frame_idx])
-                samples.append(Sample(image, points, visible, _shown(path, image)))
+                track = inst.track.name if inst.track is not None else None
+                samples.append(Sample(image, points, visible, _shown(path, image), track=track))
                 continue
             # a frame's name: the video's path, '#', the frame index in 6 digits (as `rtkp export`'s COCO names frames)
             file, frame = Path(video.filename), int(lf.frame_idx)
             name = f"{_shown(path, file)}#{frame:06d}"
-            samples.append(Sample(file, points, visible, name, frame=frame, video=video))
+            track = inst.track.name if inst.track is not None else None
+            samples.append(Sample(file, points, visible, name, frame=frame, video=video, track=track))
     if not samples:
         if predicted and not predictions:
             raise DataError(
