@@ -40,6 +40,13 @@ class Manifest:
     (rtkp.visibility); max_keypoints: K_max as declared, None when not (checked and defaulted by
     rtkp.graphs.prototypes.max_keypoints); weights: the safetensors file name and its sha256; added_keypoints: one map
     per keypoint taught from shots (name, shots, margin, source, tensors; rtkp.teach.saved).
+
+    Several animals per frame: max_instances is set only for a multi-instance model, whose graph reports that many
+    peaks per keypoint, each with the centre of its animal (a shape of the graph, like K_max; rtkp.model.graph);
+    default_instances is how many animals `--max-instances` reports by default (the most a labelled training frame
+    held); instance_size: the median size of a labelled animal in source px (the longer side of its keypoints'
+    box), the scale the grouping and the identity tracker measure distances in. All three are absent (None) for a
+    single-instance model, whose manifest keeps exactly its old keys.
     """
 
     head: str
@@ -58,9 +65,17 @@ class Manifest:
     weights: str = WEIGHTS
     weights_sha256: str = ""
     added_keypoints: tuple[dict, ...] = ()
+    max_instances: int | None = None
+    default_instances: int | None = None
+    instance_size: float | None = None
     manifest_version: int = MANIFEST_VERSION
     extra: dict = field(default_factory=dict)  # every key not modelled above, as read
     key_order: tuple[str, ...] = field(default=(), compare=False, repr=False)  # the keys' order as read
+
+    @property
+    def multi_instance(self) -> bool:
+        """Whether the model finds several animals per frame (its graph reports peaks with centres)."""
+        return self.max_instances is not None
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "manifest") -> Manifest:
@@ -138,6 +153,9 @@ _CONVERT = {
     "weights": str,
     "weights_sha256": str,
     "added_keypoints": lambda entries: tuple(dict(e) for e in entries),
+    "max_instances": int,
+    "default_instances": int,
+    "instance_size": float,
     "manifest_version": int,
 }
 
