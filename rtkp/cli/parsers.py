@@ -211,6 +211,13 @@ def _add_synth(sub) -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="length of each video")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--targets",
+        type=int,
+        default=1,
+        metavar="N",
+        help="targets per image and video (default 1); several: one annotation each, with its track_id",
+    )
+    p.add_argument(
         "--occlusion",
         choices=["train", "none"],
         default="train",

@@ -4,12 +4,16 @@ and occluders.
 Like SuperPoint's synthetic pre-training, every label is computed, not annotated: a keypoint's position is the page
 position mapped by the homography that warped the page, so labels are exact (up to float rounding). Occluders (hand
 shapes and random objects) mark the keypoints they cover as not visible.
+
+Several targets per image (`targets` > 1, `rtkp synth --targets N`) are identical pages, smaller, at separate random
+places: the multi-instance case of identical animals. A page pasted over another one hides the keypoints it covers
+(labelled v = 1, exactly like an occluder), and each annotation carries the target's `track_id` (0 .. N−1).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -99,12 +103,17 @@ def background(rng: np.random.Generator, size=IMAGE_SIZE, photos: list[np.ndarra
 
 def warp_target(target: Target, h: np.ndarray, canvas: np.ndarray) -> np.ndarray:
     """Paste the page onto `canvas` through homography h (bilinear, anti-aliased edge)."""
+    return warp_target_with_mask(target, h, canvas)[0]
+
+
+def warp_target_with_mask(target: Target, h: np.ndarray, canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(canvas with the page pasted through h, (H, W) float32 page coverage in [0, 1])."""
     import cv2
 
     size = (canvas.shape[1], canvas.shape[0])
     page = cv2.warpPerspective(target.image, h, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     mask = cv2.warpPerspective(np.ones(target.image.shape[:2], np.float32), h, size, flags=cv2.INTER_LINEAR)
-    return (canvas * (1 - mask[..., None]) + page * mask[..., None]).astype(np.uint8)
+    return (canvas * (1 - mask[..., None]) + page * mask[..., None]).astype(np.uint8), mask
 
 
 def hand_mask(rng: np.random.Generator, shape: tuple[int, int], centre, size: float) -> np.ndarray:
@@ -200,6 +209,75 @@ def render_sample(rng, target: Target, coverage=(0.0, 0.0), photos=None, pose: P
     return image, kps.astype(np.float32), vis, h
 
 
+def inside_image(kps: np.ndarray, size=IMAGE_SIZE) -> np.ndarray:
+    """(...,) bool: which points (..., 2) lie inside an image of `size` (W, H)."""
+    w, h = size
+    return (kps[..., 0] >= 0) & (kps[..., 0] <= w - 1) & (kps[..., 1] >= 0) & (kps[..., 1] <= h - 1)
+
+
+def random_poses(rng: np.random.Generator, n: int, size=IMAGE_SIZE) -> list[Pose]:
+    """`n` poses of `n` targets in one image. One: random_pose. Several: pages 1/sqrt(n) as tall, their centres at least
+    0.6 page heights apart where 50 tries allow (a page is 0.71 heights wide, so neighbours may overlap a little, as
+    animals touch)."""
+    if n == 1:
+        return [random_pose(rng, size)]
+    w, h = size
+    poses: list[Pose] = []
+    for _ in range(n):
+        for _try in range(50):
+            pose = random_pose(rng, size)
+            pose = replace(
+                pose, cx=rng.uniform(0.15, 0.85) * w, cy=rng.uniform(0.15, 0.85) * h, height=pose.height / np.sqrt(n)
+            )
+            if all(np.hypot(pose.cx - q.cx, pose.cy - q.cy) > 0.6 * max(pose.height, q.height) for q in poses):
+                break
+        poses.append(pose)
+    return poses
+
+
+def render_scene(rng, target: Target, n: int = 1, coverage=(0.0, 0.0), photos=None):
+    """(image (H, W, 3) uint8 RGB, keypoints (n, K, 2) float32, visible (n, K) bool, homographies (n, 3, 3)) for one
+    synthetic frame with `n` targets, pasted in order (target t covers targets < t where they overlap). n = 1 is
+    render_sample, draw for draw."""
+    if n == 1:
+        image, kps, vis, h = render_sample(rng, target, coverage, photos)
+        return image, kps[None], vis[None], h[None]
+    hs = np.stack([homography(pose, target.size_px) for pose in random_poses(rng, n)])
+    image = background(rng, IMAGE_SIZE, photos)
+    kps = np.stack([project(h, target.keypoints_px) for h in hs])
+    vis = inside_image(kps)
+    for t, h in enumerate(hs):
+        image, page = warp_target_with_mask(target, h, image)
+        for below in range(t):  # a keypoint under this page is hidden (the same rule as an occluder's)
+            vis[below] &= ~covered(page > 0.5, kps[below])
+    for t in range(n):  # each target gets its occluders; they may cover the other targets' keypoints too
+        if vis[t].any():
+            lo, hi = kps[t][vis[t]].min(0), kps[t][vis[t]].max(0)
+            pad = 0.1 * (hi - lo).max()
+            box = np.concatenate([lo - pad, hi + pad])
+            image, flat = add_occluders(rng, image, kps.reshape(-1, 2), vis.reshape(-1), box, coverage)
+            vis = flat.reshape(vis.shape)
+    image = camera_effects(rng, image)
+    return image, kps.astype(np.float32), vis, hs
+
+
+def page_box(target: Target, h: np.ndarray, size=IMAGE_SIZE) -> list[float]:
+    """COCO bbox [x, y, w, h] of the page's corners mapped by h, clipped to the image."""
+    pw, ph = target.size_px
+    corners = project(h, np.array([[-0.5, -0.5], [pw - 0.5, -0.5], [pw - 0.5, ph - 0.5], [-0.5, ph - 0.5]]))
+    lo = np.clip(corners.min(0), 0, np.array(size) - 1)
+    hi = np.clip(corners.max(0), 0, np.array(size) - 1)
+    return [float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1])]
+
+
+def keypoint_triples(kps: np.ndarray, vis: np.ndarray) -> list[float]:
+    """COCO's flat [x, y, v, ...]: v = 2 visible, 1 inside the image but hidden, 0 outside it."""
+    flat = []
+    for (x, y), v, ins in zip(kps, vis, inside_image(kps)):
+        flat += [float(x), float(y), 2 if v else (1 if ins else 0)]
+    return flat
+
+
 def write_coco_set(
     out: Path,
     n: int,
@@ -207,10 +285,13 @@ def write_coco_set(
     levels: dict[str, tuple[float, float]] | None = None,
     photos=None,
     progress: bool = True,
+    targets: int = 1,
 ) -> Path:
     """`n` images (+ COCO JSON with names, visibility and per-image homography) into `out`.
 
     levels: occlusion coverage per image, cycled (default: 50 % unoccluded, the rest 10–70 %).
+    targets: targets per image. Several: one annotation per target with its `track_id` (0 .. targets−1), its own
+    `homography`, `bbox` (the page, clipped) and `area`; the image entry has no homography then.
     """
     import cv2
     from tqdm import tqdm
@@ -223,30 +304,37 @@ def write_coco_set(
     for i in tqdm(range(n), desc=f"synth {out.name}", disable=not progress):
         rng = np.random.default_rng([seed, i])
         level = names[i % len(names)]
-        image, kps, vis, h = render_sample(rng, target, levels[level], photos)
+        image, kps, vis, hs = render_scene(rng, target, targets, levels[level], photos)
         name = f"{i:05d}.jpg"
         cv2.imwrite(str(out / "images" / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
-        images.append(
-            {
-                "id": i + 1,
-                "file_name": name,
-                "width": IMAGE_SIZE[0],
-                "height": IMAGE_SIZE[1],
-                "homography": h.tolist(),
-                "occlusion": level,
-            }
-        )
-        inside = (
-            (kps[:, 0] >= 0) & (kps[:, 0] <= IMAGE_SIZE[0] - 1) & (kps[:, 1] >= 0) & (kps[:, 1] <= IMAGE_SIZE[1] - 1)
-        )
-        flat = []
-        for (x, y), v, ins in zip(kps, vis, inside):
-            flat += [float(x), float(y), 2 if v else (1 if ins else 0)]
-        anns.append(
-            {"id": i + 1, "image_id": i + 1, "category_id": 1, "keypoints": flat, "num_keypoints": int(vis.sum())}
-        )
+        entry = {"id": i + 1, "file_name": name, "width": IMAGE_SIZE[0], "height": IMAGE_SIZE[1]}
+        if targets == 1:  # the single-target file as it always was
+            images.append({**entry, "homography": hs[0].tolist(), "occlusion": level})
+            flat = keypoint_triples(kps[0], vis[0])
+            anns.append(
+                {"id": i + 1, "image_id": i + 1, "category_id": 1, "keypoints": flat, "num_keypoints": int(vis.sum())}
+            )
+            continue
+        images.append({**entry, "occlusion": level})
+        for t in range(targets):
+            box = page_box(target, hs[t])
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": 1,
+                    "track_id": t,
+                    "keypoints": keypoint_triples(kps[t], vis[t]),
+                    "num_keypoints": int(vis[t].sum()),
+                    "homography": hs[t].tolist(),
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "iscrowd": 0,
+                }
+            )
+    info = {"description": "rtkp synthetic target data", "seed": seed}
     doc = {
-        "info": {"description": "rtkp synthetic target data", "seed": seed},
+        "info": info if targets == 1 else {**info, "targets": targets},
         "images": images,
         "annotations": anns,
         "categories": [{"id": 1, "name": "rtkp_target", "keypoints": target.names, "skeleton": []}],

@@ -1,6 +1,8 @@
 """Ground-truth videos of the target: smooth random motion, occlusion episodes, exact per-frame keypoints.
 
 Used as the `demo` source (one fixed, cached video) and to measure tracking (RMSE, jitter, lag, re-acquisition).
+Several targets (`targets` > 1) move side by side, each on its own trajectory, and keep their track id for the whole
+video: ground truth for identity tracking (a page that slides over another hides the keypoints it covers).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rtkp.data.occlude import covered
 from rtkp.demo.synth import (
     IMAGE_SIZE,
     SKIN,
@@ -20,7 +23,7 @@ from rtkp.demo.synth import (
     hand_mask,
     homography,
     project,
-    warp_target,
+    warp_target_with_mask,
 )
 from rtkp.demo.target import render_target
 
@@ -54,8 +57,22 @@ def occlusion_episodes(rng, n: int, fps: float, every_s: float = 5.0, length_s: 
     return eps
 
 
-def render_video(path: Path, seconds: float, fps: float = 30.0, seed: int = 0, progress: bool = False) -> Path:
-    """Write `path` (MP4, H.264) and `path.with_suffix('.gt.json')` (keypoints, visibility, episodes per frame)."""
+def side_by_side(poses: list[Pose], track: int, targets: int) -> list[Pose]:
+    """Track `track` of `targets`: its trajectory moved into its own vertical strip of the image (centred on the strip,
+    still swinging ±15 % of the width, so neighbours meet) and its page 1/sqrt(targets) as tall."""
+    shift = IMAGE_SIZE[0] * ((track + 0.5) / targets - 0.5)
+    return [Pose(p.cx + shift, p.cy, p.height / np.sqrt(targets), p.angle, p.tilt_x, p.tilt_y) for p in poses]
+
+
+def render_video(
+    path: Path, seconds: float, fps: float = 30.0, seed: int = 0, progress: bool = False, targets: int = 1
+) -> Path:
+    """Write `path` (MP4, H.264) and `path.with_suffix('.gt.json')` (keypoints, visibility, episodes per frame).
+
+    targets > 1: the ground truth also has `targets` and, per frame, `instances`: [{"track", "kp", "visible"}] for
+    every target in track order ("kp" and "visible" of the frame stay track 0's). The hand of an occlusion episode
+    sweeps over target (episode number mod targets).
+    """
     import av
     from tqdm import tqdm
 
@@ -68,7 +85,14 @@ def render_video(path: Path, seconds: float, fps: float = 30.0, seed: int = 0, p
     skin = np.array(SKIN[rng.integers(len(SKIN))], np.float32)
     hand_rng = np.random.default_rng(seed + 1000)
     hands = [(hand_rng.uniform(0, 2 * np.pi), hand_rng.uniform(0.35, 0.55)) for _ in episodes]
+    tracks = [poses]  # the other targets' motion from rngs of their own: one target draws exactly as it always did
+    tracks += [trajectory(np.random.default_rng([seed, t]), n, fps) for t in range(1, targets)]
+    if targets > 1:
+        tracks = [side_by_side(track, t, targets) for t, track in enumerate(tracks)]
     gt = {"fps": fps, "size": list(IMAGE_SIZE), "names": target.names, "episodes": episodes, "frames": []}
+    if targets > 1:
+        gt["targets"] = targets
+    w, hh = IMAGE_SIZE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".partial" + path.suffix)
     with av.open(str(tmp), "w", format="mp4") as out:
@@ -77,27 +101,39 @@ def render_video(path: Path, seconds: float, fps: float = 30.0, seed: int = 0, p
         stream.options = {"crf": "18", "preset": "veryfast"}
         for i in tqdm(range(n), desc="render", disable=not progress):
             frng = np.random.default_rng([seed, i])
-            h = homography(poses[i], target.size_px)
-            image = warp_target(target, h, back)
-            kps = project(h, target.keypoints_px)
-            w, hh = IMAGE_SIZE
-            vis = (kps[:, 0] >= 0) & (kps[:, 0] <= w - 1) & (kps[:, 1] >= 0) & (kps[:, 1] <= hh - 1)
-            for (s, e), (ang, size) in zip(episodes, hands):
-                if s <= i < e:
-                    # the hand sweeps across the page centre along direction `ang`
-                    u = (i - s) / (e - s) * 2 - 1
-                    centre = kps.mean(0) + u * 250 * np.array([np.cos(ang), np.sin(ang)])
-                    mask = hand_mask(np.random.default_rng(seed + s), image.shape[:2], centre, size * poses[i].height)
+            image, kps_all, vis_all = back, [], []
+            for t in range(targets):
+                h = homography(tracks[t][i], target.size_px)
+                image, page = warp_target_with_mask(target, h, image)
+                for below in range(t):  # the page on top hides what it covers
+                    vis_all[below] &= ~covered(page > 0.5, kps_all[below])
+                kps_all.append(project(h, target.keypoints_px))
+                k = kps_all[-1]
+                vis_all.append((k[:, 0] >= 0) & (k[:, 0] <= w - 1) & (k[:, 1] >= 0) & (k[:, 1] <= hh - 1))
+            for e, ((s, e_end), (ang, size)) in enumerate(zip(episodes, hands)):
+                if s <= i < e_end:
+                    # the hand sweeps across the centre of target e mod targets along direction `ang`
+                    u = (i - s) / (e_end - s) * 2 - 1
+                    centre = kps_all[e % targets].mean(0) + u * 250 * np.array([np.cos(ang), np.sin(ang)])
+                    height = tracks[e % targets][i].height
+                    mask = hand_mask(np.random.default_rng(seed + s), image.shape[:2], centre, size * height)
                     image = image.copy()
                     image[mask] = np.clip(skin + frng.normal(0, 6, (int(mask.sum()), 3)), 0, 255).astype(np.uint8)
-                    inside = np.floor(kps + 0.5).astype(int)
-                    ok = vis.copy()
-                    vis = ok & ~mask[np.clip(inside[:, 1], 0, hh - 1), np.clip(inside[:, 0], 0, w - 1)]
+                    for t, kps in enumerate(kps_all):
+                        inside = np.floor(kps + 0.5).astype(int)
+                        covered_px = mask[np.clip(inside[:, 1], 0, hh - 1), np.clip(inside[:, 0], 0, w - 1)]
+                        vis_all[t] = vis_all[t] & ~covered_px
             image = camera_effects(frng, image, strength=0.3)
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             for packet in stream.encode(frame):
                 out.mux(packet)
-            gt["frames"].append({"kp": np.round(kps, 4).tolist(), "visible": vis.tolist()})
+            record = {"kp": np.round(kps_all[0], 4).tolist(), "visible": vis_all[0].tolist()}
+            if targets > 1:
+                record["instances"] = [
+                    {"track": t, "kp": np.round(k, 4).tolist(), "visible": v.tolist()}
+                    for t, (k, v) in enumerate(zip(kps_all, vis_all))
+                ]
+            gt["frames"].append(record)
         for packet in stream.encode():
             out.mux(packet)
     tmp.replace(path)
