@@ -7,6 +7,7 @@ Both ends of the stream live in rtkp.wire; new code imports from there (`from rt
 from rtkp.errors import RtkpError
 from rtkp.wire import (
     SCHEMA_VERSION,
+    Instance,
     Keypoint,
     KeypointMessage,
     ProtocolError,
@@ -18,6 +19,7 @@ from rtkp.wire import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Instance",
     "Keypoint",
     "KeypointMessage",
     "ProtocolError",

@@ -1,8 +1,8 @@
-"""The ZeroMQ protocol end to end: real sockets on 127.0.0.1, real `rtkp run` processes, a subscriber in C."""
+"""The ZeroMQ protocol end to end: real sockets on 127.0.0.1, real `rtkp run` processes (the subscriber in C and
+several animals per frame: test_protocol_instances.py)."""
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -115,6 +115,7 @@ def test_the_keypoints_header_keeps_its_bytes_and_decodes_back():
     msg = schema.decode_keypoints(header, ["nose"], 9)
     assert (msg.seq, msg.frame, msg.size, msg.bank, msg.latency_ms) == (4, 7, (640, 480), 3, 4e-6)
     assert msg.keypoints == (schema.Keypoint("nose", 1.235, 2.5, 0.12346, True, 1),)
+    assert msg.instances == (schema.Instance(0, 0.12346, msg.keypoints),)  # single-instance: no `instances` sent
 
 
 def test_the_subscriber_imports_no_numpy_and_no_pipeline():
@@ -379,20 +380,4 @@ def test_subscribe_command_against_a_live_run(tiny_model):
     assert set(first["keypoints"]) == {"nose", "left_eye", "right_eye"}
 
 
-C_SOURCE = REPO / "tools" / "subscribers" / "rtkp_sub.c"
-
-
-@pytest.mark.skipif(
-    not (shutil.which("gcc") and Path("/usr/include/zmq.h").exists() and Path("/usr/include/msgpack.h").exists()),
-    reason="needs gcc, libzmq3-dev and libmsgpack-dev",
-)
-def test_c_subscriber_reads_a_live_run(tiny_model, tmp_path):
-    binary = tmp_path / "rtkp_sub"
-    subprocess.run(["gcc", "-O2", "-o", str(binary), str(C_SOURCE), "-lzmq", "-lmsgpackc"], check=True)
-    ep = _endpoint()
-    run = start_live_run(tiny_model, ep, "--max-frames", "200")
-    out = subprocess.run([str(binary), ep, "40"], capture_output=True, text=True, timeout=60)
-    run.wait(60)
-    assert out.returncode == 0, out.stdout[-500:] + out.stderr
-    assert "received 40 keypoints messages, metadata k=3" in out.stdout
-    assert out.stdout.count(" k 3 ") == 40
+# the C subscriber's tests (a live run, several animals, one animal): test_protocol_instances.py

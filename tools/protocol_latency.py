@@ -1,6 +1,8 @@
 """Publish→receive latency of rtkp's protocol on loopback, against raw pyzmq with a same-size payload.
 
-    python tools/protocol_latency.py [--messages 5000] [--rate 1000] [--keypoints 12]
+    python tools/protocol_latency.py [--messages 5000] [--rate 1000] [--keypoints 12] [--instances N]
+
+--instances N: a multi-instance stream (`.meta` has max_instances) whose every message carries N animals.
 
 Both sides run in this process's machine clock (CLOCK_MONOTONIC), publisher and subscriber in separate processes.
 rtkp's figure includes building the msgpack header and decoding it into a KeypointMessage on the other side.
@@ -15,24 +17,31 @@ import time
 import numpy as np
 
 
-def rtkp_publisher(endpoint: str, n: int, rate: float, k: int) -> None:
-    from rtkp.messages import KeypointFrame
+def frame(i: int, k: int, instances: int, rng: np.random.Generator):
+    """A KeypointFrame with random keypoints: one animal (instances 0: a single-instance stream's frame), or
+    `instances` animals, tracks 0.. (the frame-level arrays are the first animal's, as for a multi-instance model)."""
+    from rtkp.messages import Instance, KeypointFrame
+
+    def arrays():
+        return rng.random((k, 2), np.float32) * 600, rng.random(k, np.float32), np.ones(k, bool), np.ones(k, np.uint8)
+
+    animals = tuple(Instance(t, 0.5, *arrays()) for t in range(instances))
+    first = animals[0] if animals else None
+    own = (first.keypoints, first.scores, first.visible, first.state) if first else arrays()
+    return KeypointFrame(i, i / 30, time.monotonic_ns(), (640, 480), *own, instances=animals or None)
+
+
+def rtkp_publisher(endpoint: str, n: int, rate: float, k: int, instances: int) -> None:
     from rtkp.wire.publisher import Publisher
 
-    pub = Publisher(endpoint, "lat", "bench", {"keypoints": [f"k{i}" for i in range(k)]})
+    meta = {"keypoints": [f"k{i}" for i in range(k)]}
+    if instances:
+        meta["max_instances"] = instances
+    pub = Publisher(endpoint, "lat", "bench", meta)
+    rng = np.random.default_rng(0)
     time.sleep(1.0)
     for i in range(n):
-        kf = KeypointFrame(
-            i,
-            i / 30,
-            time.monotonic_ns(),
-            (640, 480),
-            np.random.rand(k, 2).astype(np.float32) * 600,
-            np.random.rand(k).astype(np.float32),
-            np.ones(k, bool),
-            np.ones(k, np.uint8),
-        )
-        pub.publish(kf)
+        pub.publish(frame(i, k, instances, rng))
         time.sleep(1 / rate)
     pub.close()
 
@@ -50,10 +59,10 @@ def raw_publisher(endpoint: str, n: int, rate: float, size: int) -> None:
     sock.close(0)
 
 
-def measure_rtkp(endpoint, n, rate, k):
+def measure_rtkp(endpoint, n, rate, k, instances):
     from rtkp.wire.subscriber import Subscriber
 
-    p = mp.get_context("spawn").Process(target=rtkp_publisher, args=(endpoint, n, rate, k))
+    p = mp.get_context("spawn").Process(target=rtkp_publisher, args=(endpoint, n, rate, k, instances))
     sub = Subscriber(endpoint, timeout_s=5)
     p.start()
     lat = []
@@ -90,27 +99,18 @@ def measure_raw(endpoint, n, rate, size):
 def main() -> None:
     import msgpack
 
-    from rtkp.messages import KeypointFrame
     from rtkp.wire.schema import encode_keypoints
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=5000)
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--keypoints", type=int, default=12)
+    ap.add_argument("--instances", type=int, default=0, help="animals per message (0: a single-instance stream)")
     args = ap.parse_args()
-    k = args.keypoints
-    kf = KeypointFrame(
-        1,
-        0.0,
-        0,
-        (640, 480),
-        np.zeros((k, 2), np.float32),
-        np.zeros(k, np.float32),
-        np.ones(k, bool),
-        np.ones(k, np.uint8),
-    )
-    size = len(msgpack.packb(encode_keypoints(kf, 1, "lat", "bench")))
-    rt = measure_rtkp("tcp://127.0.0.1:5597", args.messages, args.rate, k)
+    k, instances = args.keypoints, args.instances
+    kf = frame(1, k, instances, np.random.default_rng(0))
+    size = len(msgpack.packb(encode_keypoints(kf, 1, "lat", "bench", instances=instances > 0)))
+    rt = measure_rtkp("tcp://127.0.0.1:5597", args.messages, args.rate, k, instances)
     raw = measure_raw("tcp://127.0.0.1:5598", args.messages, args.rate, size)
     for name, lat in (("rtkp (header+decode)", rt), ("raw pyzmq", raw)):
         print(

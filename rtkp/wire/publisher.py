@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 class Publisher:
     """A bound XPUB socket (a PUB that sees subscriptions). Default endpoint is loopback only; `ipc://` works too.
 
+    `meta`: the `.meta` message's fields (keypoints, skeleton, ...). A multi-instance model's run gives
+    `max_instances` (the most animals a frame may hold): then every keypoints message carries `instances`.
+
     `joins` counts the subscriptions seen (each one is answered with `.meta`); `poll()` handles them without
     publishing (publish() and status() call it).
     """
@@ -60,6 +63,9 @@ class Publisher:
         self.endpoint = endpoint
         self.stream, self.model_id = stream, model_id
         self.meta = schema.encode_meta(meta, stream, model_id)
+        # a multi-instance stream (its `.meta` says how many animals a frame may hold) carries every animal in each
+        # keypoints message; a single-instance stream's messages keep exactly their old bytes
+        self.multi_instance = meta.get("max_instances") is not None
         self.meta_every_s = meta_every_s
         self.seq = 0
         self.sent = 0
@@ -111,7 +117,8 @@ class Publisher:
             self._send(self.topic_meta, self.meta)
             self._last_meta = now
         self.seq += 1
-        self._send(self.topic_kp, schema.encode_keypoints(kf, self.seq, self.stream, self.model_id))
+        header = schema.encode_keypoints(kf, self.seq, self.stream, self.model_id, instances=self.multi_instance)
+        self._send(self.topic_kp, header)
 
     def status(self, status: dict) -> None:
         self.poll()

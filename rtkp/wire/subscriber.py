@@ -35,6 +35,11 @@ class Subscriber:
     Keypoints can change while a stream runs (added, removed or renamed through rtkp's control socket): each
     keypoints message says which set of names it has (`bank`), `.meta` says which set its names are, and a message is
     paired only with names of its own bank, so a rename (same count, new names) is never mislabelled either.
+
+    Several animals: each message's `instances` holds every animal of the frame (Instance: track, score, keypoints),
+    in increasing track order, when the stream is multi-instance (its `.meta`, `self.meta[stream]`, has
+    `max_instances`); `keypoints` is then the first animal's (all missing when there is none). A single-instance
+    stream's message has exactly one, track 0, whose keypoints are `keypoints`.
     """
 
     ASK_META_EVERY_S = 0.5  # at most this often, re-send the subscription (an rtkp publisher answers with `.meta`)
