@@ -132,15 +132,20 @@ def test_the_instances_bytes_are_pinned():
     assert empty["instances"] == [] and [p[4] for p in empty["kp"]] == [3, 3, 3]
 
 
-def _v1_schema(tmp_path):
-    """rtkp/wire/schema.py as the previous release shipped it (before instances), imported from tmp_path."""
+def _previous_release(path_in_repo: str) -> str:
+    """A file as the previous release shipped it (before instances), from the git history."""
     old = subprocess.run(
-        ["git", "-C", str(REPO), "show", f"{BEFORE_INSTANCES}:rtkp/wire/schema.py"], capture_output=True, text=True
+        ["git", "-C", str(REPO), "show", f"{BEFORE_INSTANCES}:{path_in_repo}"], capture_output=True, text=True
     )
     if old.returncode != 0:
         pytest.skip(f"needs the git history (commit {BEFORE_INSTANCES}; a shallow clone lacks it): {old.stderr}")
+    return old.stdout
+
+
+def _v1_schema(tmp_path):
+    """rtkp/wire/schema.py as the previous release shipped it (before instances), imported from tmp_path."""
     path = tmp_path / "schema_v1.py"
-    path.write_text(old.stdout)
+    path.write_text(_previous_release("rtkp/wire/schema.py"))
     spec = importlib.util.spec_from_file_location("schema_v1", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["schema_v1"] = module  # (dataclasses look their module up while the class is made)
@@ -272,6 +277,21 @@ def test_c_subscriber_still_reads_a_single_instance_stream(c_subscriber):
         ["50.00,100.00,0.5000,1,0", "60.00,101.00,0.6000,1,0", "70.00,102.00,0.7000,0,2"]
     )
     assert lines[2].endswith("errors 0, instances 1, max_instances -1")
+
+
+@needs_c
+def test_the_previous_releases_c_subscriber_reads_multi_instance_frames(tmp_path):
+    source = tmp_path / "rtkp_sub_v1.c"
+    source.write_text(_previous_release("tools/subscribers/rtkp_sub.c"))
+    assert "instances" not in source.read_text()  # really the old one
+    subprocess.run(["gcc", "-O2", "-o", str(tmp_path / "v1"), str(source), "-lzmq", "-lmsgpackc"], check=True)
+    lines = _run_c(tmp_path / "v1", _publisher(_endpoint()), FRAMES)  # (exit 0: version, seq and counts all held)
+    assert lines[:3] == [
+        "seq 1 frame 10 k 3 first (100.0, 200.0)",  # the first animal
+        "seq 2 frame 11 k 3 first (310.0, 620.0)",
+        "seq 3 frame 12 k 3 first (0.0, 0.0)",  # no animal: all missing
+    ]
+    assert lines[3] == "received 3 keypoints messages, metadata k=3, gaps 0, errors 0"
 
 
 @needs_c
