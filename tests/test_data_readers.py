@@ -53,6 +53,35 @@ def test_coco_file_names_relative_to_the_json_folder_or_an_images_folder(coco_fi
         load_dataset(coco_file, images=tmp_path / "nowhere")
 
 
+def test_coco_several_instances_with_track_ids_on_some(coco_file):
+    doc = json.loads(coco_file.read_text())
+    second = dict(
+        doc["annotations"][0],
+        id=99,
+        keypoints=[v + 5 if i % 3 < 2 else v for i, v in enumerate(doc["annotations"][0]["keypoints"])],
+    )
+    unlabelled = dict(second, id=100, keypoints=[v if i % 3 < 2 else 0 for i, v in enumerate(second["keypoints"])])
+    doc["annotations"][0]["track_id"] = 7
+    doc["annotations"] += [second | {"track_id": "b"}, unlabelled | {"track_id": 7}]
+    coco_file.write_text(json.dumps(doc))
+    data = load_dataset(coco_file)
+    # the annotation with no labelled keypoint is skipped; track_id where given, as a string; the rest untracked
+    assert len(data) == 5 and data.max_instances() == 2 and len(data.frames()) == 4
+    assert [s.track for s in data.samples] == ["7", None, None, None, "b"]
+    assert data.samples[4].image_key() == data.samples[0].image_key()
+    # two animals with one track in one image: one line naming the frame and the track
+    doc["annotations"][-2]["track_id"] = 7
+    coco_file.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=r"frame 0.jpg holds two instances of track '7': give one of them another"):
+        load_dataset(coco_file)
+    # a file where no annotation has a labelled keypoint
+    for ann in doc["annotations"]:
+        ann["keypoints"][2::3] = [0] * (len(ann["keypoints"]) // 3)
+    coco_file.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=r"no annotation has a visible keypoint .*: label at least one"):
+        load_dataset(coco_file)
+
+
 def test_missing_coco_image_error_names_every_place_looked(coco_file, tmp_path):
     from rtkp.errors import RtkpError
 
@@ -205,12 +234,11 @@ def test_coco_reader_on_real_mmpose_samples(name, tmp_path):
     data = read_coco(next(folder.glob("*.json")))
     assert len(data) >= 1 and len(data.keypoint_names) >= 9
     per_image = max(Counter(s.image_path for s in data.samples).values())
-    if per_image > 1:  # coco (up to 5 people an image), wflw (3 faces): refused until several per frame exist
-        assert name in ("coco", "wflw")
-        with pytest.raises(DataError, match="more than one instance.*several animals per frame is the next"):
-            load_dataset(next(folder.glob("*.json")))
-    else:
-        assert len(load_dataset(next(folder.glob("*.json")))) == len(data)
+    assert len(load_dataset(next(folder.glob("*.json")))) == len(data)
+    if per_image > 1:  # coco (up to 5 people an image), wflw (3 faces): every instance, refused where one is needed
+        assert name in ("coco", "wflw") and data.max_instances() == per_image
+        with pytest.raises(DataError, match="more than one instance .*: this needs one labelled instance per frame"):
+            load_dataset(next(folder.glob("*.json")), several=False)
     for s in data.samples:
         assert s.keypoints.shape == (len(data.keypoint_names), 2) and s.visible.any()
     img = data.samples[0].load_image()
@@ -273,28 +301,32 @@ def test_multi_animal_dlc_with_one_individual_reads_like_single_animal(tmp_path)
     np.testing.assert_allclose(data.samples[3].keypoints, single.samples[3].keypoints, atol=1e-3)  # mouse1
 
 
-def test_multi_animal_dlc_with_several_instances_per_frame_is_refused(tmp_path):
-    import subprocess
-    import sys
-
+def test_multi_animal_dlc_gives_each_individual_with_its_name_as_track(tmp_path):
     project = write_madlc_project(tmp_path / "two", ("mouse1", "mouse2"))
+    data = load_dataset(project)
+    assert len(data) == 12 and data.max_instances() == 2 and len(data.frames()) == 6
+    first = [data.samples[i] for i in data.frames()[data.samples[0].image_key()]]
+    assert [s.track for s in first] == ["mouse1", "mouse2"]
+    np.testing.assert_allclose(first[1].keypoints, first[0].keypoints + 10, atol=1e-3)
+    # callers that need one instance per frame still get the one-line refusal, with the counts
     with pytest.raises(DataError, match=r"6 of 6 labelled frames hold more than one instance \(up to 2 in a frame, 12"):
-        load_dataset(project)
-    # one individual + labelled unique parts: the unique parts are one more instance, so two per frame
-    with pytest.raises(DataError, match=r"6 of 6 labelled frames hold more than one instance \(up to 2 in a frame"):
-        load_dataset(write_madlc_project(tmp_path / "unique", unique=("corner", "lamp")))
+        load_dataset(project, several=False)
+    # one individual + labelled unique parts: the unique parts are one more instance, track "single"
+    data = load_dataset(write_madlc_project(tmp_path / "unique", unique=("corner", "lamp")))
+    assert data.keypoint_names == [*NAMES, "corner", "lamp"] and len(data) == 12 and data.max_instances() == 2
+    assert [s.track for s in data.samples[:2]] == ["mouse1", "single"]
+    assert data.samples[1].visible.tolist() == [False, False, False, True, True]
     # only unique parts labelled in a frame: that frame holds one instance (its keypoints: the unique ones)
     blank = [(i, "mouse1") for i in range(6)]
     data = load_dataset(write_madlc_project(tmp_path / "only_unique", unique=("corner", "lamp"), blank=blank))
     assert data.keypoint_names == ["corner", "lamp"] and len(data) == 6 and data.samples[2].visible.all()
     np.testing.assert_allclose(data.samples[2].keypoints, [[5, 5], [6, 5]])
-    out = subprocess.run(
-        [sys.executable, "-m", "rtkp", "train", "--data", str(project), "--out", str(tmp_path / "o")],
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 3 and "Traceback" not in out.stderr and out.stderr.strip().count("\n") == 0
-    assert "several animals per frame is the next capability" in out.stderr and not (tmp_path / "o").exists()
+    # a single-animal project has no tracks
+    assert {s.track for s in load_dataset(write_dlc_project(tmp_path / "single", n=3)).samples} == {None}
+    # nothing labelled anywhere: an error naming the fix (a frame with nothing labelled alone is kept, as a scene)
+    empty = write_madlc_project(tmp_path / "empty", ("mouse1",), blank=[(i, "mouse1") for i in range(6)])
+    with pytest.raises(DataError, match="no frame in labeled-data/.*has a labelled point: label frames in DeepLabCut"):
+        load_dataset(empty)
 
 
 def test_bad_multi_animal_dlc_inputs(tmp_path):

@@ -10,7 +10,6 @@ from conftest import NAMES, SHARED_DATA, SMALL_TRAIN, render_scene, write_video
 
 from rtkp.cli import main
 from rtkp.data.load import load_dataset, load_split
-from rtkp.data.sleap import read_slp
 from rtkp.errors import DataError
 
 sio = pytest.importorskip("sleap_io")
@@ -141,18 +140,78 @@ def test_user_instances_only_unless_predictions_are_asked_for(tmp_path):
     np.testing.assert_allclose(data.samples[4].keypoints, scene_points()[4], atol=1e-4)
 
 
-def test_several_instances_per_frame_are_refused_never_reduced(tmp_path):
+def test_several_instances_per_frame_are_read_with_their_tracks(tmp_path):
+    tracks = [sio.Track("female"), sio.Track("male")]
+
     def two(i, points, sk):
-        return [sio.Instance.from_numpy(p, skeleton=sk) for p in (points.astype(float), points.astype(float) + 20)]
+        pair = (points.astype(float), points.astype(float) + 20)
+        return [sio.Instance.from_numpy(p, skeleton=sk, track=t) for p, t in zip(pair, tracks)]
 
     path = write_slp(tmp_path / "two", lambda i, p, sk: two(i, p, sk) if i == 4 else two(i, p, sk)[:1])
+    data = load_dataset(path)
+    assert len(data) == 13 and len(data.frames()) == FRAMES and data.max_instances() == 2
+    pair = [data.samples[i] for i in data.frames()[data.samples[4].image_key()]]
+    assert [s.track for s in pair] == ["female", "male"] and pair[1].name == "clip.mp4#000004"
+    np.testing.assert_allclose(pair[1].keypoints, pair[0].keypoints + 20, atol=1e-4)
+    # callers that need one instance per frame: refused in one line, never reduced
     with pytest.raises(DataError) as err:
-        load_dataset(path)
+        load_dataset(path, several=False)
     message = str(err.value)
     assert "\n" not in message and "1 of 12 labelled frames hold more than one instance (up to 2 in a frame" in message
-    assert "clip.mp4#000004" in message and "several animals per frame is the next capability" in message
-    # the reader gives every instance; only the shared check refuses
-    assert len(read_slp(path)) == 13
+    assert "clip.mp4#000004" in message and "this needs one labelled instance per frame" in message
+
+
+def test_bad_multi_instance_slp_files_are_one_line(tmp_path):
+    female = sio.Track("female")
+    # one track in a frame twice
+    twice = write_slp(
+        tmp_path / "twice",
+        lambda i, p, sk: [sio.Instance.from_numpy(p.astype(float) + d, skeleton=sk, track=female) for d in (0, 30)],
+    )
+    with pytest.raises(DataError, match=r"frame clip.mp4#000000 holds two instances of track 'female': give one"):
+        load_dataset(twice)
+    # one track labelled with two skeletons: the message names the track
+    other = sio.Skeleton(list(NAMES), name="other")
+
+    def mixed(i, points, sk):
+        return [sio.Instance.from_numpy(points.astype(float), skeleton=other if i == 3 else sk, track=female)]
+
+    path = write_slp(tmp_path / "mixed", mixed)  # sleap-io saves both skeletons
+    with pytest.raises(DataError, match=r"this file has 2 .*; track 'female' changes skeleton \(#1 .*, #2 'other'"):
+        load_dataset(path)
+
+    # an instance with no labelled point is skipped; a frame of only those is no frame
+    def hollow(i, points, sk):
+        empty = sio.Instance.from_numpy(np.full_like(points, np.nan, dtype=float), skeleton=sk)
+        return [empty] if i == 0 else [sio.Instance.from_numpy(points.astype(float), skeleton=sk), empty]
+
+    data = load_dataset(write_slp(tmp_path / "hollow", hollow))
+    assert len(data) == len(data.frames()) == FRAMES - 1 and data.max_instances() == 1
+
+
+def test_several_videos_are_several_sets_of_frames_but_not_when_embedded_together(tmp_path):
+    folder = tmp_path / "two_videos"
+    folder.mkdir()
+    sk = skeleton()
+    videos = []
+    for name in ("a.mp4", "b.mp4"):
+        write_video(folder / name, frames=FRAMES)
+        videos.append(sio.Video.from_filename(str(folder / name)))
+    points = scene_points()
+    frames = [
+        sio.LabeledFrame(video=v, frame_idx=i, instances=[sio.Instance.from_numpy(points[i] * 1.0, skeleton=sk)])
+        for v in videos
+        for i in (2, 5)
+    ]
+    labels = sio.Labels(labeled_frames=frames, videos=videos, skeletons=[sk])
+    sio.save_slp(labels, str(folder / "labels.slp"))
+    data = load_dataset(folder / "labels.slp")
+    assert [s.name for s in data.samples] == ["a.mp4#000002", "a.mp4#000005", "b.mp4#000002", "b.mp4#000005"]
+    assert len(data.frames()) == 4 and data.max_instances() == 1
+    # embedded in one .pkg.slp, both videos' frames come from the one file: refused, naming the fix
+    sio.save_slp(labels, str(folder / "labels.pkg.slp"), embed="user")
+    with pytest.raises(DataError, match="embeds the frames of 2 videos, .*save each video's labels to its own"):
+        load_dataset(folder / "labels.pkg.slp")
 
 
 def run_rtkp(*args):
@@ -193,11 +252,11 @@ CLIP = SHARED_DATA / "sleap_flies_clip" / "clip_train.slp"
 
 
 @pytest.mark.skipif(not TWO_FLIES.is_file(), reason="../shared/data not present")
-def test_shared_two_fly_frame_is_refused_and_its_grey_frame_reads_as_rgb(tmp_path):
+def test_shared_two_fly_frame_reads_both_flies_and_its_grey_frame_reads_as_rgb(tmp_path):
     with pytest.raises(DataError, match=r"1 of 1 labelled frames hold more than one instance \(up to 2 in a frame"):
-        load_dataset(TWO_FLIES)
-    data = read_slp(TWO_FLIES)  # the reader alone: both flies, one frame of a grey video
-    assert data.keypoint_names == ["A", "B"] and len(data) == 2
+        load_dataset(TWO_FLIES, several=False)
+    data = load_dataset(TWO_FLIES)  # both flies, one frame of a grey video
+    assert data.keypoint_names == ["A", "B"] and len(data) == 2 and data.max_instances() == 2
     assert data.samples[0].image_key() == data.samples[1].image_key()
     image = data.samples[0].load_image()
     assert image.shape == (384, 384, 3) and image.dtype == np.uint8
@@ -207,12 +266,15 @@ def test_shared_two_fly_frame_is_refused_and_its_grey_frame_reads_as_rgb(tmp_pat
 
 
 @pytest.mark.skipif(not CLIP.is_file(), reason="../shared/data not present")
-def test_shared_two_fly_clip_is_refused_with_its_counts():
+def test_shared_two_fly_clip_reads_two_tracked_flies_a_frame():
+    data = load_dataset(CLIP, check_images=False)
+    assert len(data) == 2500 and len(data.frames()) == 1250 and data.max_instances() == 2
+    assert {s.track for s in data.samples} == {"female", "male"} and len(data.keypoint_names) == 13
     with pytest.raises(DataError) as err:
-        load_dataset(CLIP)
+        load_dataset(CLIP, check_images=False, several=False)
     message = str(err.value)
     assert "1250 of 1250 labelled frames hold more than one instance (up to 2 in a frame, 2500 instances" in message
-    assert "several animals per frame is the next capability" in message and "\n" not in message
+    assert "\n" not in message
 
 
 def test_the_command_line_reads_predictions_only_when_asked(tmp_path, capsys):

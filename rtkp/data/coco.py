@@ -39,7 +39,9 @@ def read_coco(ann_path: Path, images: Path | None = None, check_images: bool = T
     folder; a missing image is a DataError naming every path tried.
 
     Keypoint names and skeleton come from `categories` (the first category with `keypoints`; skeleton is 1-based in
-    COCO and becomes 0-based pairs here). Visibility flag v > 0 counts as labelled.
+    COCO and becomes 0-based pairs here). Visibility flag v > 0 counts as labelled. An annotation with no labelled
+    keypoint is skipped (a file with none is a DataError). An annotation's `track_id`, where it has one, becomes the
+    Sample's track (as a string; annotations without one are untracked).
     """
     ann_path = Path(ann_path)
     try:
@@ -111,7 +113,11 @@ def read_coco(ann_path: Path, images: Path | None = None, check_images: bool = T
                 + ", ".join(str(c) for c in tried)
             )
         box = np.asarray(ann["bbox"], np.float32) if "bbox" in ann else None
-        samples.append(Sample(path, kp[:, :2].copy(), visible, files[image_id], box))
+        track = str(ann["track_id"]) if ann.get("track_id") is not None else None
+        samples.append(Sample(path, kp[:, :2].copy(), visible, files[image_id], box, track=track))
     if not samples:
-        raise DataError(f"{ann_path}: no annotation has a visible keypoint")
+        raise DataError(
+            f"{ann_path}: no annotation has a visible keypoint (v = 2, or v = 1 in a file that never uses 2): label "
+            "at least one, or check that this is the labels file and not an empty template"
+        )
     return Dataset(samples, names, skeleton, image_dir, "coco")

@@ -3,8 +3,8 @@
 A single-animal CSV has a 3-row header (scorer / bodyparts / coords) and gives one Sample per row. A multi-animal one
 (config `multianimalproject: true`) has a 4-row header (scorer / individuals / bodyparts / coords) and gives one Sample
 per labelled individual in a row, plus one for the `uniquebodyparts` (the individual "single") when any is labelled:
-they are one more instance, not part of an individual. Whether a frame then holds more than one instance is checked
-by `rtkp.data.load`, the same for every format.
+they are one more instance, not part of an individual. Each Sample's track is its individual's name. Callers that
+need one instance per frame are checked by `rtkp.data.load`, the same for every format.
 """
 
 from __future__ import annotations
@@ -172,7 +172,9 @@ def read_dlc(project: Path, check_images: bool = True) -> Dataset:
 
     A multi-animal project's keypoints are its `multianimalbodyparts` (when an individual is labelled), followed by its
     `uniquebodyparts` (when any is labelled); an individual's Sample has the unique ones hidden, the "single" Sample
-    the individuals' ones.
+    the individuals' ones. A Sample's track is its individual's name ("single" for the unique parts; None in a
+    single-animal project). An individual with no labelled point in a row is skipped; a project with no labelled
+    point at all is a DataError.
     """
     project = Path(project)
     parts = _parts(project)
@@ -180,8 +182,12 @@ def read_dlc(project: Path, check_images: bool = True) -> Dataset:
     if not csvs:
         raise DataError(f"{project}: no labeled-data/*/CollectedData_*.csv files")
     entries = [e for p in csvs for e in read_dlc_csv(p, parts, project, check_images)]
-    if not entries:
-        raise DataError(f"{project}: the CollectedData files hold no labelled frames")
+    if not any(vis.any() for *_, vis in entries):
+        # frames with nothing labelled are kept as views of the scene, but a project of only those is a mistake
+        raise DataError(
+            f"{project}: no frame in labeled-data/*/CollectedData_*.csv has a labelled point: label frames in "
+            "DeepLabCut (and save them) first"
+        )
     has_unique = any(who == "single" for _, _, who, _, _ in entries)
     has_animal = any(who != "single" and vis.any() for _, _, who, _, vis in entries) or not has_unique
     names = (parts.animal if has_animal else []) + (parts.unique if has_unique else [])
@@ -191,5 +197,6 @@ def read_dlc(project: Path, check_images: bool = True) -> Dataset:
         if visible.any():  # else a frame with nothing labelled: all hidden
             at = len(names) - len(parts.unique) if who == "single" else 0
             full_xy[at : at + len(xy)], full_visible[at : at + len(xy)] = xy, visible
-        samples.append(Sample(path, full_xy, full_visible, name))
+        track = who if parts.individuals is not None and visible.any() else None
+        samples.append(Sample(path, full_xy, full_visible, name, track=track))
     return Dataset(samples, names, _skeleton(project, names), project, "dlc")

@@ -1,8 +1,8 @@
 """`--data` and `--split` handling: detect the format, read it, apply a split.
 
 Every format goes through `load_dataset`: its reader gives one Sample per labelled instance (the animals of one frame
-share its image_key). Callers that handle one instance per frame only (`several=False`) get a one-line refusal of
-data where a frame holds more (nothing is silently dropped to make one).
+share its image_key, and carry the labels' track). Callers that handle one instance per frame only
+(`several=False`) get a one-line refusal of data where a frame holds more (nothing is silently dropped to make one).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ def load_dataset(
     several: bool = True,
 ) -> Dataset:
     """Read a DeepLabCut project folder (single- or multi-animal), a SLEAP .slp file, a COCO annotation JSON, or a
-    folder holding exactly one COCO JSON; DataError where a frame holds more than one instance.
+    folder holding exactly one COCO JSON. A frame may hold several instances (each a Sample, with its track where the
+    labels give one); two instances of one track in one frame are a DataError.
 
     `images` is an extra folder a COCO file's `file_name`s are looked for in (before <json folder>/images and the
     JSON's folder); a DeepLabCut project names its images relative to the project and a .slp its videos, so they take
@@ -33,6 +34,7 @@ def load_dataset(
     several: frames may hold several instances (False: DataError where one does).
     """
     dataset = _read(Path(path), check_images, images, predictions)
+    one_instance_per_track(dataset, path)
     if not several:
         one_instance_per_frame(dataset, path)
     return dataset
@@ -50,6 +52,22 @@ def one_instance_per_frame(dataset: Dataset, where: str | Path) -> None:
         f"{max(counts.values())} in a frame, {len(dataset)} instances in all; e.g. {example}): this needs one "
         "labelled instance per frame"
     )
+
+
+def one_instance_per_track(dataset: Dataset, where: str | Path) -> None:
+    """DataError (one line) when a frame holds two instances with the same track: one animal cannot be in a frame
+    twice, and identity figures would not know which of the two it is."""
+    seen: set = set()
+    for s in dataset.samples:
+        if s.track is None:
+            continue
+        key = (s.image_key(), s.track)
+        if key in seen:
+            raise DataError(
+                f"{where}: frame {s.name} holds two instances of track {s.track!r}: give one of them another track "
+                "(or none) in the labelling tool"
+            )
+        seen.add(key)
 
 
 def _read(path: Path, check_images: bool, images: str | Path | None, predictions: bool) -> Dataset:

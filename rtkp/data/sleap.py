@@ -3,8 +3,8 @@
 One Sample per instance with a labelled point; its image is frame `frame_idx` of the video the labels refer to, read
 through sleap-io's `Video` (grey videos come back with the channel repeated: RGB uint8 like every reader). Only
 user-labelled instances count, unless `predictions=True` asks for the predicted ones too (a frame's predictions that a
-user instance replaced are left out, as SLEAP does). Whether a frame holds more than one instance is checked by
-`rtkp.data.load`, the same for every format.
+user instance replaced are left out, as SLEAP does). Each Sample's track is its SLEAP track's name. One instance per
+frame (for callers that need it) and one per track in a frame are checked by `rtkp.data.load`, as for every format.
 """
 
 from __future__ import annotations
@@ -68,15 +68,49 @@ def _shown(path: Path, file: Path) -> str:
         return file.as_posix()
 
 
+def _check_skeletons(path: Path, labels) -> None:
+    """One skeleton per file (rtkp trains one); where a track's instances use several, the message names the track."""
+    if len(labels.skeletons) == 1:
+        return
+    names = ", ".join(repr(s.name) for s in labels.skeletons) or "none"
+    number = {id(s): f"#{i + 1} {s.name!r}" for i, s in enumerate(labels.skeletons)}  # names may repeat
+    used: dict[str, set[str]] = {}
+    for lf in labels.labeled_frames:
+        for inst in lf.instances:
+            if inst.track is not None:
+                used.setdefault(inst.track.name, set()).add(number.get(id(inst.skeleton), repr(inst.skeleton.name)))
+    changing = next((t for t, sk in used.items() if len(sk) > 1), None)
+    where = f"; track {changing!r} changes skeleton ({', '.join(sorted(used[changing]))})" if changing else ""
+    raise DataError(
+        f"{path}: rtkp trains one skeleton; this file has {len(labels.skeletons)} ({names}){where}: keep one in SLEAP"
+    )
+
+
+def _check_videos(path: Path, labels) -> None:
+    """Several videos are several sets of frames (a frame is named by its video's file); two videos with one file (a
+    .pkg.slp embedding several) cannot be told apart, so they are refused."""
+    files = [str(v.filename) for v in labels.videos if not isinstance(v.filename, list)]
+    shared = next((f for f in files if files.count(f) > 1), None)
+    if shared is None:
+        return
+    if Path(shared) == path or Path(shared).resolve() == path.resolve():
+        raise DataError(
+            f"{path}: embeds the frames of {files.count(shared)} videos, which rtkp cannot tell apart: save each "
+            "video's labels to its own .pkg.slp in SLEAP, or save without embedded frames"
+        )
+    raise DataError(f"{path}: lists the video {shared} {files.count(shared)} times: merge them in SLEAP")
+
+
 def read_slp(path: Path, predictions: bool = False, check_images: bool = True) -> Dataset:
-    """Read a SLEAP labels file. DataError: no skeleton or several, a missing video, no (user-)labelled instance."""
+    """Read a SLEAP labels file. DataError: no skeleton or several, a missing video, two videos in one file, no
+    (user-)labelled instance with a labelled point (an instance without one is skipped, as is a frame of only those).
+
+    Several videos are read as they are: each frame is named by its video. A Sample's track is its SLEAP track's name.
+    """
     path = Path(path)
     labels = _load(path)
-    if len(labels.skeletons) != 1:
-        names = ", ".join(repr(s.name) for s in labels.skeletons) or "none"
-        raise DataError(
-            f"{path}: rtkp trains one skeleton; this file has {len(labels.skeletons)} ({names}): keep one in SLEAP"
-        )
+    _check_skeletons(path, labels)
+    _check_videos(path, labels)
     skeleton = labels.skeletons[0]
     names = list(skeleton.node_names)
     samples, opened, predicted = [], set(), 0
@@ -91,19 +125,18 @@ def read_slp(path: Path, predictions: bool = False, check_images: bool = True) -
             if not visible.any():
                 continue
             points[~visible] = 0
+            track = inst.track.name if inst.track is not None else None
             video = lf.video
             if check_images and id(video) not in opened:
                 _open_video(path, video)
                 opened.add(id(video))
             if isinstance(video.filename, list):  # an image sequence: the frame is an image file
                 image = Path(video.filename[lf.frame_idx])
-                track = inst.track.name if inst.track is not None else None
                 samples.append(Sample(image, points, visible, _shown(path, image), track=track))
                 continue
             # a frame's name: the video's path, '#', the frame index in 6 digits (as `rtkp export`'s COCO names frames)
             file, frame = Path(video.filename), int(lf.frame_idx)
             name = f"{_shown(path, file)}#{frame:06d}"
-            track = inst.track.name if inst.track is not None else None
             samples.append(Sample(file, points, visible, name, frame=frame, video=video, track=track))
     if not samples:
         if predicted and not predictions:
