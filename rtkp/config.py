@@ -66,6 +66,10 @@ class ModelConfig:
     decoder_channels: int = field(default=96, metadata=_rule(_positive_int, "a positive integer"))
     # (width, height) the whole frame is letterboxed to at inference; multiples of 32 (the backbone's stride).
     input_size: tuple = field(default=(640, 480), metadata=_rule(_size, "[width, height], multiples of 32"))
+    # Several animals per frame (rtkp.train.recipe.instance_plan): peaks per keypoint in the graph. 0: from the data
+    # (a single-instance model when every labelled frame holds one animal, else twice the most a frame holds, at
+    # least 4); 1: single-instance; N > 1: a multi-instance model with N peaks per keypoint.
+    max_instances: int = field(default=0, metadata=_rule(_nonneg_int, "an integer >= 0"))
 
 
 @dataclass(frozen=True)

@@ -103,8 +103,9 @@ class ModelResult:
 
     frame: the decoded frame's metadata (its `image` is None); source_size: (W, H); rows: (K, 4) float32 x, y
     (model-input px), score, clutter_score — or, from a multi-instance graph, (K, P, 6): P peaks per keypoint, each
-    x, y, score, clutter_score, centre_x, centre_y (the centre of the animal it belongs to, model-input px); timings_ms: decode, preprocess, inference (per batch), batch; dropped:
-    frames the live policy skipped before this one; bank_version: see KeypointFrame.
+    x, y, score, clutter_score, centre_x, centre_y (the centre of the animal it belongs to, model-input px);
+    timings_ms: decode, preprocess, inference (per batch), batch; dropped: frames the live policy skipped before this
+    one; bank_version: see KeypointFrame.
     """
 
     frame: Frame

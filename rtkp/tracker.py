@@ -23,8 +23,9 @@ import numpy as np
 
 from rtkp.errors import ControlError
 from rtkp.geometry import Letterbox
+from rtkp.instances.stage import InstanceStage, check_max_instances
 from rtkp.manifest import Manifest
-from rtkp.messages import Frame, KeypointFrame, ModelResult
+from rtkp.messages import Frame, KeypointFrame, ModelResult, missing_keypoints
 from rtkp.smoothing import KeypointSmoother, SmoothingConfig
 from rtkp.visibility import manifest_margin, visible
 
@@ -169,13 +170,19 @@ class ModelStage:
 class KeypointStage:
     """Graph rows → KeypointFrame: source pixels, visibility, smoothing (the second half of the Tracker).
 
-    Stateful (the smoother): call in frame order.
+    Stateful (the smoother): call in frame order. A multi-instance model's rows go through an InstanceStage
+    (grouping, track ids, a smoother per track); max_instances: how many animals it reports (check_max_instances).
     """
 
-    def __init__(self, manifest: Manifest, smoothing: SmoothingConfig | None = None):
+    def __init__(self, manifest: Manifest, smoothing: SmoothingConfig | None = None, max_instances: int | None = None):
         self.mapper = KeypointMapper(manifest)
         self.keypoint_names = list(manifest.keypoint_names)
-        self.smoother = KeypointSmoother(len(self.keypoint_names), smoothing or SmoothingConfig(filter="none"))
+        smoothing = smoothing or SmoothingConfig(filter="none")
+        self.max_instances = check_max_instances(manifest, max_instances)
+        self.smoother = KeypointSmoother(len(self.keypoint_names), smoothing)
+        self.instances = None
+        if manifest.multi_instance:
+            self.instances = InstanceStage(manifest, self.mapper.margin, self.max_instances, smoothing)
 
     def change_keypoints(self, names: list[str], margins: np.ndarray, previous: list[int]) -> None:
         """Read the rows of every later result as these keypoints: names (K,) and visibility margins (K,) are
@@ -184,8 +191,12 @@ class KeypointStage:
         self.smoother.remap(previous)
         self.keypoint_names = list(names)
         self.mapper.margin = np.asarray(margins, np.float32)
+        if self.instances is not None:
+            self.instances.change_keypoints(self.mapper.margin, previous)
 
     def finish(self, result: ModelResult) -> KeypointFrame:
+        if self.instances is not None:
+            return self._finish_instances(result)
         t0 = time.perf_counter()
         xy, scores, visible = self.mapper(result.rows, result.source_size)
         t1 = time.perf_counter()
@@ -209,17 +220,53 @@ class KeypointStage:
             result.bank_version,
         )
 
+    def _finish_instances(self, result: ModelResult) -> KeypointFrame:
+        """finish() for a multi-instance model: its animals, and the first one's arrays as the frame's own."""
+        t0 = time.perf_counter()
+        frame = result.frame
+        latency = (time.monotonic_ns() - frame.capture_ns) / 1e9
+        box = self.mapper.letterbox(result.source_size)
+        instances = self.instances(result.rows, box, frame.pts, latency)
+        first = instances[0] if instances else None
+        arrays = (
+            (first.keypoints, first.scores, first.visible, first.state)
+            if first is not None
+            else missing_keypoints(len(self.keypoint_names))
+        )
+        timings = dict(result.timings_ms, match=(time.perf_counter() - t0) * 1e3, smooth=0.0)
+        return KeypointFrame(
+            frame.index,
+            frame.pts,
+            frame.capture_ns,
+            result.source_size,
+            *arrays,
+            timings,
+            result.dropped,
+            frame.name,
+            result.bank_version,
+            tuple(instances),
+        )
+
 
 class Tracker:
     """Both stages in one object, in the process that runs it. `process(frame)` runs every step for one frame.
 
     history: how many recent model inputs to keep for control requests that name a frame (`recent`); 0: none.
+    max_instances: how many animals a frame may report (--max-instances; None: the model's default, 1 for a
+    single-instance model); ConfigError for a number the model cannot give.
     """
 
-    def __init__(self, backend, manifest, smoothing: SmoothingConfig | None = None, history: int = 0):
+    def __init__(
+        self,
+        backend,
+        manifest,
+        smoothing: SmoothingConfig | None = None,
+        history: int = 0,
+        max_instances: int | None = None,
+    ):
         self.manifest = manifest
+        self.keypoints = KeypointStage(manifest, smoothing, max_instances)
         self.model = ModelStage(backend, manifest, history)
-        self.keypoints = KeypointStage(manifest, smoothing)
 
     @property
     def keypoint_names(self) -> list[str]:

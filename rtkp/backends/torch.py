@@ -42,7 +42,11 @@ class TorchBackend:
         self.torch = torch
         self.device = torch.device(device)
         coke = manifest.head == "coke"
-        self.graph = InferenceGraph(net, fp16=fp16, peak=manifest.peak, features=coke).eval().to(self.device)
+        self.graph = (
+            InferenceGraph(net, fp16=fp16, peak=manifest.peak, features=coke, instances=manifest.max_instances)
+            .eval()
+            .to(self.device)
+        )
         self.precision = "fp16" if fp16 else "fp32"
         self.info = info
         self.input_size = tuple(input_size or info.input_size)

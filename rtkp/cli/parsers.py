@@ -26,6 +26,15 @@ DATA_HELP = "labelled frames: DeepLabCut project (single- or multi-animal), SLEA
 PREDICTIONS_HELP = "SLEAP .slp: also read predicted instances (default: user-labelled ones only)"
 
 
+def _add_max_instances(p) -> None:
+    p.add_argument(
+        "--max-instances",
+        type=int,
+        metavar="N",
+        help="animals reported per frame, for models trained on several (default: the most a training frame held)",
+    )
+
+
 def _add_precision(p) -> None:
     p.add_argument(
         "--precision",
@@ -74,6 +83,7 @@ def _add_eval(sub) -> None:
         "--backend", default="auto", choices=BACKENDS, help="inference backend (default auto, as `rtkp run` picks)"
     )
     _add_precision(p)
+    _add_max_instances(p)
     p.add_argument(
         "--keypoints",
         metavar="A,B,C",
@@ -120,6 +130,7 @@ def _add_run(sub) -> None:
     p.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default auto)")
     _add_precision(p)
+    _add_max_instances(p)
     p.add_argument(
         "--publish",
         help="ZeroMQ endpoint to publish on (default from the config: tcp://127.0.0.1:5555; 'none' to disable)",
@@ -157,6 +168,7 @@ def _add_export(sub) -> None:
     p.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default auto)")
     _add_precision(p)
+    _add_max_instances(p)
     p.add_argument(
         "--format",
         default="coco,jsonl,csv",
@@ -234,6 +246,7 @@ def _add_bench(sub) -> None:
         "--backend", default="auto", choices=BACKENDS, help="auto (model-only on every available backend) or one name"
     )
     _add_precision(p)
+    _add_max_instances(p)
     p.add_argument("--seconds", type=float, default=10.0, help="length of each measurement (default 10)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
     p.add_argument("--json", help="write the results here")

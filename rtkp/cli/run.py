@@ -137,6 +137,7 @@ def check_sockets(args, run, publish: str) -> None:
 def cmd_run(args) -> int:
     from rtkp.config import load_config
     from rtkp.errors import Interrupted
+    from rtkp.instances.stage import check_max_instances
     from rtkp.manifest import read_manifest
     from rtkp.pipeline.run import RunOptions, describe, pick_policy, run_pipeline
     from rtkp.pipeline.sources import check_source, parse_source
@@ -157,6 +158,7 @@ def cmd_run(args) -> int:
     check_source(source)  # opens nothing live: the decode process opens a camera or stream, once
     input_folder(args.model, "--model", ModelError, must_exist=False)  # a missing one: read_manifest says more
     manifest = read_manifest(args.model)
+    check_max_instances(manifest, args.max_instances)  # one line here, before any process starts
     display = not args.headless and has_display()
     realtime = args.realtime or demo  # the demo video plays like a camera
     opts = RunOptions(
@@ -174,6 +176,7 @@ def cmd_run(args) -> int:
         smoothing=cfg.smoothing,
         run=cfg.run,
         control=args.control,
+        max_instances=args.max_instances,
     )
 
     def on_backend(backend: str) -> None:

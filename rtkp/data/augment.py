@@ -52,7 +52,8 @@ def augment_sample(
     base_scale: float = 1.0,
     centre: np.ndarray | None = None,
     photos: list[np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    others: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple:
     """A random training crop.
 
     image: (H, W, 3) uint8; keypoints: (K, 2) source pixels; visible: (K,) bool.
@@ -61,6 +62,10 @@ def augment_sample(
     centre near the object or anywhere. photos: training photographs that a `photo_share` of occluders are cut from.
     Returns (crop (h, w, 3) uint8, keypoints (K, 2) crop pixels, visible (K,) bool — False when outside the crop or
     under an occluder).
+
+    others: the frame's other animals, as (keypoints (M, K, 2) source px, visible (M, K), centres (1 + M, 2) source px
+    of every animal, this one first): they get the same warp, flip and occluders, and the result gains their
+    (keypoints (M, K, 2) crop px, visible (M, K), centres (1 + M, 2) crop px). The crop still centres on this animal.
     """
     import cv2
 
@@ -79,6 +84,29 @@ def augment_sample(
     flip = rng.random() < cfg.flip
     m = crop_matrix(centre, (cw, ch), scale, angle, flip)
     crop = cv2.warpAffine(image, m, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    kp, vis = _warp_points(keypoints, visible, m, flip, flip_pairs, (cw, ch))
+    if others is not None:
+        other_kp, other_vis, centres = others
+        warped = [_warp_points(p, v, m, flip, flip_pairs, (cw, ch)) for p, v in zip(other_kp, other_vis)]
+        other_kp = np.stack([w[0] for w in warped]) if warped else np.zeros((0,) + kp.shape, np.float32)
+        other_vis = np.stack([w[1] for w in warped]) if warped else np.zeros((0,) + vis.shape, bool)
+        centres = np.asarray(centres, np.float64) @ m[:, :2].T + m[:, 2]
+    if vis.any() and rng.random() < cfg.occluder:
+        fill = photos if photos and rng.random() < cfg.photo_share else None
+        crop, mask = paste_occluders(rng, crop, object_box(kp, vis), (0.1, 0.7), fill)
+        vis &= ~covered(mask, kp)
+        if others is not None:
+            for i in range(len(other_kp)):
+                other_vis[i] &= ~covered(mask, other_kp[i])
+    crop = photometric(rng, crop, cfg)
+    if others is not None:
+        return crop, kp, vis, other_kp, other_vis, centres.astype(np.float32)
+    return crop, kp, vis
+
+
+def _warp_points(keypoints, visible, m, flip, flip_pairs, size) -> tuple[np.ndarray, np.ndarray]:
+    """(K, 2) source px, (K,) -> (K, 2) float32 crop px, (K,) visible and inside the crop; sides swapped if flipped."""
+    cw, ch = size
     kp = keypoints @ m[:, :2].T + m[:, 2]
     vis = visible.copy()
     if flip:
@@ -86,10 +114,4 @@ def augment_sample(
             kp[[i, j]] = kp[[j, i]]
             vis[[i, j]] = vis[[j, i]]
     inside = (kp[:, 0] >= 0) & (kp[:, 0] <= cw - 1) & (kp[:, 1] >= 0) & (kp[:, 1] <= ch - 1)
-    vis &= inside
-    if vis.any() and rng.random() < cfg.occluder:
-        fill = photos if photos and rng.random() < cfg.photo_share else None
-        crop, mask = paste_occluders(rng, crop, object_box(kp, vis), (0.1, 0.7), fill)
-        vis &= ~covered(mask, kp)
-    crop = photometric(rng, crop, cfg)
-    return crop, kp.astype(np.float32), vis
+    return kp.astype(np.float32), vis & inside

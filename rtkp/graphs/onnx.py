@@ -33,7 +33,7 @@ def export_onnx(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / onnx_name(size, fp16, debug)
     coke = manifest.head == "coke"
-    graph = InferenceGraph(net, fp16, debug, manifest.peak, features=coke).eval()
+    graph = InferenceGraph(net, fp16, debug, manifest.peak, features=coke, instances=manifest.max_instances).eval()
     images = torch.zeros(1, size[1], size[0], 3, dtype=torch.uint8)
     if coke:
         padded, active = (torch.from_numpy(a) for a in pad_prototypes(protos.float().numpy(), max_keypoints(manifest)))

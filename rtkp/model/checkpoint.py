@@ -92,6 +92,7 @@ def model_from_weights(
         manifest.decoder_channels,
         manifest.backbone,
         pretrained=False,
+        centre=manifest.multi_instance,
     )
     state = {k[4:]: v.float() if v.is_floating_point() else v for k, v in tensors.items() if k.startswith("net.")}
     try:

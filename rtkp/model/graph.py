@@ -8,7 +8,10 @@ on training crops; evaluation goes through a backend, so it measures exactly wha
            clutter     (S, D) float32   (CoKe only: the clutter summary)
            active      (K_max,) float32 (CoKe only: 1 for a prototype row in use, 0 for a free one)
   outputs  keypoints   (B, K_max, 4) float32 = x, y (model-input pixels, sub-pixel refined), score, clutter_score;
-                       a free row reads score −1, clutter_score 1 (never visible)
+                       a free row reads score −1, clutter_score 1 (never visible).
+                       A multi-instance model (manifest `max_instances` = P) reports (B, K_max, P, 6) instead: the P
+                       best local maxima of each keypoint, each x, y, score, clutter_score and the centre (x, y) of
+                       the animal it belongs to (rtkp.model.peaks.coke_instance_peaks); the Tracker groups them.
            features    (B, D, H/4, W/4) float32 unit features (CoKe only, with features=True): what the prototypes
                        are matched against, so that a clicked point becomes a prototype from exactly these numbers
            similarity  (B, K, H/4, W/4) float32 (CoKe similarity maps, or the heatmaps), only in the debug variant
@@ -32,7 +35,9 @@ import torch
 from torch import nn
 
 from rtkp.model.network import STRIDE, KeypointNet
-from rtkp.model.peaks import coke_keypoints, heatmap_keypoints
+from rtkp.model.peaks import coke_instance_peaks, coke_keypoints, heatmap_keypoints
+
+DEFAULT_TEMPERATURE = 0.07  # the soft-argmax temperature of a multi-instance graph whose manifest names none
 
 
 class InferenceGraph(nn.Module):
@@ -49,8 +54,11 @@ class InferenceGraph(nn.Module):
         debug: bool = False,
         peak: dict | None = None,
         features: bool = False,
+        instances: int | None = None,
     ):
         super().__init__()
+        # a multi-instance model (its net has the centre head): P peaks per keypoint, see the module docstring
+        self.instances = instances if net.centre is not None else None
         # the manifest's "peak" entry: {"refine": "softargmax", "temperature": T} for models trained with the
         # localisation loss; absent (quadratic fit) for older ones
         peak = peak or {}
@@ -80,7 +88,14 @@ class InferenceGraph(nn.Module):
         """-> keypoints (B, K, 4), followed by features (B, D, H/4, W/4) when built with features=True and by
         similarity (B, K, H/4, W/4) in the debug variant (a tuple when there is more than one output)."""
         # .float() is a no-op in FP32 and the half -> float boundary in FP16
-        out = self.net.head_out(self.net.body(images).float())
+        merged = self.net.body(images).float()
+        out = self.net.head_out(merged)
+        if self.instances:
+            t = self.softargmax_t or DEFAULT_TEMPERATURE
+            centres = self.net.centre(merged)
+            kp = coke_instance_peaks(out, centres, prototypes, clutter, STRIDE, self.instances, t, active)
+            outputs = (kp,) + ((out,) if self.features else ())
+            return outputs if len(outputs) > 1 else kp
         if self.net.head == "heatmap":
             kp = heatmap_keypoints(out, STRIDE)
             return (kp, out) if self.debug else kp

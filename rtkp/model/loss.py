@@ -14,11 +14,41 @@ def sample_features(features: torch.Tensor, points: torch.Tensor, stride: int) -
     features: (B, D, h, w); points: (B, N, 2) input pixels (pixel-centre convention) -> (B, N, D), renormalised.
     Cell (i, j) of a stride-s map is centred on input pixel ((j + 0.5)·s − 0.5, (i + 0.5)·s − 0.5).
     """
-    h, w = features.shape[-2:]
+    return F.normalize(sample_map(features, points, stride), dim=-1)
+
+
+def sample_map(maps: torch.Tensor, points: torch.Tensor, stride: int) -> torch.Tensor:
+    """Bilinearly sample (B, C, h, w) maps at (B, N, 2) input pixels -> (B, N, C) (sample_features' convention)."""
+    h, w = maps.shape[-2:]
     grid = (points + 0.5) / stride - 0.5
     norm = torch.stack([grid[..., 0] / max(w - 1, 1), grid[..., 1] / max(h - 1, 1)], -1) * 2 - 1
-    out = F.grid_sample(features, norm.unsqueeze(2), mode="bilinear", align_corners=True).squeeze(-1)
-    return F.normalize(out.permute(0, 2, 1), dim=-1)
+    out = F.grid_sample(maps, norm.unsqueeze(2), mode="bilinear", align_corners=True).squeeze(-1)
+    return out.permute(0, 2, 1)
+
+
+def centre_loss(
+    offsets: torch.Tensor,
+    keypoints: torch.Tensor,
+    visible: torch.Tensor,
+    centres: torch.Tensor,
+    stride: int,
+    unit: float,
+    jitter: torch.Tensor,
+) -> torch.Tensor:
+    """The centre head's loss: at every visible keypoint of every animal, the offset to that animal's centre.
+
+    offsets: (B, 2, h, w) input px; keypoints (B, N, K, 2) and centres (B, N, 2) input px; visible (B, N, K);
+    jitter: (B, N, K, 2) px added to the sampled positions (up to a cell), so that the cells around a peak, where the
+    soft-argmax may land, point to the same centre. Smooth L1 in units of `unit` px.
+    """
+    if not visible.any():
+        return offsets.new_zeros(())
+    b, n, k, _ = keypoints.shape
+    points = keypoints + jitter
+    target = (centres[:, :, None, :] - points).reshape(b, n * k, 2)
+    pred = sample_map(offsets, points.reshape(b, n * k, 2), stride)
+    vis = visible.reshape(b, n * k)
+    return F.smooth_l1_loss(pred[vis] / unit, target[vis] / unit)
 
 
 def coke_loss(
@@ -85,16 +115,23 @@ def localisation_loss(
 
     features: (B, D, h, w) unit features; prototypes: (K, D) (a constant here, as in the contrastive loss);
     keypoints: (B, K, 2) input pixels; visible: (B, K) bool. Cross-entropy between softmax(f·θ_k / T) over the h·w
-    cells and the normalised Gaussian, averaged over visible keypoints.
+    cells and the normalised Gaussian, averaged over visible keypoints. Several animals per crop: keypoints
+    (B, N, K, 2), visible (B, N, K); the target is the normalised sum of every visible animal's Gaussian, so that the
+    map peaks at each of them (the graph reads them as local maxima).
     The contrastive loss leaves the cells next to a keypoint unconstrained (clutter is sampled 3+ cells away), which
     made the similarity peak flat over ~3×3 cells; this term shapes it, and rtkp.model.peaks.softargmax_peaks reads the
     position back with the same temperature.
     """
-    if not visible.any():
+    if keypoints.dim() == 3:
+        keypoints, visible = keypoints[:, None], visible[:, None]
+    seen = visible.any(1)  # (B, K)
+    if not seen.any():
         return features.new_zeros(())
     b, _, h, w = features.shape
-    sim = torch.einsum("bdhw,kd->bkhw", features, prototypes.detach())[visible]  # (N, h, w)
-    target = gaussian_targets(keypoints, visible, (h, w), stride, sigma)[visible]
+    sim = torch.einsum("bdhw,kd->bkhw", features, prototypes.detach())[seen]  # (N, h, w)
+    bn = keypoints.shape[0] * keypoints.shape[1]
+    each = gaussian_targets(keypoints.flatten(0, 1), visible.flatten(0, 1), (h, w), stride, sigma)
+    target = each.reshape(b, bn // b, *each.shape[1:]).sum(1)[seen]
     target = target / target.flatten(1).sum(1).clamp(min=1e-12)[:, None, None]
     logp = F.log_softmax(sim.flatten(1) / temperature, dim=1)
     return -(target.flatten(1) * logp).sum(1).mean()

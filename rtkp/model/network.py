@@ -17,6 +17,28 @@ from rtkp.model.hypercolumn import HypercolumnDecoder
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 STRIDE = 4
+CENTRE_UNIT = 32.0  # the centre head predicts offsets in units of this many input px (outputs stay near ±3)
+
+
+class CentreHead(nn.Module):
+    """Several animals per frame: at every cell, the offset to the centre of the animal there.
+
+    (B, C, h, w) merged hypercolumn -> (B, 2, h, w) (dx, dy) in input px. Read at a keypoint's peak it says which
+    animal the peak belongs to (rtkp.model.peaks.coke_instance_peaks), as CenterNet-style pose models group their
+    keypoints. It reads the hypercolumn, not the unit features, so the features stay what the prototypes match.
+    """
+
+    def __init__(self, channels: int, hidden: int = 64):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, groups=channels),
+            nn.Conv2d(channels, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, 2, 1),
+        )
+
+    def forward(self, merged: torch.Tensor) -> torch.Tensor:
+        return self.layers(merged) * CENTRE_UNIT
 
 
 class KeypointNet(nn.Module):
@@ -25,6 +47,7 @@ class KeypointNet(nn.Module):
     Args:
         head: "coke" (L2-normalised D-dim features) or "heatmap" (K maps).
         num_keypoints: K, used by the heatmap head.
+        centre: add the centre head (multi-instance models, CoKe only).
     """
 
     def __init__(
@@ -35,12 +58,14 @@ class KeypointNet(nn.Module):
         decoder_channels: int = 96,
         backbone: str = "mobilenet_v2",
         pretrained: bool = True,
+        centre: bool = False,
     ):
         super().__init__()
         self.head = head
         self.backbone = build_backbone(backbone, pretrained)
         self.decoder = HypercolumnDecoder(list(TAP_CHANNELS.values()), decoder_channels, feature_dim)
         self.heatmap = nn.Conv2d(feature_dim, num_keypoints, 1) if head == "heatmap" else None
+        self.centre = CentreHead(decoder_channels) if centre and head == "coke" else None
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
 
@@ -75,6 +100,11 @@ class KeypointNet(nn.Module):
         x = images.permute(0, 3, 1, 2).to(self.mean.dtype)
         x = (x - self.mean) / self.std
         return self.decoder.merge(self.backbone(x))
+
+    def with_centre(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unit features (B, D, h, w), centre offsets (B, 2, h, w) input px) from one pass (multi-instance)."""
+        merged = self.body(images).float()
+        return self.head_out(merged), self.centre(merged)
 
     def head_out(self, merged: torch.Tensor) -> torch.Tensor:
         """Final projection to D channels, then unit features (coke) or K heatmaps (heatmap)."""

@@ -67,6 +67,30 @@ def softargmax_peaks(maps: torch.Tensor, temperature: float, radius: int = 2) ->
     return torch.stack([x, y], dim=-1), peak
 
 
+def softargmax_at(
+    flat: torch.Tensor, idx: torch.Tensor, size: tuple[int, int], temperature: float, radius: int = 2
+) -> torch.Tensor:
+    """softargmax_peaks around given cells: flat (B, K, h·w) maps, idx (B, K, P) cells -> (B, K, P, 2) (x, y) in
+    grid cells, the mean position under softmax(map / T) in the (2r+1)² window around each cell."""
+    h, w = size
+    b, k, p = idx.shape
+    iy = torch.div(idx, w, rounding_mode="floor")
+    ix = idx - iy * w
+    span = torch.arange(-radius, radius + 1, device=flat.device)
+    dy = span.repeat_interleave(2 * radius + 1)  # (n,) window offsets, row-major
+    dx = span.repeat(2 * radius + 1)
+    n = dy.numel()
+    yy = iy.unsqueeze(3) + dy  # (B, K, P, n)
+    xx = ix.unsqueeze(3) + dx
+    inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+    cells = (yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)).reshape(b, k, p * n)
+    vals = flat.gather(2, cells).reshape(b, k, p, n)
+    peak = vals[..., (n - 1) // 2]
+    logits = torch.where(inside, (vals - peak.unsqueeze(3)) / temperature, torch.full_like(vals, -1e4))
+    weights = torch.softmax(logits, dim=3)
+    return torch.stack([(weights * xx.to(flat.dtype)).sum(3), (weights * yy.to(flat.dtype)).sum(3)], dim=-1)
+
+
 def grid_to_pixels(pos: torch.Tensor, stride: int) -> torch.Tensor:
     """Grid-cell coordinates -> input pixel coordinates (cell centres at (j + 0.5)·s − 0.5)."""
     return (pos + 0.5) * stride - 0.5
@@ -122,3 +146,46 @@ def heatmap_keypoints(maps: torch.Tensor, stride: int) -> torch.Tensor:
     peak = maps.flatten(2).amax(dim=2)
     xy = grid_to_pixels(pos, stride)
     return torch.cat([xy, peak.unsqueeze(-1), torch.zeros_like(peak).unsqueeze(-1)], dim=-1)
+
+
+def coke_instance_peaks(
+    features: torch.Tensor,
+    centres: torch.Tensor,
+    prototypes: torch.Tensor,
+    clutter: torch.Tensor,
+    stride: int,
+    peaks: int,
+    temperature: float,
+    active: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """CoKe inference for several animals: the `peaks` best local maxima of each keypoint's similarity map.
+
+    features: (B, D, h, w) unit features; centres: (B, 2, h, w) centre offsets in input px (rtkp.model.network.
+    CentreHead); prototypes (K, D), clutter (S, D), active (K,): as coke_keypoints.
+    Returns (B, K, P, 6) = x, y (input px, local soft-argmax at `temperature`), score, clutter_score, and the centre
+    of the animal the peak belongs to (x, y input px: the peak plus the offset read at its cell), best peak first.
+    Every animal is a local maximum of the same map (D2-Net's local-max detection); a 3×3 max-pool keeps the cells
+    that are their neighbourhood's maximum. A map with fewer maxima fills the rest with its next-best cells, which
+    read low scores; a free row reads score −1, clutter_score 1 as in coke_keypoints.
+    """
+    b, d, h, w = features.shape
+    if active is not None:
+        prototypes = prototypes * active.unsqueeze(1)
+    k = prototypes.shape[0]
+    sim = torch.einsum("bdhw,kd->bkhw", features, prototypes)
+    local_max = sim >= torch.nn.functional.max_pool2d(sim, 3, stride=1, padding=1)
+    ranked = torch.where(local_max, sim, sim - 4.0).reshape(b, k, h * w)  # non-maxima rank after every maximum
+    _, idx = ranked.topk(peaks, dim=2)  # (B, K, P)
+    flat = sim.reshape(b, k, h * w)
+    score = flat.gather(2, idx)
+    pos = grid_to_pixels(softargmax_at(flat, idx, (h, w), temperature), stride)  # (B, K, P, 2)
+    cells = idx.reshape(b, 1, k * peaks)
+    peak_feat = features.reshape(b, d, h * w).gather(2, cells.expand(b, d, k * peaks))  # (B, D, K·P)
+    clutter_score = torch.einsum("bdn,sd->bns", peak_feat, clutter).amax(dim=2).reshape(b, k, peaks)
+    offset = centres.reshape(b, 2, h * w).gather(2, cells.expand(b, 2, k * peaks))  # (B, 2, K·P)
+    centre = pos + offset.permute(0, 2, 1).reshape(b, k, peaks, 2)
+    if active is not None:
+        on = (active > 0.5).view(1, k, 1)
+        score = torch.where(on, score, torch.full_like(score, -1.0))
+        clutter_score = torch.where(on, clutter_score, torch.ones_like(clutter_score))
+    return torch.cat([pos, score.unsqueeze(-1), clutter_score.unsqueeze(-1), centre], dim=-1)

@@ -75,10 +75,12 @@ def open_tracker(opts, control: bool):
     backend = open_backend(opts.model, opts.backend, threads=opts.threads, precision=opts.precision)
     info = backend.info
     if not control:
-        return Tracker(backend, info.manifest, opts.smoothing), None
+        return Tracker(backend, info.manifest, opts.smoothing, max_instances=opts.max_instances), None
     from rtkp.control.editor import HISTORY_FRAMES, KeypointEditor
 
-    tracker = Tracker(backend, info.manifest, opts.smoothing, history=HISTORY_FRAMES)
+    tracker = Tracker(
+        backend, info.manifest, opts.smoothing, history=HISTORY_FRAMES, max_instances=opts.max_instances
+    )
     return tracker, KeypointEditor(tracker, info, info.weights_sha256[:12])
 
 

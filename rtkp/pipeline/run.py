@@ -54,6 +54,7 @@ class RunOptions:
     start_frame: int = 0  # the first frame to decode, with its full-decode index and PTS (sources.Source start)
     control: str | None = None  # the control socket's endpoint (rtkp.control): teach the running model keypoints
     window_control: str | None = None  # the live window's private control endpoint (ipc://), set with display
+    max_instances: int | None = None  # animals per frame (--max-instances; None: the model's default)
 
 
 def run_pipeline(opts: RunOptions, on_frame=None, on_backend=None, on_progress=None) -> dict:

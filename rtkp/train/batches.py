@@ -25,21 +25,49 @@ from rtkp.train.mining import HardNegatives
 @dataclass
 class Batch:
     """images (B, h, w, 3) uint8; keypoints (B, K, 2) crop pixels; visible (B, K) bool;
-    anchors (B, 2) crop pixels of the hard negative a crop is centred on (NaN for other crops)."""
+    anchors (B, 2) crop pixels of the hard negative a crop is centred on (NaN for other crops).
+
+    Multi-instance training adds the crop's other animals: others (B, M, K, 2) crop px, others_visible (B, M, K) (an
+    absent animal: all False), and centres (B, 1 + M, 2) crop px of every animal's centre, the crop's own first.
+    """
 
     images: torch.Tensor
     keypoints: torch.Tensor
     visible: torch.Tensor
     anchors: torch.Tensor | None = None
+    others: torch.Tensor | None = None
+    others_visible: torch.Tensor | None = None
+    centres: torch.Tensor | None = None
+
+    def instances(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every animal of each crop: (keypoints (B, N, K, 2), visible (B, N, K)), the crop's own first (N = 1 + M)."""
+        if self.others is None:
+            return self.keypoints[:, None], self.visible[:, None]
+        return (
+            torch.cat([self.keypoints[:, None], self.others], 1),
+            torch.cat([self.visible[:, None], self.others_visible], 1),
+        )
+
+
+def instance_centre(keypoints: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """(2,) an animal's centre: the middle of its labelled keypoints' box (what the centre head points to)."""
+    pts = keypoints[visible]
+    return (pts.min(0) + pts.max(0)) / 2 if len(pts) else np.full(2, np.nan, np.float32)
 
 
 class BatchMaker:
     """Holds the training images in memory and draws augmented crops."""
 
-    def __init__(self, data: Dataset, cfg: Config):
-        self.images = [s.load_image() for s in data.samples]
+    def __init__(self, data: Dataset, cfg: Config, several: bool = False):
+        # one array per frame, shared by the samples (animals) of that frame
+        loaded: dict[tuple, np.ndarray] = {}
+        self.images = [loaded.setdefault(s.image_key(), s.load_image()) for s in data.samples]
         self.keypoints = [s.keypoints for s in data.samples]
         self.visible = [s.visible for s in data.samples]
+        frames = data.frames()
+        self.companions = [[j for j in frames[s.image_key()] if j != i] for i, s in enumerate(data.samples)]
+        self.several = several
+        self.max_others = max((len(c) for c in self.companions), default=0) if several else 0
         self.scales = [Letterbox.fit(im.shape[1::-1], cfg.model.input_size).scale for im in self.images]
         self.flip_pairs = resolve_flip_pairs(data.keypoint_names, cfg.augment.flip_pairs)
         self.photos = [im for folder in cfg.augment.occluder_photos for im in load_photos(folder)]
@@ -53,8 +81,24 @@ class BatchMaker:
         self.hard = HardNegatives(len(self.images), min_cells=cfg.coke.clutter_min_distance)
         self.cfg = cfg
 
+    def labelled_points(self, i: int) -> np.ndarray:
+        """(n, 2) source px: the visible keypoints of every animal in sample i's frame."""
+        return np.concatenate([self.keypoints[j][self.visible[j]] for j in [i, *self.companions[i]]])
+
+    def _others(self, i: int):
+        """augment_sample's `others` for sample i: its frame's other animals, padded to max_others absent ones."""
+        k = len(self.keypoints[i])
+        kp = np.zeros((self.max_others, k, 2), np.float32)
+        vis = np.zeros((self.max_others, k), bool)
+        centres = np.zeros((1 + self.max_others, 2), np.float32)
+        centres[0] = instance_centre(self.keypoints[i], self.visible[i])
+        for n, j in enumerate(self.companions[i]):
+            kp[n], vis[n] = self.keypoints[j], self.visible[j]
+            centres[1 + n] = instance_centre(self.keypoints[j], self.visible[j])
+        return kp, vis, centres
+
     def draw(self, rng: np.random.Generator, batch_size: int) -> Batch:
-        crops, kps, vis, anchors = [], [], [], []
+        crops, kps, vis, anchors, extra = [], [], [], [], []
         centre_px = np.array([(self.cfg.augment.crop_size[0] - 1) / 2, (self.cfg.augment.crop_size[1] - 1) / 2])
         for i in rng.integers(0, len(self.images), batch_size):
             centre = None
@@ -62,21 +106,30 @@ class BatchMaker:
                 centre = self.hard.pick(rng, i)
             anchors.append(centre_px if centre is not None else np.full(2, np.nan))
             image, keypoints, visible, scale = self.images[i], self.keypoints[i], self.visible[i], self.scales[i]
+            others = self._others(i) if self.several else None
             if self.empty is not None and centre is None and rng.random() < self.cfg.augment.empty_share:
                 # the scene without the object: all keypoints hidden (positions are irrelevant then)
                 image, visible, scale = self.empty, np.zeros_like(visible), self.empty_scale
-            c, k, v = augment_sample(
-                rng, image, keypoints, visible, self.cfg.augment, self.flip_pairs, scale, centre, self.photos
+                if others is not None:
+                    others = (others[0], np.zeros_like(others[1]), others[2])
+            out = augment_sample(
+                rng, image, keypoints, visible, self.cfg.augment, self.flip_pairs, scale, centre, self.photos, others
             )
-            crops.append(c)
-            kps.append(k)
-            vis.append(v)
-        return Batch(
+            crops.append(out[0])
+            kps.append(out[1])
+            vis.append(out[2])
+            extra.append(out[3:])
+        batch = Batch(
             torch.from_numpy(np.stack(crops)),
             torch.from_numpy(np.stack(kps)),
             torch.from_numpy(np.stack(vis)),
             torch.from_numpy(np.stack(anchors).astype(np.float32)),
         )
+        if self.several:
+            batch.others = torch.from_numpy(np.stack([e[0] for e in extra]))
+            batch.others_visible = torch.from_numpy(np.stack([e[1] for e in extra]))
+            batch.centres = torch.from_numpy(np.stack([e[2] for e in extra]))
+        return batch
 
 
 # a hard negative's cell and its 4 neighbours go first among a crop's clutter samples
@@ -91,13 +144,15 @@ def clutter_points(rng: np.random.Generator, batch: Batch, per_image: int, min_c
     b, h, w = batch.images.shape[:3]
     gh, gw = h // STRIDE, w // STRIDE
     out = np.zeros((b, per_image, 2), np.float32)
+    all_kp, all_vis = batch.instances()
+    all_kp, all_vis = all_kp.flatten(1, 2), all_vis.flatten(1, 2)
     for i in range(b):
         cells = np.stack([rng.integers(0, gw, per_image * 4), rng.integers(0, gh, per_image * 4)], 1).astype(np.float32)
         if batch.anchors is not None and not torch.isnan(batch.anchors[i]).any():
             anchor = np.round((batch.anchors[i].numpy() + 0.5) / STRIDE - 0.5)
             near = np.clip(anchor + _ANCHOR_CELLS, 0, [gw - 1, gh - 1])
             cells = np.concatenate([near, cells])
-        kp = (batch.keypoints[i][batch.visible[i]].numpy() + 0.5) / STRIDE - 0.5
+        kp = (all_kp[i][all_vis[i]].numpy() + 0.5) / STRIDE - 0.5  # away from every animal's keypoints
         if len(kp):
             dist = np.linalg.norm(cells[:, None] - kp[None], axis=2).min(1)
             cells = np.concatenate([cells[dist >= min_cells], cells[dist < min_cells]])

@@ -32,7 +32,7 @@ from rtkp.model.network import STRIDE, KeypointNet
 from rtkp.train.batches import BatchMaker
 from rtkp.train.calibrate import calibrate_margins
 from rtkp.train.mining import mine
-from rtkp.train.recipe import flip_policy, peak_decoding
+from rtkp.train.recipe import flip_policy, instance_plan, peak_decoding
 from rtkp.train.steps import coke_step, heatmap_step
 
 
@@ -98,9 +98,9 @@ def train(
     cfg = flip_policy(data.keypoint_names, cfg)  # before the checkpoint check: the checkpoint holds this config
     k = len(data.keypoint_names)
     head = cfg.model.head
-    net = KeypointNet(
-        head, k, cfg.model.feature_dim, cfg.model.decoder_channels, cfg.model.backbone, cfg.model.pretrained
-    )
+    plan = instance_plan(data, cfg)
+    m = cfg.model
+    net = KeypointNet(head, k, m.feature_dim, m.decoder_channels, m.backbone, m.pretrained, centre=plan.several)
     net.freeze_stem(3)
     net.train()
     optimizer = build_optimizer(net, cfg)
@@ -116,7 +116,7 @@ def train(
         start = info["step"]
         if on_resume is not None:
             on_resume(start)
-    maker = BatchMaker(data, cfg)
+    maker = BatchMaker(data, cfg, several=plan.several)
     if start and info.get("hard_negatives"):
         maker.hard.points = [np.asarray(p, np.float32).reshape(-1, 2) for p in info["hard_negatives"]]
     steps = cfg.train.steps
@@ -157,7 +157,7 @@ def train(
             stop.soft = False  # from here on (calibration, writing the model) a signal stops at once
             if end < steps:
                 return None
-            return _finish(data, cfg, out, net, maker, kp_bank, clutter_bank, provenance, steps, t0, last)
+            return _finish(data, cfg, out, net, maker, kp_bank, clutter_bank, provenance, steps, t0, last, plan)
         except KeyboardInterrupt:  # a second signal during a step, or one while the model is written
             bar.close()
             raise interrupted() from None
@@ -222,7 +222,7 @@ def _step(step, steps, cfg, net, optimizer, maker, kp_bank, clutter_bank) -> tup
     return loss.item(), {k: round(v, 4) for k, v in stats.items()}
 
 
-def _finish(data, cfg, out, net, maker, kp_bank, clutter_bank, provenance, steps, t0, last) -> Manifest:
+def _finish(data, cfg, out, net, maker, kp_bank, clutter_bank, provenance, steps, t0, last, plan) -> Manifest:
     """After the last step: calibrate the visibility margins, write the model folder, drop the checkpoint."""
     head = cfg.model.head
     ckpt = out / "checkpoint"
@@ -240,6 +240,7 @@ def _finish(data, cfg, out, net, maker, kp_bank, clutter_bank, provenance, steps
         config=cfg.to_dict(),
     )
     manifest = model_manifest(data, cfg, maker.flip_pairs, margins, prototypes, clutter, training)
+    manifest.update(plan.manifest_entries())  # several animals: how many, and their size (absent for one)
     manifest = save_model(out, net, manifest, prototypes, clutter)
     shutil.rmtree(ckpt, ignore_errors=True)
     return manifest

@@ -57,7 +57,7 @@ class HardNegatives:
             best = maps.amax(0)
             gh, gw = best.shape
             # background only: cells near any labelled keypoint are the keypoints' business
-            kp = maker.keypoints[i][maker.visible[i]]
+            kp = maker.labelled_points(i)  # every animal of the frame: another one's keypoints are no negatives
             if len(kp):
                 cells = (kp * np.array([sx, sy]) + 0.5) / STRIDE - 0.5
                 yy, xx = np.mgrid[:gh, :gw]

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from dataclasses import dataclass
+
+import numpy as np
 
 from rtkp.config import Config
+from rtkp.data.load import one_instance_per_frame
 from rtkp.data.sample import Dataset
 from rtkp.data.sides import pair_sides
+from rtkp.errors import ConfigError
 
 # Fewer labelled frames than this and the recipe overfits: the shipped mouse model trained on 92 frames (test RMSE
 # 4.1 px), while 12 frames of the same data gave an RMSE of 37.9 px.
@@ -63,3 +68,37 @@ def flip_policy(names: list[str], cfg: Config) -> Config:
     else:
         return cfg
     return dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, flip=0.0))
+
+
+@dataclass(frozen=True)
+class InstancePlan:
+    """Whether the model finds several animals per frame, and the manifest entries that say how (rtkp.manifest)."""
+
+    several: bool
+    max_instances: int | None = None  # the graph's peaks per keypoint
+    default_instances: int | None = None  # --max-instances by default: the most animals a labelled frame holds
+    instance_size: float | None = None  # median longer side of a labelled animal's keypoint box, source px
+
+    def manifest_entries(self) -> dict:
+        if not self.several:
+            return {}
+        return {
+            "max_instances": self.max_instances,
+            "default_instances": self.default_instances,
+            "instance_size": self.instance_size,
+        }
+
+
+def instance_plan(data: Dataset, cfg: Config) -> InstancePlan:
+    """Single- or multi-instance, from `model.max_instances` and the data (rtkp.config.ModelConfig)."""
+    most = data.max_instances()
+    wanted = cfg.model.max_instances
+    if wanted == 1 or (wanted == 0 and most <= 1):
+        one_instance_per_frame(data, "--data")
+        return InstancePlan(False)
+    if cfg.model.head != "coke":
+        raise ConfigError("several animals per frame need the CoKe head (model.head: coke)")
+    sides = [np.ptp(s.keypoints[s.visible], axis=0).max() for s in data.samples if s.visible.sum() >= 2]
+    size = float(np.median(sides)) if sides else float(max(cfg.model.input_size)) / 4
+    peaks = wanted if wanted > 1 else max(4, 2 * most)
+    return InstancePlan(True, peaks, max(most, 1), round(size, 1))

@@ -13,8 +13,15 @@ import torch
 from rtkp.config import Config
 from rtkp.model.banks import ClutterBank, KeypointBank
 from rtkp.model.equivariance import apply_warps, equivariance_loss, grid_points, random_warps, warp_images
-from rtkp.model.loss import coke_loss, gaussian_targets, heatmap_loss, localisation_loss, sample_features
-from rtkp.model.network import STRIDE
+from rtkp.model.loss import (
+    centre_loss,
+    coke_loss,
+    gaussian_targets,
+    heatmap_loss,
+    localisation_loss,
+    sample_features,
+)
+from rtkp.model.network import CENTRE_UNIT, STRIDE
 from rtkp.train.batches import Batch, clutter_points, ring_points
 
 
@@ -30,17 +37,18 @@ def hidden_peaks(feats: torch.Tensor, prototypes: torch.Tensor, batch: Batch, mi
     or one that only forbade keypoint k ("not k"), confused the mouse's ears at the reduced budget (docs/MODEL.md).
     """
     b, d, h, w = feats.shape
-    hidden = ~batch.visible  # (B, K)
+    all_kp, all_vis = batch.instances()  # several animals: a keypoint is hidden when no animal shows it
+    hidden = ~all_vis.any(1)  # (B, K)
     if not hidden.any():
         return feats.new_zeros((0, d))
     with torch.no_grad():
         sim = torch.einsum("bdhw,kd->bkhw", feats, prototypes)
         ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-        cells = (batch.keypoints + 0.5) / STRIDE - 0.5  # (B, K, 2)
+        cells = (all_kp.flatten(1, 2) + 0.5) / STRIDE - 0.5  # (B, N·K, 2)
         dist = torch.sqrt(
             (xs[None, None] - cells[..., 0, None, None]) ** 2 + (ys[None, None] - cells[..., 1, None, None]) ** 2
         )
-        near = ((dist < min_cells) & batch.visible[..., None, None]).any(1)  # (B, h, w)
+        near = ((dist < min_cells) & all_vis.flatten(1, 2)[..., None, None]).any(1)  # (B, h, w)
         sim = sim.masked_fill(near[:, None], float("-inf"))
         idx = sim.flatten(2).argmax(2)  # (B, K)
     flat = feats.flatten(2)  # (B, D, h·w): gradients flow through the gathered features
@@ -48,27 +56,31 @@ def hidden_peaks(feats: torch.Tensor, prototypes: torch.Tensor, batch: Batch, mi
     return picked[hidden]
 
 
-def neighbour_mask(batch: Batch, radius_px: float) -> torch.Tensor:
-    """(B, K, K) True where keypoint j is a visible neighbour of keypoint k (j ≠ k) within `radius_px`."""
-    d = torch.cdist(batch.keypoints, batch.keypoints)
+def neighbour_mask(keypoints: torch.Tensor, visible: torch.Tensor, radius_px: float) -> torch.Tensor:
+    """keypoints (B, K, 2), visible (B, K) -> (B, K, K) True where keypoint j is a visible neighbour of keypoint k
+    (j ≠ k) within `radius_px` (on the same animal)."""
+    d = torch.cdist(keypoints, keypoints)
     k = d.shape[-1]
-    close = (d < radius_px) & batch.visible[:, None, :] & ~torch.eye(k, dtype=torch.bool)
+    close = (d < radius_px) & visible[:, None, :] & ~torch.eye(k, dtype=torch.bool)
     return close
 
 
 def coke_step(net, batch: Batch, rng, cfg: Config, kp_bank: KeypointBank, clutter_bank: ClutterBank):
     """Forward, loss; bank updates happen after the optimiser step (returned as a closure)."""
     c = cfg.coke
-    feats = net(batch.images)
-    kp_feats = sample_features(feats, batch.keypoints, STRIDE)  # (B, K, D)
-    b, k = batch.visible.shape
-    labels = torch.arange(k).expand(b, k)
-    vis = batch.visible
+    several = batch.centres is not None
+    feats, offsets = net.with_centre(batch.images) if several else (net(batch.images), None)
+    # every animal's keypoints are positives of their keypoint (one animal: N = 1)
+    all_kp, all_vis = batch.instances()  # (B, N, K, 2), (B, N, K)
+    b, n, k = all_vis.shape
+    kp_feats = sample_features(feats, all_kp.reshape(b, n * k, 2), STRIDE)  # (B, N·K, D)
+    labels = torch.arange(k).repeat(n).expand(b, n * k)
+    vis = all_vis.reshape(b, n * k)
     sel_feats, sel_labels = kp_feats[vis], labels[vis]
     if not kp_bank.initialised.all():
         kp_bank.update(sel_feats, sel_labels)
     radius = c.neighbour_radius * max(batch.images.shape[1:3])
-    mask = neighbour_mask(batch, radius)[vis]
+    mask = neighbour_mask(all_kp.reshape(b * n, k, 2), all_vis.reshape(b * n, k), radius).reshape(b, n * k, k)[vis]
     mask = mask | ~kp_bank.initialised[None, :]
     mask[torch.arange(len(sel_labels)), sel_labels] = False
     cl_points = clutter_points(rng, batch, c.clutter_per_image, c.clutter_min_distance)
@@ -91,11 +103,14 @@ def coke_step(net, batch: Batch, rng, cfg: Config, kp_bank: KeypointBank, clutte
         c.clutter_pull,
     )
     if c.localise_weight > 0 and kp_bank.initialised.all():
-        loc = localisation_loss(
-            feats, kp_bank.prototypes, batch.keypoints, vis, STRIDE, c.temperature, c.localise_sigma
-        )
+        loc = localisation_loss(feats, kp_bank.prototypes, all_kp, all_vis, STRIDE, c.temperature, c.localise_sigma)
         loss = loss + c.localise_weight * loc
         stats["loc"] = loc.item()
+    if several:
+        jitter = torch.from_numpy(rng.uniform(-STRIDE, STRIDE, tuple(all_kp.shape)).astype(np.float32))
+        ctr = centre_loss(offsets, all_kp, all_vis, batch.centres, STRIDE, CENTRE_UNIT, jitter)
+        loss = loss + ctr
+        stats["centre"] = ctr.item()
 
     if c.equivariance_weight > 0:
         eq = equivariance_term(net, batch, feats, rng, cfg)
