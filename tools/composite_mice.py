@@ -11,8 +11,8 @@ The DLC open-field data has one mouse per frame. For every labelled frame of a p
 same part is picked at random (one whose box lies inside --region: a mouse at the wall would bring the wall along);
 the donor's mouse is cut out (a box around its keypoints, padded by --pad of its size, with a soft mask) and pasted
 into the host, turned by a random angle, at a random place where its keypoints lie inside --region and its box stays
---gap px away from the host's mouse. The pasted keypoints are the donor's labels moved by
-the same rotation and shift, so both mice's labels are exact; the host's mouse is never covered.
+--gap px away from the host's mouse. The pasted keypoints are the donor's labels moved by the same rotation and shift,
+so both mice's labels are exact; the host's mouse is never covered.
 
 The soft mask: where the part's median frame (rtkp.data.background, the arena without the mouse) is usable, the
 pixels that differ from it by more than --threshold grey levels (the mouse and its tail; dilated, blurred) inside the
@@ -20,8 +20,8 @@ feathered box; otherwise the feathered box itself.
 
 Parts are never mixed: train hosts get train donors and the train median, test hosts test ones, so a model trained on
 `train` never sees a test mouse. Writes out/images/<part>_<n>.png (lossless), out/annotations.json (COCO keypoints:
-two annotations per image, track_id 0 = the host's mouse, 1 = the pasted one; each image records its host, donor,
-angle and shift) and out/split.json (the train and test images), so that
+two annotations per image, track_id 0 = the host's mouse, 1 = the pasted one; each image records its host, donor
+and the affine that moved the donor's mouse) and out/split.json (the train and test images), so that
 
     rtkp train --data out/annotations.json --split out/split.json
 
