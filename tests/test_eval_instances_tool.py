@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, write_video
+from conftest import REPO, SHARED_DATA, write_video
 
 from rtkp.errors import DataError
 from rtkp.eval.coco_predictions import read_predicted_coco
@@ -131,3 +131,32 @@ def test_the_export_reader(tmp_path):
     export.write_text("{")
     with pytest.raises(DataError, match="malformed JSON"):
         read_predicted_coco(export)
+
+
+CLIP = SHARED_DATA / "sleap_flies_clip" / "clip_train.slp"
+
+
+@pytest.mark.skipif(not CLIP.is_file(), reason="../shared/data not present")
+def test_our_validation_frames_of_the_real_clip_scored_against_an_export_of_their_labels(tmp_path):
+    from rtkp.data.load import load_dataset
+    from rtkp.eval.instances import labelled_frames
+
+    data = load_dataset(CLIP, check_images=False)
+    frames = [f for f in labelled_frames(data) if 1000 <= f[0].frame < 1250]
+    ids = {"female": 0, "male": 1}
+    images, annotations = [], []
+    for f in frames:  # the labels as a model's export of frames 1000..1249 (frame_index 0 = frame 1000), 1 px off
+        i = f[0].frame - 1000
+        images.append({"id": i + 1, "file_name": f"clip#{i:06d}", "frame_index": i})
+        for s in f:
+            flat = [float(v) for (x, y), seen in zip(s.keypoints + 1, s.visible) for v in (x, y, 2 * seen)]
+            annotations.append({"image_id": i + 1, "keypoints": flat, "score": 0.9, "track_id": ids[s.track]})
+    export = tmp_path / "val.json"
+    doc = {"images": images, "annotations": annotations, "categories": [{"id": 1, "keypoints": data.keypoint_names}]}
+    export.write_text(json.dumps(doc))
+    out = run_tool("--coco", export, "--labels", CLIP, "--frames", "1000:1250")
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "val.instances.json").read_text())
+    assert report["frames"] == 250 and report["found"] == 500 and report["frame_numbers"] == [1000, 1249]
+    assert set(report["per_track"]) == {"female", "male"} and report["rmse_px"] == pytest.approx(np.sqrt(2))
+    assert all(t["met"] for t in report["targets"].values()) and report["oks"]["map"] > 0.9
