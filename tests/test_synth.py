@@ -78,6 +78,8 @@ def test_rtkp_reads_the_set_as_frames_of_three_instances(three_targets):
 
     data = load_dataset(three_targets)
     assert data.max_instances() == 3 and len(data.frames()) == 8 and len(data.keypoint_names) == 12
+    for members in data.frames().values():  # each target's track_id is its Sample's track
+        assert sorted(data.samples[i].track for i in members) == ["0", "1", "2"]
 
 
 def test_one_target_keeps_the_single_target_format(tmp_path):

@@ -98,6 +98,8 @@ def test_rtkp_reads_the_composites_as_two_instance_frames(composited):
     train = load_split(out / "annotations.json", out / "split.json", "train")
     test = load_split(out / "annotations.json", out / "split.json", "test")
     assert train.max_instances() == 2 and len(train.frames()) == 8 and len(test.frames()) == 4
+    for members in train.frames().values():
+        assert sorted(train.samples[i].track for i in members) == ["0", "1"]
 
 
 def test_a_bad_region_is_one_line(tmp_path):
