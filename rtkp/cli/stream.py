@@ -65,10 +65,22 @@ def cmd_subscribe(args) -> int:
                     "latency_ms": round(msg.latency_ms, 3),
                     "keypoints": {k.name: [k.x, k.y, k.score, k.visible, k.state] for k in msg.keypoints},
                 }
+                if "max_instances" in sub.meta.get(msg.stream, {}):  # a multi-instance stream: every animal
+                    record["instances"] = [
+                        {
+                            "track": i.track,
+                            "score": i.score,
+                            "keypoints": {k.name: [k.x, k.y, k.score, k.visible, k.state] for k in i.keypoints},
+                        }
+                        for i in msg.instances
+                    ]
                 print(json.dumps(record), flush=True)
             else:
                 pts = " ".join(f"{k.name}=({k.x:.1f},{k.y:.1f}){'' if k.visible else '?'}" for k in msg.keypoints)
-                print(f"#{msg.seq} frame {msg.frame} {msg.latency_ms:.1f} ms {pts}", flush=True)
+                tracks = ""
+                if "max_instances" in sub.meta.get(msg.stream, {}):
+                    tracks = f" [{len(msg.instances)} animals: tracks {', '.join(str(i.track) for i in msg.instances)}]"
+                print(f"#{msg.seq} frame {msg.frame} {msg.latency_ms:.1f} ms {pts}{tracks}", flush=True)
             if args.count and n >= args.count:
                 break
     except StreamTimeout as exc:

@@ -89,9 +89,16 @@ def cmd_train(args) -> int:
         if keypoints:
             test = test.select_keypoints(keypoints)
         # through a backend like `rtkp eval` (auto: what `rtkp run` would pick here); the report names which
-        report = evaluate(out, test, occlusion=True, progress=not args.quiet, backend="auto")
-        record_in_manifest(out, report, args.data, args.split)
-        print(format_report(report))
+        if manifest.multi_instance:
+            from rtkp.eval.model import evaluate_model_instances, format_instances_report
+
+            report = evaluate_model_instances(out, test, progress=not args.quiet)
+            record_in_manifest(out, report, args.data, args.split)
+            print(format_instances_report(report))
+        else:
+            report = evaluate(out, test, occlusion=True, progress=not args.quiet, backend="auto")
+            record_in_manifest(out, report, args.data, args.split)
+            print(format_report(report))
     print(f"model written to {out}")
     return 0
 
@@ -141,9 +148,27 @@ def cmd_eval(args) -> int:
         if not args.occlusion:
             raise ConfigError("--occluders needs --occlusion (the occluders are only pasted for the occlusion levels)")
         photos = load_photos(args.occluders)
-    data = load_split(args.data, args.split, "test", args.images, predictions=args.predictions)
+    from rtkp.instances.stage import check_max_instances
+    from rtkp.manifest import read_manifest
+
+    manifest = read_manifest(args.model)
+    check_max_instances(manifest, args.max_instances)
+    several = manifest.multi_instance  # a single-instance model is evaluated on frames holding one animal
+    data = load_split(args.data, args.split, "test", args.images, predictions=args.predictions, several=several)
     if args.keypoints:
         data = data.select_keypoints(keypoint_list(args.keypoints))
+    if several:
+        if args.occlusion:
+            raise ConfigError("--occlusion is for single-instance models; a multi-instance model is scored unoccluded")
+        from rtkp.eval.model import evaluate_model_instances, format_instances_report
+
+        report = evaluate_model_instances(
+            Path(args.model), data, args.backend, args.precision, args.max_instances, progress=not args.quiet
+        )
+        print(format_instances_report(report))
+        if args.json:
+            write_text(args.json, "--json", json.dumps(report, indent=1, default=str) + "\n")
+        return 0
     report = evaluate(
         Path(args.model),
         data,

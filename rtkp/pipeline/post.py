@@ -139,6 +139,10 @@ def _open_sinks(opts, context, report, stop, status) -> list:
             "input_size": list(context.manifest.input_size),
             "head": context.manifest.head,
         }
+        if context.manifest.multi_instance:  # marks the stream as carrying every animal (docs/PROTOCOL.md)
+            from rtkp.instances.stage import check_max_instances
+
+            meta["max_instances"] = check_max_instances(context.manifest, opts.max_instances)
         publisher = Publisher(
             opts.publish,
             opts.run.stream,

@@ -50,7 +50,8 @@ class SinkItem:
             from rtkp.sinks.draw import draw_keypoints
 
             ctx = self._context
-            self._drawn = draw_keypoints(self.image, self.kf, ctx.names, ctx.skeleton, self.hud)
+            by_track = ctx.manifest.multi_instance  # each animal in its track's colour, labelled
+            self._drawn = draw_keypoints(self.image, self.kf, ctx.names, ctx.skeleton, self.hud, by_track=by_track)
         return self._drawn
 
 
