@@ -1,0 +1,104 @@
+"""A multi-instance model end to end, small and real: `rtkp synth --targets 2` → `rtkp train` → ONNX Runtime and
+PyTorch backends → the Tracker's instances → `rtkp run` / `rtkp eval`, and the one-line refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import SMALL_TRAIN
+
+from rtkp.cli import main
+
+STEPS = ["--set", "train.steps=6", "--set", "augment.hard_crop=0"]
+
+
+@pytest.fixture(scope="module")
+def two_targets(tmp_path_factory):
+    """(COCO file with two targets per image, a split of it, the trained model folder)."""
+    root = tmp_path_factory.mktemp("two")
+    assert main(["synth", "--out", str(root / "data"), "--images", "12", "--targets", "2", "--quiet"]) == 0
+    coco = root / "data" / "annotations.json"
+    names = sorted({im["file_name"] for im in json.loads(coco.read_text())["images"]})
+    split = root / "split.json"
+    split.write_text(json.dumps({"train": names[:9], "test": names[9:]}))
+    out = root / "model"
+    rc = main(["train", "--data", str(coco), "--split", str(split), "--out", str(out), *SMALL_TRAIN, *STEPS, "--quiet"])
+    assert rc == 0
+    return coco, split, out
+
+
+def test_training_on_several_animals_makes_a_multi_instance_model(two_targets):
+    _, _, out = two_targets
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["max_instances"] == 4 and manifest["default_instances"] == 2
+    assert manifest["instance_size"] > 0
+    evaluation = manifest["evaluation"]  # scored per animal by rtkp.eval
+    assert evaluation["labelled_instances"] == 6 and "oks" in evaluation and "per_track" in evaluation
+
+
+def test_the_graph_reports_peaks_with_centres_on_every_backend(two_targets):
+    from rtkp.backends import open_backend
+
+    _, _, out = two_targets
+    image = np.random.default_rng(0).integers(0, 255, (2, 96, 128, 3), np.uint8)
+    rows = {}
+    for name in ("onnxruntime", "torch"):
+        backend = open_backend(str(out), name)
+        rows[name] = backend.infer(image)
+        backend.close()
+    k = len(json.loads((out / "manifest.json").read_text())["keypoint_names"])
+    assert rows["onnxruntime"].shape == (2, k, 4, 6)
+    scores = rows["onnxruntime"][..., 2]
+    assert (np.diff(scores, axis=2) <= 1e-6).all()  # best peak first
+    np.testing.assert_allclose(rows["onnxruntime"], rows["torch"], atol=2e-3)
+
+
+def test_the_tracker_reports_every_animal_in_track_order(two_targets):
+    from rtkp.backends import open_backend
+    from rtkp.data.load import load_dataset
+    from rtkp.messages import Frame
+    from rtkp.tracker import Tracker
+
+    coco, _, out = two_targets
+    data = load_dataset(coco)
+    backend = open_backend(str(out), "onnxruntime")
+    tracker = Tracker(backend, backend.info.manifest, max_instances=3)
+    k = len(data.keypoint_names)
+    for i, indices in enumerate(list(data.frames().values())[:6]):
+        kf = tracker.process(Frame(i, i / 30, 0, data.samples[indices[0]].load_image()))
+        tracks = [inst.track for inst in kf.instances]
+        assert len(tracks) <= 3 and tracks == sorted(tracks) and len(set(tracks)) == len(tracks)
+        for inst in kf.instances:
+            assert inst.keypoints.shape == (k, 2) and inst.visible.shape == (k,) and inst.state.shape == (k,)
+        if kf.instances:
+            np.testing.assert_array_equal(kf.keypoints, kf.instances[0].keypoints)
+        else:
+            assert (kf.state == 3).all() and not kf.visible.any()
+    backend.close()
+
+
+def test_max_instances_is_checked_in_one_line(two_targets, tiny_model, capsys):
+    coco, split, out = two_targets
+    source = "lavfi:testsrc2=size=128x96:rate=30"
+    assert main(["run", "--source", source, "--model", str(out), "--headless", "--max-instances", "5"]) == 2
+    assert main(["run", "--source", source, "--model", str(tiny_model), "--headless", "--max-instances", "2"]) == 2
+    assert main(["run", "--source", source, "--model", str(out), "--headless", "--max-instances", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "at most 4 animals" in err and "finds one animal per frame" in err and "whole number >= 1" in err
+    assert "Traceback" not in err
+
+
+def test_a_single_instance_model_refuses_frames_with_several_animals(two_targets, tiny_model, capsys):
+    coco, split, _ = two_targets
+    rc = main(["eval", "--model", str(tiny_model), "--data", str(coco), "--split", str(split), "--quiet"])
+    assert rc == 3 and "more than one instance" in capsys.readouterr().err
+
+
+def test_max_instances_one_refuses_several_animals(two_targets, tmp_path, capsys):
+    coco, split, _ = two_targets
+    extra = ["--set", "model.max_instances=1"]
+    args = ["train", "--data", str(coco), "--out", str(tmp_path / "m"), *SMALL_TRAIN, *STEPS, *extra, "--quiet"]
+    assert main(args) == 3
+    assert "more than one instance" in capsys.readouterr().err
