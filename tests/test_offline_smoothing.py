@@ -15,7 +15,7 @@ from rtkp.cli import main
 from rtkp.config import SmoothingConfig
 from rtkp.export.formats import coco_line, csv_line
 from rtkp.export.offline_smoothing import smooth_frames
-from rtkp.messages import KeypointFrame
+from rtkp.messages import Instance, KeypointFrame, missing_keypoints
 from rtkp.smoothing import MISSING, PREDICTED, SMOOTHED
 
 NAMES = ["a", "b"]
@@ -123,6 +123,45 @@ def test_a_repeated_or_backward_pts_costs_one_nominal_step():
     b = track(smooth_frames(frames(xy, vis, bad), SmoothingConfig(max_deviation_px=100)))
     # the frame with the bad timestamp is put one median step (1/25 s) after the one before: the same track
     np.testing.assert_allclose(b, a, atol=1e-3)
+
+
+def test_several_animals_are_smoothed_per_track_never_across_tracks():
+    """Two animals crossing (track 0 rightwards, track 1 leftwards, keypoints 2 px apart at frame 30), track 1 gone
+    for frames 20..29, frames 25..27 without any animal: each track comes out as if smoothed alone, at its own
+    frames' times (a gap keeps its length), and the frame's arrays follow its first instance."""
+    n, cfg = 60, SmoothingConfig(max_deviation_px=100)
+    a, b = moving(n, 3.0), moving(n, -3.0)[:, ::-1] + [[[178, 1]]]  # b: right to left, a's keypoints 2 px off its
+    rng = np.random.default_rng(2)
+    a, b = a + rng.normal(0, 1.0, a.shape), b + rng.normal(0, 1.0, b.shape)
+    vis = np.ones((n, 2), bool)
+    pts = [i / 25 for i in range(n)]
+
+    def inst(track, xy):
+        return Instance(
+            track, 0.9, xy.astype(np.float32), np.full(2, 0.9, np.float32), np.ones(2, bool), np.zeros(2, np.uint8)
+        )
+
+    both = []
+    for i in range(n):
+        insts = [inst(0, a[i])] * (i not in (25, 26, 27)) + [inst(1, b[i])] * (not 20 <= i < 30)
+        arrays = (
+            (insts[0].keypoints, insts[0].scores, insts[0].visible, insts[0].state) if insts else missing_keypoints(2)
+        )
+        both.append(KeypointFrame(i, pts[i], 0, (640, 480), *arrays, instances=tuple(insts)))
+    out = smooth_frames(both, cfg)
+    for tid, xy in ((0, a), (1, b)):
+        present = [i for i in range(n) if any(x.track == tid for x in both[i].instances)]
+        alone = smooth_frames(frames(xy[present], vis[present], [pts[i] for i in present]), cfg)
+        track_of = {i: kf.keypoints for i, kf in zip(present, alone)}
+        for kf in out:
+            got = [x.keypoints for x in kf.instances if x.track == tid]
+            assert len(got) == (kf.index in track_of)
+            if got:
+                np.testing.assert_array_equal(got[0], track_of[kf.index])
+    assert np.abs(track(out)[:20] - a[:20]).max() > 0.01  # the smoother did move points
+    assert [len(kf.instances) for kf in out[24:29]] == [1, 0, 0, 0, 1]
+    for kf in out:
+        np.testing.assert_array_equal(kf.keypoints, kf.instances[0].keypoints if kf.instances else np.zeros((2, 2)))
 
 
 def _write_blinking_video(path, n=30):

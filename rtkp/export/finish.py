@@ -15,20 +15,32 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from rtkp.errors import ExportFailed
-from rtkp.export.formats import BUILT, FORMATS, SUFFIX, coco_line, csv_header, csv_line, join_coco, jsonl_line
+from rtkp.export.formats import (
+    BUILT,
+    FORMATS,
+    SUFFIX,
+    coco_line,
+    csv_header,
+    csv_line,
+    join_coco,
+    jsonl_line,
+    multi_csv_lines,
+)
 from rtkp.export.partial import Partial
 from rtkp.export.progress import Progress
-from rtkp.export.records import PublishedRecords
+from rtkp.export.records import PublishedRecords, track_ids
 from rtkp.files import atomic, write_json_atomic
 from rtkp.messages import KeypointFrame
 
 
-def write_video(source: str, path: Path, frames: Iterable[KeypointFrame], names, skeleton, step=None) -> None:
+def write_video(
+    source: str, path: Path, frames: Iterable[KeypointFrame], names, skeleton, step=None, multi_instance: bool = False
+) -> None:
     """Re-decode the source and draw the final (possibly smoothed) keypoints on each frame that has a record.
 
     frames: the records in index order (a stream, merged with the decoded frames by index). The MP4 keeps the source's
     rate and timestamps (rtkp.sinks.video.VideoWriter, the recorder of `rtkp run --record` too). step(): called after
-    each frame written.
+    each frame written. multi_instance: every instance drawn in its track's colour, labelled (rtkp.sinks.draw).
     """
     from rtkp.pipeline.source_spec import parse_source
     from rtkp.pipeline.sources import Source
@@ -49,7 +61,7 @@ def write_video(source: str, path: Path, frames: Iterable[KeypointFrame], names,
                 continue
             if writer is None:
                 writer = VideoWriter.for_source(path, frame.image.shape[1::-1], source)
-            writer.write(draw_keypoints(frame.image, kf, names, skeleton), frame.pts)
+            writer.write(draw_keypoints(frame.image, kf, names, skeleton, by_track=multi_instance), frame.pts)
             if step is not None:
                 step()
         ok = True
@@ -58,13 +70,16 @@ def write_video(source: str, path: Path, frames: Iterable[KeypointFrame], names,
             writer.close(keep=ok)
 
 
-def _lines(fmt: str, final: PublishedRecords, names: list[str], source: str, scorer: str) -> Iterable[str]:
-    """A format's body from the published records (what the writer would have written while tracking)."""
+def _lines(fmt: str, final: PublishedRecords, names: list[str], source: str, scorer: str, multi: bool) -> Iterable[str]:
+    """A format's body from the published records (what the writer would have written while tracking); multi: the
+    model is multi-instance (its CSV is the multi-animal table, whose header needs every track id: never streamed)."""
     if fmt == "jsonl":
         return (jsonl_line(kf, names) for kf in final)
+    if fmt == "csv" and multi:
+        return multi_csv_lines(final, names, scorer, track_ids(final.raw))
     if fmt == "csv":
         return (csv_header(names, scorer), *(csv_line(kf, names) for kf in final))
-    return (coco_line(kf, i + 1, names, source) for i, kf in enumerate(final))
+    return (coco_line(kf, i + 1, names, source, multi) for i, kf in enumerate(final))
 
 
 def write_built(fmt: str, final: PublishedRecords, frames: int, info, source: str, expected, path: Path) -> None:
@@ -74,15 +89,16 @@ def write_built(fmt: str, final: PublishedRecords, frames: int, info, source: st
     names = list(info.manifest.keypoint_names)
     skeleton = [tuple(p) for p in info.manifest.skeleton]
     scorer = f"rtkp_{info.weights_sha256[:12]}"
+    multi = info.manifest.multi_instance
     try:
         if fmt == "h5":
             from rtkp.export.dlc_table import write_h5
 
-            write_h5(final, frames, names, scorer, path)
+            write_h5(final, frames, names, scorer, path, track_ids(final.raw) if multi else None)
             return
         from rtkp.export.sleap_files import track_arrays, write_nwb, write_slp
 
-        arrays = track_arrays(final, frames, len(names))
+        arrays = track_arrays(final, frames, len(names), multi)
         if fmt == "slp":
             write_slp(arrays, names, skeleton, source, expected, path, scorer)
         else:
@@ -109,6 +125,7 @@ def finish_outputs(source: str, opts, info, partial: Partial, targets, expected:
         raise ExportFailed(f"{source}: no frame could be decoded" + (f" ({errors[0]})" if errors else ""))
     names = list(info.manifest.keypoint_names)
     skeleton = [tuple(p) for p in info.manifest.skeleton]
+    multi = info.manifest.multi_instance  # several animals per frame: the writers are told (formats, records)
     folder, offline, outputs = partial.folder, opts.smooth == "offline", targets.outputs
     bar.phase("smoothing" if offline else "writing", frames)
     # offline: the RTS pass over the whole track runs here, once (arrays only, see PublishedRecords)
@@ -126,11 +143,11 @@ def finish_outputs(source: str, opts, info, partial: Partial, targets, expected:
         elif not ready.exists():
             if not body.exists():  # not written while tracking (smoothing, --ray), or renamed already: from raw
                 with atomic(body, "wb") as fh:  # bytes: the CSV's \r\n line ends stay as the csv module wrote them
-                    for line in _lines(fmt, final, names, source, f"rtkp_{model_id}"):
+                    for line in _lines(fmt, final, names, source, f"rtkp_{model_id}", multi):
                         fh.write(line.encode())
             if fmt == "coco":
                 with atomic(ready) as fh:
-                    join_coco(body, fh, names, skeleton, source, model_id)
+                    join_coco(body, fh, names, skeleton, source, model_id, multi)
             else:
                 os.replace(body, ready)
         bar.step()
@@ -140,7 +157,7 @@ def finish_outputs(source: str, opts, info, partial: Partial, targets, expected:
         if ready.exists():
             bar.step(frames)
         else:
-            write_video(source, ready, final, names, skeleton, bar.step)
+            write_video(source, ready, final, names, skeleton, bar.step, multi)
     for key, path in outputs.items():
         ready = folder / ("ready.annotated.mp4" if key == "video" else f"ready{SUFFIX[key]}")
         if ready.exists():

@@ -8,6 +8,12 @@ annotation) that `join_coco` turns into the document at the end, reading the lin
 raw record that resume and chunks keep, at full precision, is rtkp.export.records.raw_line.) The BUILT formats cannot be
 appended to line by line (HDF5 files); rtkp.export.finish builds them from the published records when the export
 finishes, through pandas/PyTables and sleap-io, imported only then (PACKAGES says which format needs which).
+
+Several animals per frame (a multi-instance model, manifest `max_instances`; the writers are told with
+`multi_instance=True`): COCO has one annotation per instance (with `track_id`), none for a frame without one; JSON
+lines list every instance under `instances` (a single-instance model's lines list its one instance there too, and are
+otherwise as before); the CSV is DeepLabCut's multi-animal table, one individual `track<id>` per track id, whose
+header needs every track id first, so it is built when the export finishes (`multi_csv_lines`), not streamed.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtkp.messages import KeypointFrame
+from rtkp.messages import Instance, KeypointFrame
 from rtkp.smoothing import PREDICTED
 
 STREAMED = ("coco", "jsonl", "csv")  # written line by line, while tracking or from the raw records
@@ -47,51 +53,70 @@ def missing_packages(formats) -> str | None:
     return f"--format: {what} not installed: pip install 'rtkp[formats]'"
 
 
-def _coco_v(kf: KeypointFrame, k: int) -> int:
+def _coco_v(kf: KeypointFrame | Instance, k: int) -> int:
     """COCO visibility: 2 visible, 1 present but hidden (held on a prediction), 0 not reported."""
     if not kf.visible[k]:
         return 0
     return 1 if kf.state[k] == PREDICTED else 2
 
 
-def coco_line(kf: KeypointFrame, number: int, names: list[str], source: str) -> str:
-    """One frame's COCO image and annotation (both with id `number`, 1-based), as `image TAB annotation` + newline.
-
-    (json.dumps escapes control characters inside strings, so a TAB only ever separates the two.) x, y are written for
-    hidden keypoints too, with v = 0.
-    """
-    w, h = kf.source_size
-    file_name = kf.name or f"{Path(source).stem}#{kf.index:06d}"
-    image = {"id": number, "file_name": file_name, "width": w, "height": h, "frame_index": kf.index, "pts": kf.pts}
+def _coco_keypoints(kf: KeypointFrame | Instance, names: list[str]) -> dict:
+    """An annotation's keypoint fields from a frame's (or an instance's) arrays: keypoints (x, y, v per keypoint, in
+    the category's order; x, y written for hidden keypoints too, with v = 0), num_keypoints, keypoint_scores, bbox
+    (of the visible keypoints), iscrowd, area."""
     flat = []
     for k in range(len(names)):
         flat += [round(float(kf.keypoints[k, 0]), 3), round(float(kf.keypoints[k, 1]), 3), _coco_v(kf, k)]
     vis = kf.visible
-    score = float(kf.scores[vis].mean()) if vis.any() else 0.0
     pts = kf.keypoints[vis]
     bbox = (
         [float(pts[:, 0].min()), float(pts[:, 1].min()), float(np.ptp(pts[:, 0])), float(np.ptp(pts[:, 1]))]
         if len(pts)
         else [0.0, 0.0, 0.0, 0.0]
     )
-    ann = {
-        "id": number,
-        "image_id": number,
-        "category_id": 1,
+    return {
         "keypoints": flat,
         "num_keypoints": int(vis.sum()),
-        "score": round(score, 5),
         "keypoint_scores": [round(float(s), 5) for s in kf.scores],
         "bbox": bbox,
         "iscrowd": 0,
         "area": bbox[2] * bbox[3],
     }
+
+
+def coco_line(kf: KeypointFrame, number: int, names: list[str], source: str, multi_instance: bool = False) -> str:
+    """One frame's COCO image and annotation(s) as one line: `image TAB annotation` + newline, the image's id (and a
+    single-instance annotation's) `number`, 1-based.
+
+    multi_instance: one annotation per instance instead (`image TAB ann TAB ann ...`, just `image` for a frame without
+    one), each with `track_id` and the instance's `score` and without an id: join_coco numbers them, since a resumed or
+    chunked export cannot know how many annotations came before. (json.dumps escapes control characters inside
+    strings, so a TAB only ever separates the parts.)
+    """
+    w, h = kf.source_size
+    file_name = kf.name or f"{Path(source).stem}#{kf.index:06d}"
+    image = {"id": number, "file_name": file_name, "width": w, "height": h, "frame_index": kf.index, "pts": kf.pts}
+    if multi_instance:
+        anns = [
+            {"image_id": number, "category_id": 1, "track_id": inst.track, "score": round(float(inst.score), 5)}
+            | _coco_keypoints(inst, names)
+            for inst in kf.instances
+        ]
+        return "\t".join([json.dumps(image), *map(json.dumps, anns)]) + "\n"
+    vis = kf.visible
+    score = float(kf.scores[vis].mean()) if vis.any() else 0.0
+    fields = _coco_keypoints(kf, names)
+    ann = {"id": number, "image_id": number, "category_id": 1, "keypoints": fields.pop("keypoints")}
+    ann.update(num_keypoints=fields.pop("num_keypoints"), score=round(score, 5), **fields)
     return json.dumps(image) + "\t" + json.dumps(ann) + "\n"
 
 
-def join_coco(lines_path: Path, fh, names: list[str], skeleton, source: str, model: str) -> None:
+def join_coco(
+    lines_path: Path, fh, names: list[str], skeleton, source: str, model: str, multi_instance: bool = False
+) -> None:
     """Write the COCO document to the text file `fh` from a file of coco_line lines, byte for byte what json.dumps of
-    the whole document gives: info, images (with frame_index, pts, file_name), annotations, categories."""
+    the whole document gives: info, images (with frame_index, pts, file_name), annotations, categories.
+    multi_instance: the lines are coco_line(..., multi_instance=True)'s; their annotations get ids 1, 2, ... here."""
     info = {"description": f"rtkp export of {source}", "model": model}
     categories = [
         {
@@ -103,32 +128,43 @@ def join_coco(lines_path: Path, fh, names: list[str], skeleton, source: str, mod
         }
     ]
     fh.write('{"info": ' + json.dumps(info))
-    for part, key in ((0, "images"), (1, "annotations")):
+    for key in ("images", "annotations"):
         fh.write(f', "{key}": [')
+        written = 0
         with open(lines_path) as lines:
-            for i, line in enumerate(lines):
-                fh.write((", " if i else "") + line.rstrip("\n").split("\t")[part])
+            for line in lines:
+                image, *anns = line.rstrip("\n").split("\t")
+                for part in [image] if key == "images" else anns:
+                    if multi_instance and key == "annotations":  # '{"image_id": ...' -> '{"id": N, "image_id": ...'
+                        part = f'{{"id": {written + 1}, ' + part[1:]
+                    fh.write((", " if written else "") + part)
+                    written += 1
         fh.write("]")
     fh.write(', "categories": ' + json.dumps(categories) + "}")
 
 
-def jsonl_line(kf: KeypointFrame, names: list[str]) -> str:
-    """One JSON object per frame: frame, pts, file, and per keypoint [x, y, score, visible, state]."""
-    rec = {
-        "frame": kf.index,
-        "pts": kf.pts,
-        "file": kf.name,
-        "keypoints": {
-            n: [
-                round(float(kf.keypoints[k, 0]), 3),
-                round(float(kf.keypoints[k, 1]), 3),
-                round(float(kf.scores[k]), 5),
-                bool(kf.visible[k]),
-                int(kf.state[k]),
-            ]
-            for k, n in enumerate(names)
-        },
+def _jsonl_keypoints(kf: KeypointFrame | Instance, names: list[str]) -> dict:
+    return {
+        n: [
+            round(float(kf.keypoints[k, 0]), 3),
+            round(float(kf.keypoints[k, 1]), 3),
+            round(float(kf.scores[k]), 5),
+            bool(kf.visible[k]),
+            int(kf.state[k]),
+        ]
+        for k, n in enumerate(names)
     }
+
+
+def jsonl_line(kf: KeypointFrame, names: list[str]) -> str:
+    """One JSON object per frame: frame, pts, file, per keypoint [x, y, score, visible, state] (the frame's arrays:
+    a multi-instance frame's first instance, or missing keypoints when it has none), and `instances`: every instance,
+    {track, score, keypoints (as above)}, in increasing track order (a single-instance model's one, track 0)."""
+    rec = {"frame": kf.index, "pts": kf.pts, "file": kf.name, "keypoints": _jsonl_keypoints(kf, names)}
+    rec["instances"] = [
+        {"track": inst.track, "score": round(float(inst.score), 5), "keypoints": _jsonl_keypoints(inst, names)}
+        for inst in kf.instances
+    ]
     return json.dumps(rec) + "\n"
 
 
@@ -149,13 +185,13 @@ def csv_header(names: list[str], scorer: str) -> str:
     )
 
 
-def likelihood(kf: KeypointFrame) -> np.ndarray:
+def likelihood(kf: KeypointFrame | Instance) -> np.ndarray:
     """DeepLabCut's likelihood per keypoint (K,): the score clipped to [0, 1] for a visible keypoint and 0 for a
     hidden one, so DLC's `pcutoff` filtering drops what rtkp reports hidden (the CSV, the .h5 and NWB's confidence)."""
     return np.where(kf.visible, np.clip(kf.scores, 0, 1), 0).astype(np.float64)
 
 
-def dlc_values(kf: KeypointFrame) -> list[str]:
+def dlc_values(kf: KeypointFrame | Instance) -> list[str]:
     """x, y, likelihood per keypoint as the DeepLabCut CSV writes them (3, 3 and 5 decimals); the .h5 table holds the
     same numbers (rtkp.export.dlc_table), so that both files read as the same table."""
     like = likelihood(kf)
@@ -168,3 +204,40 @@ def dlc_values(kf: KeypointFrame) -> list[str]:
 def csv_line(kf: KeypointFrame, names: list[str]) -> str:
     """One CSV row: the file name (image folders) or frame index, then x, y, likelihood per keypoint (dlc_values)."""
     return _csv_text([[kf.name or kf.index, *dlc_values(kf)[: 3 * len(names)]]])
+
+
+def individual(track: int) -> str:
+    """A track's name among DeepLabCut's individuals (the multi-animal table's second column level)."""
+    return f"track{track}"
+
+
+def multi_csv_header(names: list[str], scorer: str, tracks: list[int]) -> str:
+    """DeepLabCut's multi-animal CSV header rows: scorer / individuals (one per track id, `track<id>`) / bodyparts /
+    coords (x, y, likelihood)."""
+    k = len(names)
+    return _csv_text(
+        [
+            ["scorer"] + [scorer] * 3 * k * len(tracks),
+            ["individuals"] + [individual(t) for t in tracks for _ in range(3 * k)],
+            ["bodyparts"] + [n for n in names for _ in range(3)] * len(tracks),
+            ["coords"] + ["x", "y", "likelihood"] * k * len(tracks),
+        ]
+    )
+
+
+def multi_dlc_values(kf: KeypointFrame, k: int, tracks: list[int]) -> list[str]:
+    """x, y, likelihood per track (in `tracks` order) and keypoint as dlc_values writes them; empty (NaN to pandas)
+    for a track that has no instance in this frame."""
+    by_track = {inst.track: inst for inst in kf.instances}
+    out: list[str] = []
+    for t in tracks:
+        out += dlc_values(by_track[t])[: 3 * k] if t in by_track else [""] * 3 * k
+    return out
+
+
+def multi_csv_lines(frames: Iterable[KeypointFrame], names: list[str], scorer: str, tracks: list[int]):
+    """The multi-animal CSV, header then one row per frame (its file name or index first): tracks: every track id
+    that occurs, in increasing order (known only once every frame is tracked, so this table is built at the end)."""
+    yield multi_csv_header(names, scorer, tracks)
+    for kf in frames:
+        yield _csv_text([[kf.name or kf.index, *multi_dlc_values(kf, len(names), tracks)]])

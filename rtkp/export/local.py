@@ -114,7 +114,7 @@ def export_one(source: str, opts: ExportOptions, targets: ExportTargets | None =
     check_source(source)  # a source that cannot be opened: its one line, before any bar or folder
     release(targets)  # the outputs of other settings (--overwrite) or incomplete ones: never left beside new ones
     # the streamed formats are written live unless smoothed (smoothing runs over the whole track at the end, from raw)
-    live = tuple(f for f in STREAMED if f in opts.formats) if opts.smooth == "none" else ()
+    live = live_formats(opts.formats, info.manifest.multi_instance) if opts.smooth == "none" else ()
     partial = Partial(opts.out / f"{targets.stem}.partial", targets.settings, (*live, "raw"))
     if opts.overwrite or not partial.matches():
         partial.reset()
@@ -175,7 +175,8 @@ def _track(source: str, opts: ExportOptions, info, partial: Partial, kept: int, 
     names = list(info.manifest.keypoint_names)
     scorer = f"rtkp_{info.weights_sha256[:12]}"
     summary: dict = {}
-    writer = RecordWriter(partial.folder, partial.bodies, names, scorer, source, kept + 1)
+    multi = info.manifest.multi_instance
+    writer = RecordWriter(partial.folder, partial.bodies, names, scorer, source, kept + 1, multi)
     try:
         with writer:
             on_frames = lambda n: bar.to(kept + n)  # noqa: E731
@@ -189,6 +190,13 @@ def _track(source: str, opts: ExportOptions, info, partial: Partial, kept: int, 
     if "stopped" in summary:
         raise Interrupted(_resume_hint(source, partial))
     partial.mark_tracked()
+
+
+def live_formats(formats, multi_instance: bool) -> tuple[str, ...]:
+    """Which of `formats` are written while tracking (when nothing is smoothed): the streamed ones, less a
+    multi-instance model's CSV (the multi-animal table's header needs every track id: built at the end,
+    formats.multi_csv_lines)."""
+    return tuple(f for f in STREAMED if f in formats and not (multi_instance and f == "csv"))
 
 
 def check_out_dir(out: Path) -> None:

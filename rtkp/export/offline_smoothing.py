@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rtkp.export.instances import moved, with_instances
 from rtkp.smoothing import MISSING, PREDICTED, SMOOTHED, SteadyClock
 
 
@@ -119,13 +120,38 @@ def smooth_track(pts: list, xy: np.ndarray, visible: np.ndarray, cfg) -> tuple[n
     return rts_smooth(pts, xy, visible, cfg.accel_noise, cfg.meas_noise, cfg.hold_s, cfg.max_deviation_px)
 
 
-def smooth_frames(frames: list, cfg) -> list:
-    """KeypointFrames with positions, visibility and state replaced by the smoothed track's (smooth_track)."""
-    import dataclasses
+def smooth_by_track(times: np.ndarray, rows: np.ndarray, tracks: np.ndarray, xy: np.ndarray, visible: np.ndarray, cfg):
+    """smooth_track over each track on its own, never across tracks.
 
+    times: (N,) frame times from steady_times (one per frame, so that a track's gaps keep their length); rows (M,):
+    the frame of each instance; tracks (M,): its track id; xy (M, K, 2); visible (M, K). Returns (xy (M, K, 2)
+    float32, visible (M, K), state (M, K) uint8), row for row.
+    """
+    times, rows, tracks = np.asarray(times, np.float64), np.asarray(rows, np.int64), np.asarray(tracks, np.int64)
+    out_xy = np.zeros(np.shape(xy), np.float32)
+    out_vis = np.asarray(visible, bool).copy()
+    out_state = np.zeros(out_vis.shape, np.uint8)
+    for track in np.unique(tracks):
+        sel = np.flatnonzero(tracks == track)
+        out_xy[sel], out_vis[sel], out_state[sel] = smooth_track(times[rows[sel]], xy[sel], out_vis[sel], cfg)
+    return out_xy, out_vis, out_state
+
+
+def smooth_frames(frames: list, cfg) -> list:
+    """KeypointFrames with every instance's positions, visibility and state replaced by its smoothed track's
+    (smooth_by_track); the frame-level arrays follow the first instance (rtkp.export.instances.with_instances)."""
     if not frames:
         return frames
-    xy = np.stack([kf.keypoints for kf in frames]).astype(np.float64)
-    vis = np.stack([kf.visible for kf in frames])
-    out, v, st = smooth_track([kf.pts for kf in frames], xy, vis, cfg)
-    return [dataclasses.replace(kf, keypoints=out[i], visible=v[i], state=st[i]) for i, kf in enumerate(frames)]
+    times = steady_times([kf.pts for kf in frames])
+    found = [(i, inst) for i, kf in enumerate(frames) for inst in kf.instances]
+    if not found:
+        return frames
+    rows = np.array([i for i, _ in found])
+    tracks = np.array([inst.track for _, inst in found])
+    xy = np.stack([inst.keypoints for _, inst in found]).astype(np.float64)
+    vis = np.stack([inst.visible for _, inst in found])
+    out, v, st = smooth_by_track(times, rows, tracks, xy, vis, cfg)
+    smoothed: list[list] = [[] for _ in frames]
+    for m, (i, inst) in enumerate(found):
+        smoothed[i].append(moved(inst, out[m], v[m], st[m]))
+    return [with_instances(kf, smoothed[i]) for i, kf in enumerate(frames)]

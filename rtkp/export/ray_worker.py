@@ -98,7 +98,8 @@ class ExportWorker:
         try:
             part.reset()  # a retried chunk starts over: its checks need the whole decode from its keyframe
             on_frames = lambda n: setattr(self, "doing", (chunk.name, n))  # noqa: E731
-            with RecordWriter(part.folder, part.bodies, list(self.tracker.keypoint_names)) as writer:
+            names, multi = list(self.tracker.keypoint_names), self.info.manifest.multi_instance
+            with RecordWriter(part.folder, part.bodies, names, multi_instance=multi) as writer:
                 table = self._table(source)
                 summary = track_chunk(self.tracker, source, chunk, writer, self.batch, table, True, on_frames)
             if "inexact" in summary:
