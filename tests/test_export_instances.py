@@ -147,7 +147,7 @@ def test_deeplabcut_multi_animal_csv_and_h5_read_back_as_deeplabcut_reads_them(e
         for t in range(3):
             row = table.loc[i, ("rtkp_abababababab", f"track{t}")].to_numpy().reshape(3, 3)
             if t not in PRESENT[i]:
-                assert np.isnan(row).all()  # a track absent from a frame: NaN (empty cells in the CSV)
+                assert np.isnan(row).all()  # a track absent from a frame: NaN
                 continue
             inst = instance(t, i)
             np.testing.assert_allclose(row[:, :2], inst.keypoints, atol=1e-3)
@@ -265,3 +265,23 @@ def _only(kf: KeypointFrame, track: int) -> KeypointFrame:
     return dataclasses.replace(
         kf, keypoints=inst.keypoints, scores=inst.scores, visible=inst.visible, state=inst.state, instances=(inst,)
     )
+
+
+def test_a_video_without_any_animal_exports_empty_tables_and_nwb_says_why_not(tmp_path):
+    from pycocotools.coco import COCO
+
+    from rtkp.errors import ExportFailed
+
+    video = write_video(tmp_path / "clip.mp4", frames=3)
+    frames = [KeypointFrame(i, i / 30, 0, (128, 96), *missing_keypoints(3), instances=()) for i in range(3)]
+    export_records(frames, tmp_path / "out", video, ("coco", "jsonl", "csv", "h5", "slp"))
+    out = tmp_path / "out"
+    coco = COCO(str(out / "clip.coco.json"))
+    assert len(coco.getImgIds()) == 3 and not coco.getAnnIds()
+    assert all(json.loads(line)["instances"] == [] for line in (out / "clip.jsonl").read_text().splitlines())
+    table = pd.read_hdf(out / "clip.h5")  # one individual, empty: a table without columns cannot be read back
+    assert table.shape == (3, 9) and table.isna().all().all()
+    pd.testing.assert_frame_equal(table, pd.read_csv(out / "clip.csv", header=[0, 1, 2, 3], index_col=0))
+    assert len(sio.load_slp(str(out / "clip.slp"))) == 0
+    with pytest.raises(ExportFailed, match="cannot write its nwb output: no animal was found in any frame"):
+        export_records(frames, tmp_path / "nwb", video, ("nwb",))

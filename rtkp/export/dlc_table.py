@@ -39,7 +39,7 @@ def write_h5(
     index: list = []
     for i, kf in enumerate(frames):
         text = dlc_values(kf)[: 3 * k] if tracks is None else multi_dlc_values(kf, k, tracks)
-        values[i] = [float(v) if v else np.nan for v in text]
+        values[i] = [float(v) for v in text]
         index.append(kf.name or kf.index)
     if len(index) != n:
         raise ValueError(f"{len(index)} records where {n} were counted")

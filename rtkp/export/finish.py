@@ -76,10 +76,17 @@ def _lines(fmt: str, final: PublishedRecords, names: list[str], source: str, sco
     if fmt == "jsonl":
         return (jsonl_line(kf, names) for kf in final)
     if fmt == "csv" and multi:
-        return multi_csv_lines(final, names, scorer, track_ids(final.raw))
+        return multi_csv_lines(final, names, scorer, table_tracks(final))
     if fmt == "csv":
         return (csv_header(names, scorer), *(csv_line(kf, names) for kf in final))
     return (coco_line(kf, i + 1, names, source, multi) for i, kf in enumerate(final))
+
+
+def table_tracks(final: PublishedRecords) -> list[int]:
+    """The individuals of a multi-instance model's DeepLabCut tables: every track id, in increasing order; [0] (one
+    individual, empty in every frame) when no animal was found at all, since a table without columns cannot be read
+    back (pandas)."""
+    return track_ids(final.raw) or [0]
 
 
 def write_built(fmt: str, final: PublishedRecords, frames: int, info, source: str, expected, path: Path) -> None:
@@ -94,7 +101,7 @@ def write_built(fmt: str, final: PublishedRecords, frames: int, info, source: st
         if fmt == "h5":
             from rtkp.export.dlc_table import write_h5
 
-            write_h5(final, frames, names, scorer, path, track_ids(final.raw) if multi else None)
+            write_h5(final, frames, names, scorer, path, table_tracks(final) if multi else None)
             return
         from rtkp.export.sleap_files import track_arrays, write_nwb, write_slp
 

@@ -98,7 +98,7 @@ def coco_line(kf: KeypointFrame, number: int, names: list[str], source: str, mul
     image = {"id": number, "file_name": file_name, "width": w, "height": h, "frame_index": kf.index, "pts": kf.pts}
     if multi_instance:
         anns = [
-            {"image_id": number, "category_id": 1, "track_id": inst.track, "score": round(float(inst.score), 5)}
+            {"image_id": number, "category_id": 1, "track_id": int(inst.track), "score": round(float(inst.score), 5)}
             | _coco_keypoints(inst, names)
             for inst in kf.instances
         ]
@@ -162,7 +162,7 @@ def jsonl_line(kf: KeypointFrame, names: list[str]) -> str:
     {track, score, keypoints (as above)}, in increasing track order (a single-instance model's one, track 0)."""
     rec = {"frame": kf.index, "pts": kf.pts, "file": kf.name, "keypoints": _jsonl_keypoints(kf, names)}
     rec["instances"] = [
-        {"track": inst.track, "score": round(float(inst.score), 5), "keypoints": _jsonl_keypoints(inst, names)}
+        {"track": int(inst.track), "score": round(float(inst.score), 5), "keypoints": _jsonl_keypoints(inst, names)}
         for inst in kf.instances
     ]
     return json.dumps(rec) + "\n"
@@ -226,12 +226,13 @@ def multi_csv_header(names: list[str], scorer: str, tracks: list[int]) -> str:
 
 
 def multi_dlc_values(kf: KeypointFrame, k: int, tracks: list[int]) -> list[str]:
-    """x, y, likelihood per track (in `tracks` order) and keypoint as dlc_values writes them; empty (NaN to pandas)
-    for a track that has no instance in this frame."""
+    """x, y, likelihood per track (in `tracks` order) and keypoint as dlc_values writes them; NaN for a track that
+    has no instance in this frame (written out: pandas.read_csv(header=[0, 1, 2, 3]) takes a first row of empty
+    cells for the index's name row and drops that frame)."""
     by_track = {inst.track: inst for inst in kf.instances}
     out: list[str] = []
     for t in tracks:
-        out += dlc_values(by_track[t])[: 3 * k] if t in by_track else [""] * 3 * k
+        out += dlc_values(by_track[t])[: 3 * k] if t in by_track else ["NaN"] * 3 * k
     return out
 
 

@@ -207,6 +207,8 @@ def write_nwb(arrays: TrackArrays, names, skeleton, source: str, path: Path, mod
     by_index = np.full(int(index.max()) + 1, np.nan)
     by_index[index] = times
     if arrays.instances is not None:
+        if not len(arrays.instances.row):  # ndx-pose has no series without a sample (sleap-io raises a riddle)
+            raise ValueError("no animal was found in any frame, and NWB (ndx-pose) cannot hold none")
         labelled, tracks = frames_of_instances(sio, arrays, video, skel, nwb=True)
     else:
         labelled, tracks = (
