@@ -1,0 +1,75 @@
+"""`rtkp export` with a real multi-instance model (`rtkp synth --targets 2`, a few training steps): every format holds
+the same animals in every frame, read back with pycocotools, pandas, sleap-io; smoothing keeps them."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SMALL_TRAIN
+
+from rtkp.cli import main
+
+sio = pytest.importorskip("sleap_io")
+
+COMMON = ["--backend", "onnxruntime", "--quiet", "--set", "run.threads=1", "--format", "coco,jsonl,csv,h5,slp,nwb"]
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """(images folder, {smoothing: output folder}) of a multi-instance model's exports."""
+    root = tmp_path_factory.mktemp("two")
+    assert main(["synth", "--out", str(root / "data"), "--images", "12", "--targets", "2", "--quiet"]) == 0
+    coco = root / "data" / "annotations.json"
+    names = sorted({im["file_name"] for im in json.loads(coco.read_text())["images"]})
+    split = root / "split.json"
+    split.write_text(json.dumps({"train": names[:9], "test": names[9:]}))
+    model = root / "model"
+    steps = ["--set", "train.steps=6", "--set", "augment.hard_crop=0", "--quiet"]
+    assert main(["train", "--data", str(coco), "--split", str(split), "--out", str(model), *SMALL_TRAIN, *steps]) == 0
+    assert json.loads((model / "manifest.json").read_text())["max_instances"] > 1
+    images, out = root / "data" / "images", {}
+    for smooth in ("none", "offline"):
+        out[smooth] = root / smooth
+        args = ["export", str(images), "--out", str(out[smooth]), "--model", str(model), "--smooth", smooth]
+        assert main([*args, *COMMON]) == 0
+    return images, out
+
+
+def _tracks_per_frame(folder):
+    return [[inst["track"] for inst in json.loads(line)["instances"]] for line in (folder / "images.jsonl").open()]
+
+
+def test_every_format_holds_the_same_animals_in_every_frame(exports):
+    from pycocotools.coco import COCO
+
+    _, out = exports
+    folder = out["none"]
+    tracks = _tracks_per_frame(folder)
+    assert len(tracks) == 12 and any(len(t) > 1 for t in tracks)
+    coco = COCO(str(folder / "images.coco.json"))
+    by_image = [[a["track_id"] for a in coco.loadAnns(coco.getAnnIds(imgIds=[i]))] for i in sorted(coco.getImgIds())]
+    assert by_image == tracks
+    table = pd.read_hdf(folder / "images.h5")
+    pd.testing.assert_frame_equal(table, pd.read_csv(folder / "images.csv", header=[0, 1, 2, 3], index_col=0))
+    every = sorted({t for ts in tracks for t in ts})
+    assert list(table.columns.get_level_values("individuals").unique()) == [f"track{t}" for t in every]
+    for i, ts in enumerate(tracks):  # an individual has numbers exactly in the frames its track is in
+        present = [not table.iloc[i].xs(f"track{t}", level="individuals").isna().all() for t in every]
+        assert present == [t in ts for t in every]
+    labels = sio.load_slp(str(folder / "images.slp"))
+    by_frame = {lf.frame_idx: [int(inst.track.name.removeprefix("track_")) for inst in lf.instances] for lf in labels}
+    assert [by_frame.get(i, []) for i in range(12)] == tracks
+    assert len(sio.load_nwb(str(folder / "images.nwb"))) == sum(1 for ts in tracks if ts)
+
+
+def test_offline_smoothing_keeps_every_animal_and_moves_it_at_most_the_bound(exports):
+    _, out = exports
+    assert _tracks_per_frame(out["offline"]) == _tracks_per_frame(out["none"])
+    for raw, smooth in zip((out["none"] / "images.jsonl").open(), (out["offline"] / "images.jsonl").open()):
+        for a, b in zip(json.loads(raw)["instances"], json.loads(smooth)["instances"]):
+            for name, (x, y, _, shown, _) in a["keypoints"].items():
+                bx, by, _, b_shown, _ = b["keypoints"][name]
+                assert b_shown == shown  # hidden stays hidden
+                if shown:
+                    assert np.hypot(bx - x, by - y) <= 8.0 + 2e-3
