@@ -203,8 +203,10 @@ class PublishedRecords:
             rows, tracks, xy, vis = [], [], [], []
             for i, (_, kf) in enumerate(read_raw(self.raw)):
                 times[i], first_row[i + 1] = clock(kf.pts), first_row[i] + len(kf.instances)
-                for inst in kf.instances:
-                    rows.append(i), tracks.append(inst.track), xy.append(inst.keypoints), vis.append(inst.visible)
+                rows += [i] * len(kf.instances)
+                tracks += [inst.track for inst in kf.instances]
+                xy += [inst.keypoints for inst in kf.instances]
+                vis += [inst.visible for inst in kf.instances]
             xy_m = np.array(xy, np.float64).reshape(-1, self.k, 2)
             vis_m = np.array(vis, bool).reshape(-1, self.k)
             del xy, vis
