@@ -71,10 +71,15 @@ def cmd_bench(args) -> int:
         input_file(args.config, "--config")
     cfg = load_config(args.config)
     input_folder(args.model, "--model", ModelError, must_exist=False)
-    read_model_info(args.model)
+    info = read_model_info(args.model)
+    from rtkp.instances.stage import check_max_instances
+
+    check_max_instances(info.manifest, args.max_instances)
     source, _ = resolve_source(args.source)
     log = lambda msg: print(msg, file=sys.stderr)
-    result = run_bench(args.model, source, args.backend, args.seconds, args.threads, cfg, log, args.precision)
+    result = run_bench(
+        args.model, source, args.backend, args.seconds, args.threads, cfg, log, args.precision, args.max_instances
+    )
     print(format_table(result))
     if args.json:
         write_text(args.json, "--json", json.dumps(result, indent=1) + "\n")

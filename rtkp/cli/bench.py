@@ -102,7 +102,14 @@ def model_only(
 
 
 def naive_loop(
-    model: str, backend_name: str, source: str, seconds: float, threads: int, cfg: Config, precision: str | None = None
+    model: str,
+    backend_name: str,
+    source: str,
+    seconds: float,
+    threads: int,
+    cfg: Config,
+    precision: str | None = None,
+    max_instances: int | None = None,
 ) -> dict:
     """Everything in one process, one frame at a time: what a quick script would do."""
     from rtkp.tracker import Tracker
@@ -110,7 +117,7 @@ def naive_loop(
 
     manifest = read_model_info(model).manifest
     backend = open_backend(model, backend_name, threads=threads, precision=precision)
-    tracker = Tracker(backend, manifest, cfg.smoothing)
+    tracker = Tracker(backend, manifest, cfg.smoothing, max_instances=max_instances)
     pub = Publisher("tcp://127.0.0.1:*", "bench", "naive", {"keypoints": list(manifest.keypoint_names)})
     n, t0 = 0, time.perf_counter()
     for frame in Source(parse_source(source)):
@@ -134,6 +141,7 @@ def pipeline(
     live: bool,
     fps_hint: float,
     precision: str | None = None,
+    max_instances: int | None = None,
 ) -> dict:
     frames = max(int(seconds * fps_hint), 30)
     opts = RunOptions(
@@ -148,6 +156,7 @@ def pipeline(
         precision=precision,
         smoothing=cfg.smoothing,
         run=cfg.run,
+        max_instances=max_instances,
     )
     summary = run_pipeline(opts)
     post = summary["post"]
@@ -188,9 +197,11 @@ def run_bench(
     cfg: Config,
     log=print,
     precision: str | None = None,
+    max_instances: int | None = None,
 ) -> dict:
     """Every measurement of the module docstring. precision: "fp32", "fp16" or None (each backend's own), for every
-    backend measured (a backend that cannot run it is reported with its error, like one that does not work here)."""
+    backend measured (a backend that cannot run it is reported with its error, like one that does not work here).
+    max_instances: --max-instances for the Tracker of every measurement that tracks (None: the model's default)."""
     images = first_frames(source, 30)
     result: dict = {"model": model, "source": source, "seconds_per_test": seconds, "machine": machine_info()}
     result["precision"] = precision
@@ -215,13 +226,22 @@ def run_bench(
     run_backend = key
     log(f"pipeline lossless ({run_backend}) ...")
     result["lossless"] = pipeline(
-        model, run_backend, source, seconds, threads, cfg, False, result["model_only"].get("fps", 30), precision
+        model,
+        run_backend,
+        source,
+        seconds,
+        threads,
+        cfg,
+        False,
+        result["model_only"].get("fps", 30),
+        precision,
+        max_instances,
     )
     log(f"naive single-process loop ({run_backend}) ...")
-    result["naive"] = naive_loop(model, run_backend, source, seconds, threads, cfg, precision)
+    result["naive"] = naive_loop(model, run_backend, source, seconds, threads, cfg, precision, max_instances)
     rate = source_rate(source)
     log(f"pipeline live at {rate:g} fps ({run_backend}) ...")
-    result["live"] = pipeline(model, run_backend, source, seconds, threads, cfg, True, rate, precision)
+    result["live"] = pipeline(model, run_backend, source, seconds, threads, cfg, True, rate, precision, max_instances)
     result["live"]["source_fps"] = rate
     mo = result["model_only"]
     result["ratios"] = {
