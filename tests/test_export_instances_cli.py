@@ -17,7 +17,7 @@ COMMON = ["--backend", "onnxruntime", "--quiet", "--set", "run.threads=1", "--fo
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    """(images folder, {smoothing: output folder}) of a multi-instance model's exports."""
+    """(images folder, {smoothing: output folder}, model folder) of a multi-instance model's exports."""
     root = tmp_path_factory.mktemp("two")
     assert main(["synth", "--out", str(root / "data"), "--images", "12", "--targets", "2", "--quiet"]) == 0
     coco = root / "data" / "annotations.json"
@@ -33,7 +33,7 @@ def exports(tmp_path_factory):
         out[smooth] = root / smooth
         args = ["export", str(images), "--out", str(out[smooth]), "--model", str(model), "--smooth", smooth]
         assert main([*args, *COMMON]) == 0
-    return images, out
+    return images, out, model
 
 
 def _tracks_per_frame(folder):
@@ -43,7 +43,7 @@ def _tracks_per_frame(folder):
 def test_every_format_holds_the_same_animals_in_every_frame(exports):
     from pycocotools.coco import COCO
 
-    _, out = exports
+    _, out, _ = exports
     folder = out["none"]
     tracks = _tracks_per_frame(folder)
     assert len(tracks) == 12 and any(len(t) > 1 for t in tracks)
@@ -64,7 +64,7 @@ def test_every_format_holds_the_same_animals_in_every_frame(exports):
 
 
 def test_offline_smoothing_keeps_every_animal_and_moves_it_at_most_the_bound(exports):
-    _, out = exports
+    _, out, _ = exports
     assert _tracks_per_frame(out["offline"]) == _tracks_per_frame(out["none"])
     for raw, smooth in zip((out["none"] / "images.jsonl").open(), (out["offline"] / "images.jsonl").open()):
         for a, b in zip(json.loads(raw)["instances"], json.loads(smooth)["instances"]):
@@ -73,3 +73,53 @@ def test_offline_smoothing_keeps_every_animal_and_moves_it_at_most_the_bound(exp
                 assert b_shown == shown  # hidden stays hidden
                 if shown:
                     assert np.hypot(bx - x, by - y) <= 8.0 + 2e-3
+
+
+def test_an_interrupted_export_tracks_the_input_again_from_its_first_frame(exports, tmp_path):
+    """Track ids depend on every frame before, so records of an interrupted run are not resumed from: here five
+    stale records (of a track 7 the model never reports) in a partial folder of the same settings."""
+    from rtkp.export.local import ExportOptions
+    from rtkp.export.partial import Partial
+    from rtkp.export.records import RecordWriter
+    from rtkp.export.targets import export_targets
+    from rtkp.messages import Instance, KeypointFrame
+
+    images, out, model = exports
+    sha = json.loads((model / "manifest.json").read_text())["weights_sha256"]
+    formats = ("coco", "jsonl", "csv", "h5", "slp", "nwb")
+    targets = export_targets(str(images), ExportOptions(out=tmp_path, model=str(model), formats=formats), sha)
+    partial = Partial(tmp_path / "images.partial", targets.settings, ("coco", "jsonl", "raw"))
+    partial.reset()
+    k = len(json.loads((model / "manifest.json").read_text())["keypoint_names"])
+    stale = Instance(
+        7, 0.5, np.ones((k, 2), np.float32), np.full(k, 0.5, np.float32), np.ones(k, bool), np.zeros(k, np.uint8)
+    )
+    with RecordWriter(partial.folder, partial.bodies, ["p"] * k, multi_instance=True) as writer:
+        for i in range(5):
+            arrays = (stale.keypoints, stale.scores, stale.visible, stale.state)
+            writer.write(KeypointFrame(i, None, 0, (128, 96), *arrays, name=f"{i:05d}.jpg", instances=(stale,)))
+    assert main(["export", str(images), "--out", str(tmp_path), "--model", str(model), *COMMON]) == 0
+    for name in ("images.jsonl", "images.coco.json", "images.csv"):
+        assert (tmp_path / name).read_bytes() == (out["none"] / name).read_bytes(), name
+
+
+def test_ray_tracks_each_input_as_one_chunk_with_a_tracker_of_its_own(exports, tmp_path):
+    """Two inputs on one worker, chunks of 4 frames asked: the records of two local exports, byte for byte."""
+    import shutil
+
+    from test_cluster import import_ray
+
+    import_ray()
+    images, out, model = exports
+    subset = tmp_path / "subset"
+    subset.mkdir()
+    for path in sorted(images.iterdir())[5:]:
+        shutil.copy(path, subset / path.name)
+    local = tmp_path / "local"
+    assert main(["export", str(subset), "--out", str(local), "--model", str(model), *COMMON]) == 0
+    ray = ["--ray", "auto", "--workers", "1", "--chunk-frames", "4"]
+    args = ["export", str(images), str(subset), "--out", str(tmp_path / "ray"), "--model", str(model), *ray]
+    assert main([*args, *COMMON]) == 0
+    for folder, name in ((out["none"], "images"), (local, "subset")):
+        for suffix in (".jsonl", ".coco.json", ".csv"):
+            assert (tmp_path / "ray" / f"{name}{suffix}").read_bytes() == (folder / f"{name}{suffix}").read_bytes()

@@ -3,7 +3,9 @@
 Each input is tracked in this process by the one export tracking loop (rtkp.export.track: the Tracker of `rtkp run`,
 decoding in a thread), as the chunk [0, end) of the input, into `<out>/<stem>.partial/` (rtkp.export.partial) as frames
 are tracked, so memory stays flat however long the video. An interrupted export resumes as the chunk [done, end):
-from the frame after the last one written (same input, model and settings; otherwise it starts over). When tracking
+from the frame after the last one written (same input, model and settings; otherwise it starts over). A multi-instance
+model's interrupted tracking starts over instead: its track ids depend on every frame before (the Tracker's identity
+state is not saved), and a resumed export would restart them mid-input. When tracking
 reaches the end, the outputs are finished in that folder (rtkp.export.finish: smoothing, the files, the annotated
 video), renamed into place, and a `<stem>.done.json` marker written last lets a re-run skip the input.
 `<stem>` is the input's output name, unique among the command's inputs, and a finished export made with other
@@ -118,7 +120,13 @@ def export_one(source: str, opts: ExportOptions, targets: ExportTargets | None =
     partial = Partial(opts.out / f"{targets.stem}.partial", targets.settings, (*live, "raw"))
     if opts.overwrite or not partial.matches():
         partial.reset()
-    kept, start = (partial.records(), None) if partial.tracked else partial.resume()
+    if partial.tracked:
+        kept, start = partial.records(), None
+    elif info.manifest.multi_instance:  # track ids carry state from frame 0: an interrupted one tracks it all again
+        partial.reset()
+        kept, start = 0, 0
+    else:
+        kept, start = partial.resume()
     expected = total_frames(source)
     after = (1 if opts.smooth == "offline" else 0) + len(opts.formats)
     bar = Progress(targets.stem, expected, after, opts.video, opts.progress, kept)
@@ -128,7 +136,7 @@ def export_one(source: str, opts: ExportOptions, targets: ExportTargets | None =
                 _track(source, opts, info, partial, kept, start, bar, stop)
         return finish_outputs(source, opts, info, partial, targets, expected, bar)
     except KeyboardInterrupt:  # outside the tracking loop (which turns signals into Interrupted): finishing, probing
-        raise Interrupted(_resume_hint(source, partial)) from None
+        raise Interrupted(_resume_hint(source, partial, info.manifest.multi_instance)) from None
     except Interrupted:
         raise
     except RtkpError:
@@ -139,8 +147,10 @@ def export_one(source: str, opts: ExportOptions, targets: ExportTargets | None =
         bar.close()
 
 
-def _resume_hint(source: str, partial: Partial) -> str:
+def _resume_hint(source: str, partial: Partial, multi_instance: bool = False) -> str:
     done = partial.records() if partial.folder.is_dir() else 0
+    if multi_instance and not partial.tracked:  # (the tracking starts over: see export_one)
+        return f"interrupted during {source} after {done} frame(s); run the same command again to export it"
     return (
         f"interrupted during {source} after {done} frame(s); they are kept in {partial.folder}: "
         "run the same command again to resume"
@@ -170,12 +180,12 @@ def _track(source: str, opts: ExportOptions, info, partial: Partial, kept: int, 
     from rtkp.export.track import open_tracker, track_chunk
 
     tracker = open_tracker(opts.model, opts.backend, opts.cfg.run.threads, opts.precision, info.manifest)
+    multi = info.manifest.multi_instance
     if stop() is not None:  # a signal while the model loaded
-        raise Interrupted(_resume_hint(source, partial))
+        raise Interrupted(_resume_hint(source, partial, multi))
     names = list(info.manifest.keypoint_names)
     scorer = f"rtkp_{info.weights_sha256[:12]}"
     summary: dict = {}
-    multi = info.manifest.multi_instance
     writer = RecordWriter(partial.folder, partial.bodies, names, scorer, source, kept + 1, multi)
     try:
         with writer:
@@ -188,7 +198,7 @@ def _track(source: str, opts: ExportOptions, info, partial: Partial, kept: int, 
         segment.update(backend=tracker.model.backend_name, skipped=summary.get("skipped", 0))
         partial.add_segment(dict(segment, errors=summary.get("errors", [])))
     if "stopped" in summary:
-        raise Interrupted(_resume_hint(source, partial))
+        raise Interrupted(_resume_hint(source, partial, multi))
     partial.mark_tracked()
 
 

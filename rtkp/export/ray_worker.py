@@ -1,6 +1,9 @@
 """A worker of `rtkp export --ray`: a Ray actor (made one by rtkp.export.ray_driver.WorkerPool) that loads the model
 once and runs the tasks the driver hands it: plan an input, track a chunk with the one export loop
 (rtkp.export.track.track_chunk), finish an input (rtkp.export.finish, as the local export does).
+
+A multi-instance model's track ids depend on every frame before: its inputs are planned as one chunk each, and each
+input is tracked by a tracker of its own (opened again), so that the ids are those of a local export.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import collections
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from rtkp.errors import RtkpError
@@ -43,11 +47,17 @@ class ExportWorker:
         self.tables: collections.OrderedDict = collections.OrderedDict()
         # a worker without a GPU of its own runs ONNX Runtime on the CPU, even on a node with a GPU
         backend = opts.backend if opts.backend != "auto" or ray.get_gpu_ids() else "onnxruntime"
+        self.open_tracker = lambda: open_tracker(opts.model, backend, threads, opts.precision, self.info.manifest)
+        self.fresh, self.info = True, None  # fresh: the tracker has tracked nothing yet
         try:
             self.info = read_model_info(opts.model)
-            self.tracker = open_tracker(opts.model, backend, threads, opts.precision, self.info.manifest)
+            self.tracker = self.open_tracker()
         except RtkpError as exc:
             self.error = str(exc)
+
+    @property
+    def multi_instance(self) -> bool:
+        return self.info is not None and self.info.manifest.multi_instance
 
     def ready(self) -> dict:
         backend = self.tracker.model.backend_name if self.tracker is not None else None
@@ -79,6 +89,8 @@ class ExportWorker:
     def plan(self, source: str, chunk_frames: int) -> dict:
         from rtkp.export.chunks import plan_input
 
+        if self.multi_instance:  # track ids depend on every frame before: one chunk per input
+            chunk_frames = sys.maxsize
         try:
             return plan_input(source, chunk_frames, self._table(source))
         except RtkpError as exc:
@@ -96,6 +108,11 @@ class ExportWorker:
         self.doing = (chunk.name, 0)
         part = chunks.partial(chunk)
         try:
+            if self.multi_instance and not self.fresh:
+                # the identity tracker's state belongs to the input tracked before: a new tracker starts its ids
+                self.tracker.close()
+                self.tracker = self.open_tracker()
+            self.fresh = False
             part.reset()  # a retried chunk starts over: its checks need the whole decode from its keyframe
             on_frames = lambda n: setattr(self, "doing", (chunk.name, n))  # noqa: E731
             names, multi = list(self.tracker.keypoint_names), self.info.manifest.multi_instance
