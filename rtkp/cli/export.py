@@ -44,10 +44,14 @@ def cmd_export(args) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         precision=args.precision,
+        max_instances=args.max_instances,
     )
     inputs = expand_inputs(args.inputs)
     check_inputs(inputs)
     info = read_model_info(args.model)
+    from rtkp.instances.stage import check_max_instances
+
+    check_max_instances(info.manifest, args.max_instances)  # before anything is written
     planned = plan_targets(inputs, opts, info.weights_sha256)
     check_out_dir(out)  # the first thing written
     if args.ray:

@@ -57,6 +57,7 @@ class ExportOptions:
     overwrite: bool = False
     progress: bool = True
     precision: str | None = None  # fp32 | fp16 | None: the backend's own choice (see rtkp.backends.open_backend)
+    max_instances: int | None = None  # animals per frame of a multi-instance model (None: the model's default)
 
 
 def expand_inputs(items: list[str]) -> list[str]:
@@ -179,7 +180,9 @@ def _track(source: str, opts: ExportOptions, info, partial: Partial, kept: int, 
     log it as a segment (also when stopped); mark the folder tracked when the input's end is reached."""
     from rtkp.export.track import open_tracker, track_chunk
 
-    tracker = open_tracker(opts.model, opts.backend, opts.cfg.run.threads, opts.precision, info.manifest)
+    tracker = open_tracker(
+        opts.model, opts.backend, opts.cfg.run.threads, opts.precision, info.manifest, opts.max_instances
+    )
     multi = info.manifest.multi_instance
     if stop() is not None:  # a signal while the model loaded
         raise Interrupted(_resume_hint(source, partial, multi))

@@ -47,7 +47,9 @@ class ExportWorker:
         self.tables: collections.OrderedDict = collections.OrderedDict()
         # a worker without a GPU of its own runs ONNX Runtime on the CPU, even on a node with a GPU
         backend = opts.backend if opts.backend != "auto" or ray.get_gpu_ids() else "onnxruntime"
-        self.open_tracker = lambda: open_tracker(opts.model, backend, threads, opts.precision, self.info.manifest)
+        self.open_tracker = lambda: open_tracker(
+            opts.model, backend, threads, opts.precision, self.info.manifest, opts.max_instances
+        )
         self.fresh, self.info = True, None  # fresh: the tracker has tracked nothing yet
         try:
             self.info = read_model_info(opts.model)

@@ -94,6 +94,8 @@ def export_settings(source: str, weights_sha256: str, opts) -> dict:
         settings["smoothing"] = dataclasses.asdict(opts.cfg.smoothing)
     if opts.precision is not None:  # another precision gives other numbers: never mixed with, or skipped as, these
         settings["precision"] = opts.precision
+    if opts.max_instances is not None:  # another number of animals gives other records
+        settings["max_instances"] = opts.max_instances
     return settings
 
 

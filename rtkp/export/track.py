@@ -74,15 +74,17 @@ def prefetch(frames: Iterator, depth: int = 8) -> Iterator:
         thread.join(5.0)
 
 
-def open_tracker(model: str, backend: str, threads: int, precision: str | None, manifest: Manifest):
+def open_tracker(
+    model: str, backend: str, threads: int, precision: str | None, manifest: Manifest, max_instances: int | None = None
+):
     """The export's Tracker: the model folder through a backend (rtkp.backends.open_backend), smoothing off (it runs
-    over the whole track when the export finishes). Raises RtkpError in one line."""
+    over the whole track when the export finishes); max_instances: --max-instances. Raises RtkpError in one line."""
     from rtkp.backends import open_backend
     from rtkp.config import SmoothingConfig
     from rtkp.tracker import Tracker
 
     backend = open_backend(model, backend, threads=threads, precision=precision)
-    return Tracker(backend, manifest, SmoothingConfig(filter="none"))
+    return Tracker(backend, manifest, SmoothingConfig(filter="none"), max_instances=max_instances)
 
 
 def pixel_hash(image: np.ndarray) -> str:
