@@ -31,6 +31,19 @@ def best_threshold(evidence: np.ndarray, visible: np.ndarray) -> float:
     return float(candidates[np.argmax(tpr + tnr)])
 
 
+MAX_FRAMES = 300  # whole frames calibrated on, spread evenly: more changes little and costs a graph run each
+
+
+def calibration_samples(maker: BatchMaker) -> list[int]:
+    """The samples whose frames are calibrated on: one per frame (its first animal, whose box gets the occluders),
+    at most MAX_FRAMES frames spread evenly over the training data. One sample per frame and fewer frames than that
+    (every single-instance data set so far): all of them, in order."""
+    firsts = [i for i in range(len(maker.images)) if all(j > i for j in maker.companions[i])]
+    if len(firsts) <= MAX_FRAMES:
+        return firsts
+    return [firsts[int(i)] for i in np.linspace(0, len(firsts) - 1, MAX_FRAMES).round()]
+
+
 @torch.no_grad()
 def calibrate_margins(
     net, maker: BatchMaker, cfg: Config, prototypes, clutter, variants: int = 2, seed: int = 12345
@@ -44,7 +57,8 @@ def calibrate_margins(
     Whole frames, not training crops: in a crop most hidden keypoints are simply outside it, which is easy, and a
     margin chosen there came out far too low for occluded keypoints in full frames (measured: 0.1–0.18 below the
     threshold that separated them best on validation frames). A keypoint whose frames are all visible or all hidden
-    gets the common margin.
+    gets the common margin. Frames with several animals are run once, occluders on one animal (calibration_samples),
+    and a keypoint counts as in view when any animal shows it (the single-peak row reads the best of them).
     """
     # the FP32 inference graph that the backends run, so the margin is chosen on the figures they report
     graph = InferenceGraph(net, peak=peak_decoding(cfg)).eval()
@@ -57,12 +71,16 @@ def calibrate_margins(
         evidence.append(visibility_evidence(rows).numpy())
         visible.append(vis)
 
-    for i, (image, kp, vis) in enumerate(zip(maker.images, maker.keypoints, maker.visible)):
+    for i in calibration_samples(maker):
+        image, kp, vis = maker.images[i], maker.keypoints[i], maker.visible[i]
         for v in range(variants):
             rng = np.random.default_rng([seed, i, v])
             photos = maker.photos if maker.photos and v % 2 else None
             occluded, mask = paste_occluders(rng, image, object_box(kp, vis), (0.2, 0.8), photos)
-            run(occluded, vis & ~covered(mask, kp))
+            shown = vis & ~covered(mask, kp)
+            for j in maker.companions[i]:  # several animals: keypoint k is in view when any animal shows it
+                shown = shown | (maker.visible[j] & ~covered(mask, maker.keypoints[j]))
+            run(occluded, shown)
     if maker.empty is not None:
         for v in range(8):
             rng = np.random.default_rng([seed, len(maker.images), v])
