@@ -45,7 +45,8 @@ class Manifest:
     peaks per keypoint, each with the centre of its animal (a shape of the graph, like K_max; rtkp.model.graph);
     default_instances is how many animals `--max-instances` reports by default (the most a labelled training frame
     held); instance_size: the median size of a labelled animal in source px (the longer side of its keypoints'
-    box), the scale the grouping and the identity tracker measure distances in. All three are absent (None) for a
+    box), the scale the grouping and the identity tracker measure distances in; pose_template: the animals' mean pose
+    and which keypoint of a left/right pair lies on which side (rtkp.instances.pose). All are absent (None) for a
     single-instance model, whose manifest keeps exactly its old keys.
     """
 
@@ -68,6 +69,7 @@ class Manifest:
     max_instances: int | None = None
     default_instances: int | None = None
     instance_size: float | None = None
+    pose_template: dict | None = None
     manifest_version: int = MANIFEST_VERSION
     extra: dict = field(default_factory=dict)  # every key not modelled above, as read
     key_order: tuple[str, ...] = field(default=(), compare=False, repr=False)  # the keys' order as read
@@ -156,6 +158,7 @@ _CONVERT = {
     "max_instances": int,
     "default_instances": int,
     "instance_size": float,
+    "pose_template": dict,
     "manifest_version": int,
 }
 

@@ -117,3 +117,45 @@ def test_max_instances_checks():
         check_max_instances(single, 2)
     with pytest.raises(ConfigError, match="at most 4 animals"):
         check_max_instances(multi, 5)
+
+
+def _rotated_animals(n=30, seed=0):
+    """n labelled animals: a 5-keypoint body (head, tail, a left/right pair, a midline point), turned and moved."""
+    rng = np.random.default_rng(seed)
+    base = np.array([[0.0, -30], [0, 30], [-12, 0], [12, 0], [0, 0]])  # head, tail, left, right, middle
+    shapes = []
+    for _ in range(n):
+        a = rng.uniform(0, 2 * np.pi)
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        shapes.append((base + rng.normal(0, 1, base.shape)) @ rot.T + rng.uniform(100, 300, 2))
+    return shapes, [np.ones(5, bool)] * n
+
+
+def test_the_pose_prior_learns_which_side_each_of_a_pair_is_on():
+    from rtkp.instances.pose import pose_prior
+
+    shapes, visible = _rotated_animals()
+    prior = pose_prior(shapes, visible, [(2, 3)])
+    assert prior["midline"] == [0, 1, 4] and len(prior["lateral_pairs"]) == 1
+    assert pose_prior(shapes[:5], visible[:5], [(2, 3)]) is None  # too few animals
+
+
+def test_a_pair_never_takes_the_same_place_twice():
+    from rtkp.instances.pose import BodyFrame, pose_prior
+
+    shapes, visible = _rotated_animals()
+    body = BodyFrame(pose_prior(shapes, visible, [(2, 3)]))
+    animal = shapes[0]
+    centre = (animal.min(0) + animal.max(0)) / 2
+    peaks = np.zeros((5, 2, 6), np.float32)
+    peaks[..., 2], peaks[..., 3] = -0.5, 0.3
+    for j in range(5):
+        peaks[j, 0] = [*animal[j], 0.9, 0.1, *centre]
+    # the "left" prototype's best peak sits on the right keypoint, its true place is its second peak
+    peaks[2, 0] = [*animal[3], 0.95, 0.1, *centre]
+    peaks[2, 1] = [*animal[2], 0.6, 0.1, *centre]
+    plain = group_peaks(peaks, np.zeros(5), SIZE, 1)[0]
+    assert np.allclose(plain.rows[2, :2], animal[3])  # without the body frame both sides sit on the right
+    fixed = group_peaks(peaks, np.zeros(5), SIZE, 1, body)[0]
+    np.testing.assert_allclose(fixed.rows[2, :2], animal[2], atol=1e-4)
+    np.testing.assert_allclose(fixed.rows[3, :2], animal[3], atol=1e-4)

@@ -13,6 +13,7 @@ from rtkp.errors import ConfigError
 from rtkp.geometry import Letterbox
 from rtkp.instances.grouping import group_peaks
 from rtkp.instances.identity import IdentityTracker
+from rtkp.instances.pose import BodyFrame
 from rtkp.manifest import Manifest
 from rtkp.messages import Instance, instance_score
 from rtkp.smoothing import KeypointSmoother, SmoothingConfig, SteadyClock
@@ -51,12 +52,14 @@ class InstanceStage:
         self.identities = IdentityTracker(max_instances, self.instance_size)
         self.smoothers: dict[int, KeypointSmoother] = {}
         self.clock = SteadyClock()
+        self.body = BodyFrame(manifest.pose_template) if manifest.pose_template else None
 
     def change_keypoints(self, margin, previous: list[int]) -> None:
         """A new keypoint set (see KeypointStage.change_keypoints): every track's smoother follows it; the identity
         tracker forgets the old keypoints' positions (tracks continue by their centres)."""
         self.margin = margin
         self.k = len(previous)
+        self.body = None  # the pose template's rows were the trained keypoints'; a changed set no longer has them
         for smoother in self.smoothers.values():
             smoother.remap(previous)
         for track in self.identities.tracks.values():
@@ -67,7 +70,7 @@ class InstanceStage:
     def __call__(self, rows: np.ndarray, box: Letterbox, pts: float | None, latency: float) -> list[Instance]:
         t = self.clock(pts)
         margin = np.broadcast_to(np.asarray(self.margin, np.float32), (self.k,))
-        animals = group_peaks(rows, margin, self.instance_size * box.scale, self.max_instances)
+        animals = group_peaks(rows, margin, self.instance_size * box.scale, self.max_instances, self.body)
         xys = [box.to_source(a.rows[:, :2]) for a in animals]
         shown = [visible(a.rows, margin) & a.assigned for a in animals]
         ids = self.identities.assign(t, xys, shown)

@@ -78,6 +78,7 @@ class InstancePlan:
     max_instances: int | None = None  # the graph's peaks per keypoint
     default_instances: int | None = None  # --max-instances by default: the most animals a labelled frame holds
     instance_size: float | None = None  # median longer side of a labelled animal's keypoint box, source px
+    pose_template: dict | None = None  # rtkp.instances.pose.pose_prior of the labelled animals
 
     def manifest_entries(self) -> dict:
         if not self.several:
@@ -86,6 +87,7 @@ class InstancePlan:
             "max_instances": self.max_instances,
             "default_instances": self.default_instances,
             "instance_size": self.instance_size,
+            **({"pose_template": self.pose_template} if self.pose_template else {}),
         }
 
 
@@ -101,4 +103,9 @@ def instance_plan(data: Dataset, cfg: Config) -> InstancePlan:
     sides = [np.ptp(s.keypoints[s.visible], axis=0).max() for s in data.samples if s.visible.sum() >= 2]
     size = float(np.median(sides)) if sides else float(max(cfg.model.input_size)) / 4
     peaks = wanted if wanted > 1 else max(4, 2 * most)
-    return InstancePlan(True, peaks, max(most, 1), round(size, 1))
+    from rtkp.data.sides import resolve_flip_pairs
+    from rtkp.instances.pose import pose_prior
+
+    pairs = resolve_flip_pairs(data.keypoint_names, cfg.augment.flip_pairs)
+    prior = pose_prior([s.keypoints for s in data.samples], [s.visible for s in data.samples], pairs)
+    return InstancePlan(True, peaks, max(most, 1), round(size, 1), prior)
