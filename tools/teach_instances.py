@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 
-def span(text: str) -> tuple[int, int]:
-    a, b = text.split(":")
-    return int(a), int(b)
+def span(text: str) -> tuple[int, int, int]:
+    """"a:b" or "a:b:step" -> (a, b, step)."""
+    parts = [int(v) for v in text.split(":")]
+    return parts[0], parts[1], parts[2] if len(parts) > 2 else 1
 
 
 def main() -> int:
@@ -35,8 +36,8 @@ def main() -> int:
     ap.add_argument("--keypoint", required=True)
     ap.add_argument("--track", required=True)
     ap.add_argument("--shots", type=int, default=5)
-    ap.add_argument("--teach-frames", type=span, default=(0, 1000))
-    ap.add_argument("--frames", type=span, default=(1000, 1250))
+    ap.add_argument("--teach-frames", type=span, default=(0, 1000, 1))
+    ap.add_argument("--frames", type=span, default=(1000, 1250, 1), help="a:b[:step] of the labels scored")
     ap.add_argument("--keep-trained", action="store_true", help="keep the trained keypoint in the set")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
@@ -58,7 +59,7 @@ def main() -> int:
     before = list(kset.names)
     if not a.keep_trained:
         kset.remove(a.keypoint)
-    lo, hi = a.teach_frames
+    lo, hi, _ = a.teach_frames
     pool = [s for s in data.samples if s.track == a.track and s.visible[k] and lo <= s.frame < hi]
     picked = [pool[int(i)] for i in np.linspace(0, len(pool) - 1, a.shots).round()]
     images, points = [], []
@@ -74,10 +75,10 @@ def main() -> int:
     tracker.change_keypoints(kset.prototypes, kset.clutter, list(kset.names), kset.margins.copy(), previous)
     trained = kset.names.index(a.keypoint) if a.keypoint in kset.names else None
 
-    lo, hi = a.frames
+    lo, hi, step = a.frames
     frames = {}
     for s in data.samples:
-        if lo <= s.frame < hi:
+        if lo <= s.frame < hi and (s.frame - lo) % step == 0:
             frames.setdefault(s.frame, []).append(s)
     tally: dict[str, dict] = {}
     for f in sorted(frames):
@@ -103,7 +104,7 @@ def main() -> int:
         "taught_on_track": a.track,
         "shots": [s.name for s in picked],
         "lesson": {"margin": lesson.margin, "visible": lesson.visible, "lookalike": lesson.lookalike},
-        "frames": [lo, hi],
+        "frames": [lo, hi, step],
         "per_track": {
             track: {
                 "labelled": t["labelled"],
