@@ -102,3 +102,37 @@ def test_max_instances_one_refuses_several_animals(two_targets, tmp_path, capsys
     args = ["train", "--data", str(coco), "--out", str(tmp_path / "m"), *SMALL_TRAIN, *STEPS, *extra, "--quiet"]
     assert main(args) == 3
     assert "more than one instance" in capsys.readouterr().err
+
+
+def test_a_taught_keypoint_joins_every_animal(two_targets):
+    """Teaching on a multi-instance model: the new keypoint gets peaks with centre votes like the trained ones, and
+    every animal reported from then on carries it (K + 1 keypoints each)."""
+    from rtkp.backends import open_backend
+    from rtkp.data.load import load_dataset
+    from rtkp.geometry import Letterbox
+    from rtkp.messages import Frame
+    from rtkp.teach.keypoint_set import KeypointSet
+    from rtkp.teach.shots import ShotReader, teach_keypoint
+    from rtkp.tracker import Tracker
+
+    coco, _, out = two_targets
+    data = load_dataset(coco)
+    backend = open_backend(str(out), "onnxruntime")
+    info = backend.info
+    kset = KeypointSet.from_model(info.manifest, info.prototypes, info.clutter)
+    before = list(kset.names)
+    sample = data.samples[0]
+    image = sample.load_image()
+    box = Letterbox.fit((image.shape[1], image.shape[0]), info.input_size)
+    point = box.to_model(sample.keypoints[sample.visible][0])[None]
+    teach_keypoint(kset, ShotReader(backend, info.manifest.stride), "taught", [box.apply(image)], point)
+    tracker = Tracker(backend, info.manifest, max_instances=2)
+    previous = [before.index(n) if n in before else -1 for n in kset.names]
+    tracker.change_keypoints(kset.prototypes, kset.clutter, list(kset.names), kset.margins.copy(), previous)
+    rows = backend.infer(box.apply(image)[None])
+    assert rows.shape[1:] == (len(before) + 1, 4, 6)
+    for i, indices in enumerate(list(data.frames().values())[:3]):
+        kf = tracker.process(Frame(i, i / 30, 0, data.samples[indices[0]].load_image()))
+        assert kf.keypoints.shape == (len(before) + 1, 2)
+        assert all(inst.keypoints.shape == (len(before) + 1, 2) for inst in kf.instances)
+    backend.close()
