@@ -24,7 +24,7 @@ import numpy as np
 
 
 def span(text: str) -> tuple[int, int, int]:
-    """"a:b" or "a:b:step" -> (a, b, step)."""
+    """a:b or a:b:step -> (a, b, step)."""
     parts = [int(v) for v in text.split(":")]
     return parts[0], parts[1], parts[2] if len(parts) > 2 else 1
 

@@ -78,9 +78,7 @@ def open_tracker(opts, control: bool):
         return Tracker(backend, info.manifest, opts.smoothing, max_instances=opts.max_instances), None
     from rtkp.control.editor import HISTORY_FRAMES, KeypointEditor
 
-    tracker = Tracker(
-        backend, info.manifest, opts.smoothing, history=HISTORY_FRAMES, max_instances=opts.max_instances
-    )
+    tracker = Tracker(backend, info.manifest, opts.smoothing, history=HISTORY_FRAMES, max_instances=opts.max_instances)
     return tracker, KeypointEditor(tracker, info, info.weights_sha256[:12])
 
 
