@@ -159,3 +159,28 @@ def test_a_pair_never_takes_the_same_place_twice():
     fixed = group_peaks(peaks, np.zeros(5), SIZE, 1, body)[0]
     np.testing.assert_allclose(fixed.rows[2, :2], animal[2], atol=1e-4)
     np.testing.assert_allclose(fixed.rows[3, :2], animal[3], atol=1e-4)
+
+
+def test_track_ids_survive_a_change_of_keypoints():
+    from rtkp.geometry import Letterbox
+    from rtkp.instances.stage import InstanceStage
+    from rtkp.smoothing import SmoothingConfig
+
+    manifest = Manifest(
+        "coke",
+        ("a", "b", "c"),
+        (400, 300),
+        8,
+        8,
+        "mobilenet_v2",
+        max_instances=4,
+        default_instances=2,
+        instance_size=SIZE,
+    )
+    stage = InstanceStage(manifest, np.zeros(3), 2, SmoothingConfig(filter="none"))
+    box = Letterbox.fit((400, 300), (400, 300))
+    first = stage(peaks_for([(60, 60), (250, 150)]), box, 0.0, 0.0)
+    by_place = {round(float(i.keypoints[1, 0])): i.track for i in first}
+    stage.change_keypoints(np.zeros(3), [2, 1, 0])  # the same keypoints, another order
+    later = stage(peaks_for([(250, 152), (62, 60)]), box, 0.04, 0.0)
+    assert {round(float(i.keypoints[1, 0])): i.track for i in later} == {250: by_place[250], 62: by_place[60]}

@@ -62,10 +62,10 @@ class InstanceStage:
         self.body = None  # the pose template's rows were the trained keypoints'; a changed set no longer has them
         for smoother in self.smoothers.values():
             smoother.remap(previous)
-        for track in self.identities.tracks.values():
+        for track in self.identities.tracks.values():  # every new keypoint at the track's centre, to match against
             centre = track.keypoints[track.visible].mean(0) if track.visible.any() else track.keypoints.mean(0)
             track.keypoints = np.repeat(centre[None], len(previous), 0)
-            track.visible = np.zeros(len(previous), bool)
+            track.visible = np.ones(len(previous), bool)
 
     def __call__(self, rows: np.ndarray, box: Letterbox, pts: float | None, latency: float) -> list[Instance]:
         t = self.clock(pts)
