@@ -243,3 +243,23 @@ SMALL_TRAIN = [
     "--set",
     "train.warmup_steps=2",
 ]
+
+
+@pytest.fixture(scope="session")
+def two_target_model(tmp_path_factory):
+    """A small multi-instance model, trained for a few steps on `rtkp synth --targets 2`: (COCO file with two targets
+    per image, a split of it, the model folder). Shared by every module that needs a real multi-instance model."""
+    import json
+
+    from rtkp.cli import main
+
+    root = tmp_path_factory.mktemp("two")
+    assert main(["synth", "--out", str(root / "data"), "--images", "12", "--targets", "2", "--quiet"]) == 0
+    coco = root / "data" / "annotations.json"
+    names = sorted({im["file_name"] for im in json.loads(coco.read_text())["images"]})
+    split = root / "split.json"
+    split.write_text(json.dumps({"train": names[:9], "test": names[9:]}))
+    out = root / "model"
+    steps = ["--set", "train.steps=6", "--set", "augment.hard_crop=0", "--quiet"]
+    assert main(["train", "--data", str(coco), "--split", str(split), "--out", str(out), *SMALL_TRAIN, *steps]) == 0
+    return coco, split, out

@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SMALL_TRAIN
 
 from rtkp.cli import main
 
@@ -16,19 +15,12 @@ COMMON = ["--backend", "onnxruntime", "--quiet", "--set", "run.threads=1", "--fo
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
+def exports(tmp_path_factory, two_target_model):
     """(images folder, {smoothing: output folder}, model folder) of a multi-instance model's exports."""
-    root = tmp_path_factory.mktemp("two")
-    assert main(["synth", "--out", str(root / "data"), "--images", "12", "--targets", "2", "--quiet"]) == 0
-    coco = root / "data" / "annotations.json"
-    names = sorted({im["file_name"] for im in json.loads(coco.read_text())["images"]})
-    split = root / "split.json"
-    split.write_text(json.dumps({"train": names[:9], "test": names[9:]}))
-    model = root / "model"
-    steps = ["--set", "train.steps=6", "--set", "augment.hard_crop=0", "--quiet"]
-    assert main(["train", "--data", str(coco), "--split", str(split), "--out", str(model), *SMALL_TRAIN, *steps]) == 0
+    coco, _, model = two_target_model
     assert json.loads((model / "manifest.json").read_text())["max_instances"] > 1
-    images, out = root / "data" / "images", {}
+    root = tmp_path_factory.mktemp("exports")
+    images, out = coco.parent / "images", {}
     for smooth in ("none", "offline"):
         out[smooth] = root / smooth
         args = ["export", str(images), "--out", str(out[smooth]), "--model", str(model), "--smooth", smooth]

@@ -15,18 +15,9 @@ STEPS = ["--set", "train.steps=6", "--set", "augment.hard_crop=0"]
 
 
 @pytest.fixture(scope="module")
-def two_targets(tmp_path_factory):
-    """(COCO file with two targets per image, a split of it, the trained model folder)."""
-    root = tmp_path_factory.mktemp("two")
-    assert main(["synth", "--out", str(root / "data"), "--images", "12", "--targets", "2", "--quiet"]) == 0
-    coco = root / "data" / "annotations.json"
-    names = sorted({im["file_name"] for im in json.loads(coco.read_text())["images"]})
-    split = root / "split.json"
-    split.write_text(json.dumps({"train": names[:9], "test": names[9:]}))
-    out = root / "model"
-    rc = main(["train", "--data", str(coco), "--split", str(split), "--out", str(out), *SMALL_TRAIN, *STEPS, "--quiet"])
-    assert rc == 0
-    return coco, split, out
+def two_targets(two_target_model):
+    """(COCO file with two targets per image, a split of it, the trained model folder): conftest's shared model."""
+    return two_target_model
 
 
 def test_training_on_several_animals_makes_a_multi_instance_model(two_targets):
