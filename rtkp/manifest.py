@@ -48,6 +48,9 @@ class Manifest:
     box), the scale the grouping and the identity tracker measure distances in; pose_template: the animals' mean pose
     and which keypoint of a left/right pair lies on which side (rtkp.instances.pose). All are absent (None) for a
     single-instance model, whose manifest keeps exactly its old keys.
+
+    crop_size: (w, h) model-input px of the window the Tracker follows the animal with on the CPU (rtkp.follow), the
+    largest labelled animal plus context; None (absent): the graph always sees the whole input.
     """
 
     head: str
@@ -70,6 +73,7 @@ class Manifest:
     default_instances: int | None = None
     instance_size: float | None = None
     pose_template: dict | None = None
+    crop_size: tuple[int, int] | None = None
     manifest_version: int = MANIFEST_VERSION
     extra: dict = field(default_factory=dict)  # every key not modelled above, as read
     key_order: tuple[str, ...] = field(default=(), compare=False, repr=False)  # the keys' order as read
@@ -159,6 +163,7 @@ _CONVERT = {
     "default_instances": int,
     "instance_size": float,
     "pose_template": dict,
+    "crop_size": lambda size: tuple(int(v) for v in size),
     "manifest_version": int,
 }
 

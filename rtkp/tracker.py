@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtkp.errors import ControlError
+from rtkp.follow import Follower, Window
 from rtkp.geometry import Letterbox
 from rtkp.instances.stage import InstanceStage, check_max_instances
 from rtkp.manifest import Manifest
@@ -83,11 +84,21 @@ class ModelStage:
     It owns the keypoint bank the graph runs with (`set_prototypes`, `bank_version`) and, with `history` > 0, the
     last `history` model inputs, so that a control request may name a recent frame (`recent`) to teach a keypoint
     on; `features` reads the graph's feature maps for shots. The control editor uses only these.
+
+    follow: consecutive frames of one video or camera, so the graph may look only where the animal is (rtkp.follow):
+    on when the manifest has a `crop_size` and the backend runs on the CPU (on a GPU the whole frame costs about a
+    millisecond, and a window that misses would cost a second pass). `follower` is then the Follower (its `stats`
+    count the windows and whole-input looks), else None.
     """
 
-    def __init__(self, backend, manifest: Manifest, history: int = 0):
+    def __init__(self, backend, manifest: Manifest, history: int = 0, follow: bool = False):
         self._backend = backend
         self.mapper = KeypointMapper(manifest)
+        self.follower: Follower | None = None
+        self._window_backend = None
+        if follow and following_applies(backend, manifest):
+            self._window_backend = backend.resized(manifest.crop_size)
+            self.follower = Follower(manifest.input_size, manifest.crop_size, self.mapper.margin)
         self.bank_version = 0  # bumped whenever the prototypes change (set_prototypes)
         self._recent: deque[RecentInput] = deque(maxlen=history)
         self._results = 0  # ModelResults made so far: the seq of the last one
@@ -120,7 +131,8 @@ class ModelStage:
         if not isinstance(batch, ModelBatch):
             batch = self.prepare(batch)
         t0 = time.perf_counter()
-        rows = self.infer(batch.inputs)
+        following = self.follower is not None and self.follower.enabled
+        rows = self._follow(batch.inputs, batch.frames) if following else self.infer(batch.inputs)
         infer_ms = (time.perf_counter() - t0) * 1e3
         out = []
         for i, (frame, size, r) in enumerate(zip(batch.frames, batch.sizes, rows)):
@@ -143,6 +155,31 @@ class ModelStage:
         """(B, h, w, 3) uint8 -> (B, K, 4)."""
         return self._backend.infer(batch)
 
+    def new_sequence(self, consecutive: bool) -> None:
+        """Frames of another input (or another chunk of one) come next: a Tracker that follows the animal forgets
+        it; consecutive: they are frames of a video or camera (False: unrelated images, each run on the whole
+        input)."""
+        if self.follower is not None:
+            self.follower.reset()
+            self.follower.enabled = consecutive
+
+    def _follow(self, inputs: np.ndarray, frames: list[Frame]) -> np.ndarray:
+        """`infer` frame by frame through the Follower: each frame's graph looks at the window the previous frame's
+        keypoints give, or at the whole input (rtkp.follow). (B, h, w, 3) -> (B, K, 4) in model-input px."""
+        rows = []
+        for image, frame in zip(inputs, frames):
+            window: Window | None = self.follower.window(frame.index)
+            if window is not None:
+                found = window.to_input(self._window_backend.infer(window.cut(image)[None])[0])
+                if self.follower.accept(found, window):
+                    self.follower.update(found, whole=False)
+                    rows.append(found)
+                    continue
+            found = self._backend.infer(image[None])[0]
+            self.follower.update(found, whole=True, rejected=window is not None)
+            rows.append(found)
+        return np.stack(rows)
+
     def features(self, images: np.ndarray) -> np.ndarray:
         """(B, h, w, 3) uint8 model inputs -> (B, D, h/s, w/s) feature maps (what teaching from shots reads)."""
         return self._backend.features(images)
@@ -151,6 +188,8 @@ class ModelStage:
         """Swap the keypoint bank, (K, D) for any K up to the graph's K_max, without rebuilding anything; returns the
         new bank version. Rows of every later `infer` follow the new prototypes."""
         self._backend.set_prototypes(prototypes, clutter)
+        if self._window_backend is not None:
+            self._window_backend.set_prototypes(prototypes, clutter)
         self.bank_version += 1
         return self.bank_version
 
@@ -165,6 +204,17 @@ class ModelStage:
 
     def close(self) -> None:
         self._backend.close()
+        if self._window_backend is not None:
+            self._window_backend.close()
+
+
+def following_applies(backend, manifest: Manifest) -> bool:
+    """Whether a Tracker built with follow=True follows the animal with a window (ModelStage): the manifest names a
+    `crop_size` smaller than its input, and the backend runs on the CPU."""
+    crop = manifest.crop_size
+    if crop is None or crop[0] > manifest.input_size[0] or crop[1] > manifest.input_size[1]:
+        return False
+    return getattr(backend, "device", "cpu") == "cpu"
 
 
 class KeypointStage:
@@ -253,7 +303,9 @@ class Tracker:
 
     history: how many recent model inputs to keep for control requests that name a frame (`recent`); 0: none.
     max_instances: how many animals a frame may report (--max-instances; None: the model's default, 1 for a
-    single-instance model); ConfigError for a number the model cannot give.
+    single-instance model); ConfigError for a number the model cannot give. follow: the frames are consecutive frames
+    of one video or camera, so the graph may look only where the animal is (ModelStage, rtkp.follow); never for
+    unrelated images.
     """
 
     def __init__(
@@ -263,10 +315,11 @@ class Tracker:
         smoothing: SmoothingConfig | None = None,
         history: int = 0,
         max_instances: int | None = None,
+        follow: bool = False,
     ):
         self.manifest = manifest
         self.keypoints = KeypointStage(manifest, smoothing, max_instances)
-        self.model = ModelStage(backend, manifest, history)
+        self.model = ModelStage(backend, manifest, history, follow)
 
     @property
     def keypoint_names(self) -> list[str]:
@@ -310,6 +363,8 @@ class Tracker:
         the new bank version."""
         version = self.model.set_prototypes(prototypes, clutter)
         self.keypoints.change_keypoints(names, margins, previous)
+        if self.model.follower is not None:
+            self.model.follower.change_keypoints(self.keypoints.mapper.margin)
         return version
 
     def features(self, images: np.ndarray) -> np.ndarray:

@@ -23,7 +23,8 @@ class Backend(Protocol):
     model-input pixels, one row per keypoint in use. set_prototypes swaps the keypoint prototypes (K, D), any
     K <= max_keypoints, and the clutter summary (S, D) without rebuilding anything (the graph has K_max prototype rows
     and a mask of those in use). features (CoKe): images -> (B, D, H/4, W/4) float32, the unit features the
-    prototypes are matched against, from the same graph run.
+    prototypes are matched against, from the same graph run. resized(size): the same model, runtime and settings at
+    another input size (W, H) (the window a Tracker follows the animal with, rtkp.follow).
     """
 
     name: str
@@ -37,6 +38,8 @@ class Backend(Protocol):
     def features(self, images: np.ndarray) -> np.ndarray: ...
 
     def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> None: ...
+
+    def resized(self, input_size: tuple[int, int]) -> Backend: ...
 
     def close(self) -> None: ...
 

@@ -31,6 +31,7 @@ class OnnxRuntimeBackend:
 
         self.input_size = tuple(input_size or info.input_size)
         self.info = info
+        self.threads, self.device, self.fp16 = threads, device, fp16
         path = ensure_onnx(info, self.input_size, fp16)
         opts = ort.SessionOptions()
         # Spinning threads burn a core while idle; in a pipeline the other stages need it.
@@ -54,6 +55,10 @@ class OnnxRuntimeBackend:
         self.max_keypoints = info.max_keypoints if info.is_coke else len(info.manifest.keypoint_names)
         if info.is_coke:
             self.set_prototypes(info.prototypes, info.clutter)
+
+    def resized(self, input_size: tuple[int, int]) -> OnnxRuntimeBackend:
+        """The same model, runtime and settings at another input size (its own export and session)."""
+        return OnnxRuntimeBackend(self.info, self.threads, self.device, self.fp16, input_size)
 
     def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> None:
         self.k = len(prototypes)

@@ -133,5 +133,10 @@ class TensorRTBackend:
             )
         return self._execute(images)[1].cpu().numpy()
 
+    def resized(self, input_size: tuple[int, int]) -> TensorRTBackend:
+        """The same model and settings at another input size: its own engine (built once, then cached)."""
+        fp16 = self.precision == "fp16"
+        return TensorRTBackend(self.info, fp16, self.max_batch, str(self.device), input_size)
+
     def close(self) -> None:
         self.context = self.engine = None

@@ -3,6 +3,8 @@ batch sizes."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from rtkp.backends.base import ModelInfo
@@ -116,6 +118,14 @@ class TorchBackend:
         static_in.copy_(x)
         graph.replay()
         return static_out
+
+    def resized(self, input_size: tuple[int, int]) -> TorchBackend:
+        """The same network at another input size: the graph is size-agnostic, so the copy shares it (its own bank
+        and CUDA graphs)."""
+        other = copy.copy(self)
+        other.input_size = tuple(input_size)
+        other._graphs = {}
+        return other
 
     def close(self) -> None:
         self._graphs.clear()

@@ -78,7 +78,16 @@ def cmd_bench(args) -> int:
     source, _ = resolve_source(args.source)
     log = lambda msg: print(msg, file=sys.stderr)
     result = run_bench(
-        args.model, source, args.backend, args.seconds, args.threads, cfg, log, args.precision, args.max_instances
+        args.model,
+        source,
+        args.backend,
+        args.seconds,
+        args.threads,
+        cfg,
+        log,
+        args.precision,
+        args.max_instances,
+        args.whole_frame,
     )
     print(format_table(result))
     if args.json:

@@ -110,6 +110,7 @@ def naive_loop(
     cfg: Config,
     precision: str | None = None,
     max_instances: int | None = None,
+    whole_frame: bool = False,
 ) -> dict:
     """Everything in one process, one frame at a time: what a quick script would do."""
     from rtkp.tracker import Tracker
@@ -117,7 +118,8 @@ def naive_loop(
 
     manifest = read_model_info(model).manifest
     backend = open_backend(model, backend_name, threads=threads, precision=precision)
-    tracker = Tracker(backend, manifest, cfg.smoothing, max_instances=max_instances)
+    follow = not whole_frame and parse_source(source).kind != "images"  # as `rtkp run` (rtkp.follow)
+    tracker = Tracker(backend, manifest, cfg.smoothing, max_instances=max_instances, follow=follow)
     pub = Publisher("tcp://127.0.0.1:*", "bench", "naive", {"keypoints": list(manifest.keypoint_names)})
     n, t0 = 0, time.perf_counter()
     for frame in Source(parse_source(source)):
@@ -142,6 +144,7 @@ def pipeline(
     fps_hint: float,
     precision: str | None = None,
     max_instances: int | None = None,
+    whole_frame: bool = False,
 ) -> dict:
     frames = max(int(seconds * fps_hint), 30)
     opts = RunOptions(
@@ -157,6 +160,7 @@ def pipeline(
         smoothing=cfg.smoothing,
         run=cfg.run,
         max_instances=max_instances,
+        whole_frame=whole_frame,
     )
     summary = run_pipeline(opts)
     post = summary["post"]
@@ -198,10 +202,12 @@ def run_bench(
     log=print,
     precision: str | None = None,
     max_instances: int | None = None,
+    whole_frame: bool = False,
 ) -> dict:
     """Every measurement of the module docstring. precision: "fp32", "fp16" or None (each backend's own), for every
     backend measured (a backend that cannot run it is reported with its error, like one that does not work here).
-    max_instances: --max-instances for the Tracker of every measurement that tracks (None: the model's default)."""
+    max_instances: --max-instances for the Tracker of every measurement that tracks (None: the model's default);
+    whole_frame: --whole-frame for them (model-only always runs the whole frame)."""
     images = first_frames(source, 30)
     result: dict = {"model": model, "source": source, "seconds_per_test": seconds, "machine": machine_info()}
     result["precision"] = precision
@@ -236,12 +242,17 @@ def run_bench(
         result["model_only"].get("fps", 30),
         precision,
         max_instances,
+        whole_frame,
     )
     log(f"naive single-process loop ({run_backend}) ...")
-    result["naive"] = naive_loop(model, run_backend, source, seconds, threads, cfg, precision, max_instances)
+    result["naive"] = naive_loop(
+        model, run_backend, source, seconds, threads, cfg, precision, max_instances, whole_frame
+    )
     rate = source_rate(source)
     log(f"pipeline live at {rate:g} fps ({run_backend}) ...")
-    result["live"] = pipeline(model, run_backend, source, seconds, threads, cfg, True, rate, precision, max_instances)
+    result["live"] = pipeline(
+        model, run_backend, source, seconds, threads, cfg, True, rate, precision, max_instances, whole_frame
+    )
     result["live"]["source_fps"] = rate
     mo = result["model_only"]
     result["ratios"] = {

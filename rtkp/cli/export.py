@@ -45,6 +45,7 @@ def cmd_export(args) -> int:
         progress=not args.quiet,
         precision=args.precision,
         max_instances=args.max_instances,
+        whole_frame=args.whole_frame,
     )
     inputs = expand_inputs(args.inputs)
     check_inputs(inputs)

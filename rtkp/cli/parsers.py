@@ -35,6 +35,15 @@ def _add_max_instances(p) -> None:
     )
 
 
+def _add_whole_frame(p) -> None:
+    p.add_argument(
+        "--whole-frame",
+        action="store_true",
+        help="run the graph on the whole frame every frame (default on the CPU, for models with a crop_size: only "
+        "around the animal, found again in the whole frame when lost; docs/BENCHMARKS.md)",
+    )
+
+
 def _add_precision(p) -> None:
     p.add_argument(
         "--precision",
@@ -131,6 +140,7 @@ def _add_run(sub) -> None:
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default auto)")
     _add_precision(p)
     _add_max_instances(p)
+    _add_whole_frame(p)
     p.add_argument(
         "--publish",
         help="ZeroMQ endpoint to publish on (default from the config: tcp://127.0.0.1:5555; 'none' to disable)",
@@ -169,6 +179,7 @@ def _add_export(sub) -> None:
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="inference backend (default auto)")
     _add_precision(p)
     _add_max_instances(p)
+    _add_whole_frame(p)
     p.add_argument(
         "--format",
         default="coco,jsonl,csv",
@@ -247,6 +258,7 @@ def _add_bench(sub) -> None:
     )
     _add_precision(p)
     _add_max_instances(p)
+    _add_whole_frame(p)
     p.add_argument("--seconds", type=float, default=10.0, help="length of each measurement (default 10)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
     p.add_argument("--json", help="write the results here")

@@ -177,6 +177,7 @@ def cmd_run(args) -> int:
         run=cfg.run,
         control=args.control,
         max_instances=args.max_instances,
+        whole_frame=args.whole_frame,
     )
 
     def on_backend(backend: str) -> None:

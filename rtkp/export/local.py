@@ -58,6 +58,7 @@ class ExportOptions:
     progress: bool = True
     precision: str | None = None  # fp32 | fp16 | None: the backend's own choice (see rtkp.backends.open_backend)
     max_instances: int | None = None  # animals per frame of a multi-instance model (None: the model's default)
+    whole_frame: bool = False  # --whole-frame: never follow the animal with a window (rtkp.follow)
 
 
 def expand_inputs(items: list[str]) -> list[str]:
@@ -181,7 +182,13 @@ def _track(source: str, opts: ExportOptions, info, partial: Partial, kept: int, 
     from rtkp.export.track import open_tracker, track_chunk
 
     tracker = open_tracker(
-        opts.model, opts.backend, opts.cfg.run.threads, opts.precision, info.manifest, opts.max_instances
+        opts.model,
+        opts.backend,
+        opts.cfg.run.threads,
+        opts.precision,
+        info.manifest,
+        opts.max_instances,
+        not opts.whole_frame,
     )
     multi = info.manifest.multi_instance
     if stop() is not None:  # a signal while the model loaded

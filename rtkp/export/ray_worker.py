@@ -48,7 +48,7 @@ class ExportWorker:
         # a worker without a GPU of its own runs ONNX Runtime on the CPU, even on a node with a GPU
         backend = opts.backend if opts.backend != "auto" or ray.get_gpu_ids() else "onnxruntime"
         self.open_tracker = lambda: open_tracker(
-            opts.model, backend, threads, opts.precision, self.info.manifest, opts.max_instances
+            opts.model, backend, threads, opts.precision, self.info.manifest, opts.max_instances, not opts.whole_frame
         )
         self.fresh, self.info = True, None  # fresh: the tracker has tracked nothing yet
         try:

@@ -96,6 +96,8 @@ def export_settings(source: str, weights_sha256: str, opts) -> dict:
         settings["precision"] = opts.precision
     if opts.max_instances is not None:  # another number of animals gives other records
         settings["max_instances"] = opts.max_instances
+    if opts.whole_frame:  # the whole frame every frame gives (slightly) other numbers than following the animal
+        settings["whole_frame"] = True
     return settings
 
 

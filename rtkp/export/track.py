@@ -75,16 +75,24 @@ def prefetch(frames: Iterator, depth: int = 8) -> Iterator:
 
 
 def open_tracker(
-    model: str, backend: str, threads: int, precision: str | None, manifest: Manifest, max_instances: int | None = None
+    model: str,
+    backend: str,
+    threads: int,
+    precision: str | None,
+    manifest: Manifest,
+    max_instances: int | None = None,
+    follow: bool = True,
 ):
     """The export's Tracker: the model folder through a backend (rtkp.backends.open_backend), smoothing off (it runs
-    over the whole track when the export finishes); max_instances: --max-instances. Raises RtkpError in one line."""
+    over the whole track when the export finishes); max_instances: --max-instances; follow: a video's frames may be
+    looked at only where the animal is (not --whole-frame; track_chunk turns it off for image folders). Raises
+    RtkpError in one line."""
     from rtkp.backends import open_backend
     from rtkp.config import SmoothingConfig
     from rtkp.tracker import Tracker
 
     backend = open_backend(model, backend, threads=threads, precision=precision)
-    return Tracker(backend, manifest, SmoothingConfig(filter="none"), max_instances=max_instances)
+    return Tracker(backend, manifest, SmoothingConfig(filter="none"), max_instances=max_instances, follow=follow)
 
 
 def pixel_hash(image: np.ndarray) -> str:
@@ -129,9 +137,16 @@ def track_chunk(
     # a video chunk decodes one frame more, the next chunk's first: its pixels, decoded here without a seek, must be
     # those the next chunk decodes after its seek (boundaries_agree)
     more = 1 if video and length is not None else 0
-    limit = None if length is None else length + more
+    # a Tracker that follows the animal (rtkp.follow) starts at the last refresh frame before the chunk and tracks
+    # the frames up to it without writing them, so that the chunk's records are those of an uninterrupted run;
+    # an image folder's images are unrelated and never followed
+    tracker.model.new_sequence(consecutive=spec.kind != "images")
+    follower = tracker.model.follower
+    following = follower is not None and follower.enabled
+    begin = follower.warm_up_start(chunk.start) if following else chunk.start
+    limit = None if length is None else length + more + chunk.start - begin
     # no frame threads: a decoder that conceals errors conceals them the same way on every decode (Source)
-    src = Source(spec, max_frames=limit, reconnect=False, start=chunk.start, table=table)
+    src = Source(spec, max_frames=limit, reconnect=False, start=begin, table=table)
     expected = _expected_pts(table) if strict else None
     summary = {"start": chunk.start, "end": chunk.end, "frames": 0, "last_index": None}
     summary.update(backend=tracker.model.backend_name, first_hash=None, next_hash=None)
@@ -151,12 +166,15 @@ def track_chunk(
             if chunk.end is not None and frame.index >= chunk.end:
                 summary["next_hash"] = pixel_hash(frame.image) if video and frame.index == chunk.end else None
                 break  # (image folders: skipped files do not count towards max_frames)
-            if video and chunk.start > 0 and summary["first_hash"] is None:
-                summary["first_hash"] = pixel_hash(frame.image)
             if expected is not None:
                 seconds, tol = expected
                 if frame.index >= len(seconds) or frame.pts is None or abs(frame.pts - seconds[frame.index]) > tol:
                     return {"inexact": f"frame {frame.index} is not where the frame table puts it"}
+            if frame.index < chunk.start:  # warming up the Follower: tracked, not written
+                tracker.process(frame)
+                continue
+            if video and chunk.start > 0 and summary["first_hash"] is None:
+                summary["first_hash"] = pixel_hash(frame.image)
             pending.append(frame)
             if len(pending) >= batch:
                 flush()

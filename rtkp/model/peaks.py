@@ -91,6 +91,17 @@ def softargmax_at(
     return torch.stack([(weights * xx.to(flat.dtype)).sum(3), (weights * yy.to(flat.dtype)).sum(3)], dim=-1)
 
 
+def similarity(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of each cell to each prototype: features (B, D, h, w) unit, prototypes (K, D) -> (B, K, h, w).
+
+    One batched matrix product, (K, D) @ (B, D, h·w): exported as a MatMul, which ONNX Runtime runs as one GEMM. The
+    same product written as an einsum ("bdhw,kd->bkhw") exported as an Einsum that ONNX Runtime's CPU provider ran
+    with transposes around a slow kernel: 11.2 of the mouse graph's 56 ms per 640×480 frame (docs/BENCHMARKS.md).
+    """
+    b, d, h, w = features.shape
+    return torch.matmul(prototypes, features.reshape(b, d, h * w)).reshape(b, prototypes.shape[0], h, w)
+
+
 def grid_to_pixels(pos: torch.Tensor, stride: int) -> torch.Tensor:
     """Grid-cell coordinates -> input pixel coordinates (cell centres at (j + 0.5)·s − 0.5)."""
     return (pos + 0.5) * stride - 0.5
@@ -119,7 +130,7 @@ def coke_keypoints(
     b, d, h, w = features.shape
     if active is not None:
         prototypes = prototypes * active.unsqueeze(1)
-    sim = torch.einsum("bdhw,kd->bkhw", features, prototypes)
+    sim = similarity(features, prototypes)
     if softargmax_temperature:
         pos, score = softargmax_peaks(sim, softargmax_temperature)
     else:
@@ -172,7 +183,7 @@ def coke_instance_peaks(
     if active is not None:
         prototypes = prototypes * active.unsqueeze(1)
     k = prototypes.shape[0]
-    sim = torch.einsum("bdhw,kd->bkhw", features, prototypes)
+    sim = similarity(features, prototypes)
     local_max = sim >= torch.nn.functional.max_pool2d(sim, 3, stride=1, padding=1)
     ranked = torch.where(local_max, sim, sim - 4.0).reshape(b, k, h * w)  # non-maxima rank after every maximum
     _, idx = ranked.topk(peaks, dim=2)  # (B, K, P)

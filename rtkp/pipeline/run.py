@@ -55,6 +55,7 @@ class RunOptions:
     control: str | None = None  # the control socket's endpoint (rtkp.control): teach the running model keypoints
     window_control: str | None = None  # the live window's private control endpoint (ipc://), set with display
     max_instances: int | None = None  # animals per frame (--max-instances; None: the model's default)
+    whole_frame: bool = False  # --whole-frame: never follow the animal with a window (rtkp.follow)
 
 
 def run_pipeline(opts: RunOptions, on_frame=None, on_backend=None, on_progress=None) -> dict:

@@ -32,7 +32,7 @@ from rtkp.model.network import STRIDE, KeypointNet
 from rtkp.train.batches import BatchMaker
 from rtkp.train.calibrate import calibrate_margins
 from rtkp.train.mining import mine
-from rtkp.train.recipe import flip_policy, instance_plan, peak_decoding
+from rtkp.train.recipe import flip_policy, follow_crop_size, instance_plan, peak_decoding
 from rtkp.train.steps import coke_step, heatmap_step
 
 
@@ -241,6 +241,9 @@ def _finish(data, cfg, out, net, maker, kp_bank, clutter_bank, provenance, steps
     )
     manifest = model_manifest(data, cfg, maker.flip_pairs, margins, prototypes, clutter, training)
     manifest.update(plan.manifest_entries())  # several animals: how many, and their size (absent for one)
+    crop = follow_crop_size(data, maker.scales, cfg.model.input_size)
+    if crop is not None:  # the window rtkp.follow looks through on the CPU (absent: always the whole frame)
+        manifest["crop_size"] = list(crop)
     manifest = save_model(out, net, manifest, prototypes, clutter)
     shutil.rmtree(ckpt, ignore_errors=True)
     return manifest

@@ -109,3 +109,17 @@ def instance_plan(data: Dataset, cfg: Config) -> InstancePlan:
     pairs = resolve_flip_pairs(data.keypoint_names, cfg.augment.flip_pairs)
     prior = pose_prior([s.keypoints for s in data.samples], [s.visible for s in data.samples], pairs)
     return InstancePlan(True, peaks, max(most, 1), round(size, 1), prior)
+
+
+def follow_crop_size(data: Dataset, scales: list[float], input_size: tuple[int, int]) -> tuple[int, int] | None:
+    """The window the Tracker follows the animals with on the CPU (manifest `crop_size`, rtkp.follow.crop_size_for):
+    from each labelled frame's keypoint box around all its animals, in model-input px (scales: each sample's
+    letterbox scale, BatchMaker.scales); None when the animals fill too much of the frame for a window to pay."""
+    from rtkp.follow import crop_size_for
+
+    boxes = []
+    for rows in data.frames().values():
+        pts = np.concatenate([data.samples[i].keypoints[data.samples[i].visible] * scales[i] for i in rows])
+        if len(pts) >= 2:
+            boxes.append(np.ptp(pts, axis=0))
+    return crop_size_for(np.asarray(boxes, np.float32).reshape(-1, 2), tuple(input_size))
