@@ -214,7 +214,7 @@ def following_applies(backend, manifest: Manifest) -> bool:
     crop = manifest.crop_size
     if crop is None or crop[0] > manifest.input_size[0] or crop[1] > manifest.input_size[1]:
         return False
-    return getattr(backend, "device", "cpu") == "cpu"
+    return str(getattr(backend, "device", "cpu")) == "cpu"  # torch and TensorRT hold a torch.device
 
 
 class KeypointStage:

@@ -59,7 +59,10 @@ def infer_worker(opts, channel, results, ready, report, pixels_downstream: bool)
         if server is not None:
             _serve_control(server, editor, results)
     results.put(None)
-    report.put(StageSummary("infer", {"frames": taken, "superseded": superseded, "unconsumed": channel.unconsumed()}))
+    counts = {"frames": taken, "superseded": superseded, "unconsumed": channel.unconsumed()}
+    if tracker.model.follower is not None:  # how often the graph looked only where the animal was (rtkp.follow)
+        counts["follow"] = dict(tracker.model.follower.stats)
+    report.put(StageSummary("infer", counts))
     if server is not None:
         server.close()
     tracker.close()

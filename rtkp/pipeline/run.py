@@ -245,6 +245,12 @@ def describe(summary: dict) -> str:
         if stage != "capture_to_publish" and pct:
             unit = f"ms per batch (mean batch {post.get('mean_batch', 1)})" if stage == "inference" else "ms per frame"
             lines.append(f"  {stage:>10} {unit}: " + ", ".join(f"{k} {v:.2f}" for k, v in pct.items()))
+    follow = summary.get("infer", {}).get("follow")
+    if follow and follow.get("frames"):
+        lines.append(
+            f"the graph looked only around the animal in {follow['windows']} of {follow['frames']} frames "
+            f"(the whole frame in {follow['whole']}, {follow['rejected']} of them after a window)"
+        )
     if post.get("publish_dropped"):
         lines.append(f"the publisher refused {post['publish_dropped']} message(s) (send buffer full)")
     dec = summary.get("decode", {})
