@@ -30,7 +30,8 @@ def scene(tmp_path_factory):
     manifest = json.loads((model / "manifest.json").read_text())
     manifest["crop_size"] = CROP
     (model / "manifest.json").write_text(json.dumps(manifest))
-    assert main(["synth", "--out", str(root / "synth"), "--images", "0", "--videos", "1", "--seconds", "3", "--quiet"]) == 0
+    synth = ["synth", "--out", str(root / "synth"), "--images", "0", "--videos", "1", "--seconds", "3", "--quiet"]
+    assert main(synth) == 0
     video = next((root / "synth" / "videos").glob("*.mp4"))
     gt = json.loads(video.with_suffix(".gt.json").read_text())
     truth = {

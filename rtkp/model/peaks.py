@@ -95,8 +95,8 @@ def similarity(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor
     """Cosine similarity of each cell to each prototype: features (B, D, h, w) unit, prototypes (K, D) -> (B, K, h, w).
 
     One batched matrix product, (K, D) @ (B, D, h·w): exported as a MatMul, which ONNX Runtime runs as one GEMM. The
-    same product written as an einsum ("bdhw,kd->bkhw") exported as an Einsum that ONNX Runtime's CPU provider ran
-    with transposes around a slow kernel: 11.2 of the mouse graph's 56 ms per 640×480 frame (docs/BENCHMARKS.md).
+    same product written as an einsum ("bdhw,kd->bkhw") exported as an Einsum, profiled at 11.2 of the mouse graph's
+    56 ms per 640×480 frame on this CPU (docs/BENCHMARKS.md); the graph has no Einsum left.
     """
     b, d, h, w = features.shape
     return torch.matmul(prototypes, features.reshape(b, d, h * w)).reshape(b, prototypes.shape[0], h, w)
@@ -139,7 +139,7 @@ def coke_keypoints(
     flat_idx = sim.reshape(b, k, h * w).argmax(dim=2)
     feat_flat = features.reshape(b, d, h * w)
     peak_feat = feat_flat.gather(2, flat_idx.unsqueeze(1).expand(b, d, k))
-    clutter_score = torch.einsum("bdk,sd->bks", peak_feat, clutter).amax(dim=2)
+    clutter_score = torch.matmul(clutter, peak_feat).amax(dim=1)  # (S, D) @ (B, D, K) -> (B, S, K) -> (B, K)
     if active is not None:
         on = active.unsqueeze(0) > 0.5  # (1, K)
         score = torch.where(on, score, torch.full_like(score, -1.0))
@@ -192,7 +192,7 @@ def coke_instance_peaks(
     pos = grid_to_pixels(softargmax_at(flat, idx, (h, w), temperature), stride)  # (B, K, P, 2)
     cells = idx.reshape(b, 1, k * peaks)
     peak_feat = features.reshape(b, d, h * w).gather(2, cells.expand(b, d, k * peaks))  # (B, D, K·P)
-    clutter_score = torch.einsum("bdn,sd->bns", peak_feat, clutter).amax(dim=2).reshape(b, k, peaks)
+    clutter_score = torch.matmul(clutter, peak_feat).amax(dim=1).reshape(b, k, peaks)  # (B, S, K·P) -> (B, K, P)
     offset = centres.reshape(b, 2, h * w).gather(2, cells.expand(b, 2, k * peaks))  # (B, 2, K·P)
     centre = pos + offset.permute(0, 2, 1).reshape(b, k, peaks, 2)
     if active is not None:

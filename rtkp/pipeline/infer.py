@@ -73,14 +73,12 @@ def open_tracker(opts, control: bool):
     requests may come (the Tracker then keeps recent model inputs for them). The weights are read and checked once,
     by open_backend; the manifest and banks are the ones it read (backend.info)."""
     from rtkp.backends import open_backend
-    from rtkp.pipeline.source_spec import parse_source
     from rtkp.tracker import Tracker
 
     backend = open_backend(opts.model, opts.backend, threads=opts.threads, precision=opts.precision)
     info = backend.info
-    # consecutive frames (not an image folder): the graph may look only where the animal is (rtkp.follow)
-    follow = not opts.whole_frame and parse_source(opts.source).kind != "images"
-    settings = dict(max_instances=opts.max_instances, follow=follow)
+    # the graph may look only where the animal is (rtkp.follow); run_pipeline sets whole_frame for image folders
+    settings = dict(max_instances=opts.max_instances, follow=not opts.whole_frame)
     if not control:
         return Tracker(backend, info.manifest, opts.smoothing, **settings), None
     from rtkp.control.editor import HISTORY_FRAMES, KeypointEditor

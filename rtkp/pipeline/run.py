@@ -55,7 +55,7 @@ class RunOptions:
     control: str | None = None  # the control socket's endpoint (rtkp.control): teach the running model keypoints
     window_control: str | None = None  # the live window's private control endpoint (ipc://), set with display
     max_instances: int | None = None  # animals per frame (--max-instances; None: the model's default)
-    whole_frame: bool = False  # --whole-frame: never follow the animal with a window (rtkp.follow)
+    whole_frame: bool = False  # --whole-frame: never follow the animal with a window (rtkp.follow); image folders too
 
 
 def run_pipeline(opts: RunOptions, on_frame=None, on_backend=None, on_progress=None) -> dict:
@@ -80,6 +80,10 @@ def run_pipeline(opts: RunOptions, on_frame=None, on_backend=None, on_progress=N
 
         ipc = Path(tempfile.gettempdir()) / f"rtkp-{os.getpid()}-window.ctl"
         opts = dataclasses.replace(opts, window_control=f"ipc://{ipc}")
+    if not opts.whole_frame and _unrelated_images(opts.source):
+        import dataclasses
+
+        opts = dataclasses.replace(opts, whole_frame=True)  # an image folder: never followed (rtkp.follow)
     ctx = mp.get_context("spawn")
     ring = FrameRing(opts.run.slots)  # sized from the first frame (FrameSize), see _collect
     channel = (LatestChannel if opts.policy == "live" else LosslessChannel)(ctx, ring)
@@ -206,6 +210,17 @@ def _shutdown(procs: dict, grace_s: float = JOIN_S) -> None:
         if p.is_alive():
             os.kill(p.pid, signal.SIGKILL)
             p.join(0.5)
+
+
+def _unrelated_images(source: str) -> bool:
+    """Whether --source names image files (a folder, a glob, an image) rather than consecutive frames; a source that
+    does not parse is left to the decode stage to report."""
+    from rtkp.pipeline.source_spec import parse_source
+
+    try:
+        return parse_source(source).kind == "images"
+    except SourceError:
+        return False
 
 
 def frame_counts(summary: dict) -> dict:
