@@ -1,14 +1,16 @@
 """Where a model's CPU time goes: ONNX Runtime's profiler over the exported graph, grouped by part of the network.
 
     python tools/profile_graph.py --model engines/dlc_mouse_coke --video ../shared/data/dlc_openfield_mouse/<video> \
-        [--frames 40] [--batch 1] [--threads 0] [--json OUT]
+        [--frames 40] [--batch 1] [--threads 0] [--size W H] [--json OUT]
 
 The graph is the one `rtkp run` and `rtkp export` execute (rtkp.graphs.onnx, session options as
 rtkp.backends.onnxruntime sets them). Every kernel of the profiled runs (warm-up excluded) is attributed to a part by
 its node's name, which the ONNX export takes from the PyTorch module path: the backbone (by MobileNetV2 stage), the
 hypercolumn decoder (its lateral projections, the upsampling and sum, the refinement, the final projection and
 normalisation), and what follows the features (matching against the prototypes, peak finding and the sub-pixel step,
-the clutter score). Prints milliseconds per frame for each part and its share.
+the clutter score). Prints milliseconds per frame for each part and its share. --size profiles the graph at another
+input size, on windows of that size cut from the middle of each model input: the window `rtkp.follow` runs on the CPU
+(the manifest's crop_size).
 """
 
 from __future__ import annotations
@@ -44,10 +46,10 @@ def part_of(node: str, op: str) -> str:
             return part
     if op == "Resize":
         return "decoder: upsampling to stride 4"
-    if op == "Einsum" and node.rstrip("/").endswith("/Einsum"):
-        return "matching: similarity to K_max prototypes"
-    if op == "Einsum":
-        return "clutter score (einsum)"
+    if op in ("Einsum", "MatMul") and node.rstrip("/").endswith(("/Einsum", "/MatMul")):
+        return "matching: similarity to K_max prototypes"  # the first product after the features (graph v2: Einsum)
+    if op in ("Einsum", "MatMul"):
+        return "clutter score"
     if op in ("ReduceL2", "Div", "Clip", "Expand") and "Reorder" not in node:
         return "L2 normalisation / input scaling"
     if op.startswith("Reorder"):
@@ -62,6 +64,7 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="input size (default: the model's)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
 
@@ -74,14 +77,17 @@ def main() -> int:
     from rtkp.graphs.prototypes import pad_prototypes
 
     info = read_model_info(a.model)
-    path = ensure_onnx(info, info.input_size, False)
+    size = tuple(a.size) if a.size else tuple(info.input_size)
+    path = ensure_onnx(info, size, False)
     frames = []
     with av.open(a.video) as container:
         for i, frame in enumerate(container.decode(video=0)):
             if i >= a.frames + a.batch:
                 break
             image = frame.to_ndarray(format="rgb24")
-            frames.append(Letterbox.fit((image.shape[1], image.shape[0]), info.input_size).apply(image))
+            image = Letterbox.fit((image.shape[1], image.shape[0]), info.input_size).apply(image)
+            x0, y0 = (image.shape[1] - size[0]) // 2, (image.shape[0] - size[1]) // 2
+            frames.append(np.ascontiguousarray(image[y0 : y0 + size[1], x0 : x0 + size[0]]))
     with tempfile.TemporaryDirectory() as tmp:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = a.threads or min(os.cpu_count() or 1, 8)
@@ -110,7 +116,7 @@ def main() -> int:
     wall = sum(r["dur"] for r in runs[1:]) / 1e3 / n_frames
     total = sum(by_part.values()) / n_frames
     rows = sorted(((p, ms / n_frames) for p, ms in by_part.items()), key=lambda r: -r[1])
-    print(f"{a.model}: {info.input_size[0]}x{info.input_size[1]}, batch {a.batch}, {n_frames} frames profiled")
+    print(f"{a.model}: {size[0]}x{size[1]}, batch {a.batch}, {n_frames} frames profiled")
     print(f"{'part':<40}{'ms/frame':>10}{'share':>8}")
     for part, ms in rows:
         print(f"{part:<40}{ms:>10.2f}{ms / total:>8.1%}")
