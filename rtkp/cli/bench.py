@@ -175,6 +175,8 @@ def pipeline(
     }
     lat = stages.get("capture_to_publish", {})
     out["latency_ms"] = {k: lat.get(k) for k in ("p50", "p95", "p99")}
+    if summary.get("infer", {}).get("follow"):  # frames looked at through the window around the animal (rtkp.follow)
+        out["follow"] = summary["infer"]["follow"]
     return out
 
 
