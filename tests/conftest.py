@@ -203,6 +203,26 @@ def start_live_run(model: Path, publish: str = "none", *extra: str):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def subscribe_to_live_run(model: Path, count: int, timeout: float, *extra: str):
+    """Start `rtkp run` (start_live_run, 150 frames) publishing on a free loopback port, take `count` messages from
+    it with `rtkp subscribe --json`, and wait for the run to end: (the finished run's Popen, the subscriber's
+    CompletedProcess)."""
+    import subprocess
+    import sys
+
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    run = start_live_run(model, ep, "--max-frames", "150", *extra)
+    sub = subprocess.run(
+        [sys.executable, "-m", "rtkp", "subscribe", "--endpoint", ep, "--json", "--count", str(count)]
+        + ["--timeout", str(int(timeout))],
+        capture_output=True,
+        text=True,
+        timeout=3 * timeout,
+    )
+    run.wait(3 * timeout)
+    return run, sub
+
+
 def wait_for(condition, timeout: float = 120.0, what: str = "", interval: float = 0.01):
     """Poll `condition()` every `interval` s until it returns something truthy (returned); fail after `timeout` s.
 

@@ -13,7 +13,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from conftest import free_port, start_live_run, wait_for
+from conftest import free_port, subscribe_to_live_run, wait_for
 
 from rtkp.errors import ConfigError, RtkpError
 from rtkp.messages import KeypointFrame
@@ -364,15 +364,7 @@ def test_curve_admits_known_keys_and_ignores_unknown_and_says_what_is_missing(tm
 
 
 def test_subscribe_command_against_a_live_run(tiny_model):
-    ep = _endpoint()
-    run = start_live_run(tiny_model, ep, "--max-frames", "150")
-    out = subprocess.run(
-        [sys.executable, "-m", "rtkp", "subscribe", "--endpoint", ep, "--json", "--count", "20", "--timeout", "20"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    run.wait(60)
+    run, out = subscribe_to_live_run(tiny_model, 20, 20)
     assert run.returncode == 0, run.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 20 and "received 20 messages" in out.stderr

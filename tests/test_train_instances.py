@@ -132,21 +132,10 @@ def test_a_taught_keypoint_joins_every_animal(two_targets):
 def test_a_live_run_streams_every_animal(two_targets):
     """`rtkp run` with a multi-instance model: its `.meta` says so, and `rtkp subscribe --json` prints each frame's
     animals (zero or more: a 6-step model on a test pattern; what matters is that the stream carries them)."""
-    import subprocess
-    import sys
-
-    from conftest import free_port, start_live_run
+    from conftest import subscribe_to_live_run
 
     _, _, out = two_targets
-    ep = f"tcp://127.0.0.1:{free_port()}"
-    run = start_live_run(out, ep, "--max-frames", "150", "--max-instances", "3")
-    sub = subprocess.run(
-        [sys.executable, "-m", "rtkp", "subscribe", "--endpoint", ep, "--json", "--count", "10", "--timeout", "30"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    run.wait(90)
+    run, sub = subscribe_to_live_run(out, 10, 30, "--max-instances", "3")
     assert run.returncode == 0, run.stderr
     lines = [json.loads(line) for line in sub.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 10
