@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rtkp.visibility import evidence
+
 ALIGN_PX = 32  # window origins on the graph's coarsest grid (stride 32): its cells are the whole frame's cells
 EDGE_PX = 16  # a visible keypoint this close to an inner window border sends the frame to the whole input
 MOTION_PX = 32  # how far a keypoint may move between frames, for one that vanished near a border (Follower.accept)
@@ -112,8 +114,7 @@ class Follower:
     def _visible(self, rows: np.ndarray) -> np.ndarray:
         """rows (K, 4) or (K, P, 6) -> (K,) or (K, P) visible."""
         margin = np.asarray(self.margin, np.float32)
-        evidence = rows[..., 2] - rows[..., 3]
-        return evidence > (margin[:, None] if rows.ndim == 3 and margin.ndim == 1 else margin)
+        return evidence(rows) > (margin[:, None] if rows.ndim == 3 and margin.ndim == 1 else margin)
 
     def warm_up_start(self, start: int) -> int:
         """The frame to start tracking from so that frame `start` gets the rows an uninterrupted run gives it: the

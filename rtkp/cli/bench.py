@@ -118,7 +118,7 @@ def naive_loop(
 
     manifest = read_model_info(model).manifest
     backend = open_backend(model, backend_name, threads=threads, precision=precision)
-    follow = not whole_frame and parse_source(source).kind != "images"  # as `rtkp run` (rtkp.follow)
+    follow = not whole_frame and parse_source(source).consecutive  # as `rtkp run` (rtkp.follow)
     tracker = Tracker(backend, manifest, cfg.smoothing, max_instances=max_instances, follow=follow)
     pub = Publisher("tcp://127.0.0.1:*", "bench", "naive", {"keypoints": list(manifest.keypoint_names)})
     n, t0 = 0, time.perf_counter()

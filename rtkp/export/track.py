@@ -140,7 +140,7 @@ def track_chunk(
     # a Tracker that follows the animal (rtkp.follow) starts at the last refresh frame before the chunk and tracks
     # the frames up to it without writing them, so that the chunk's records are those of an uninterrupted run;
     # an image folder's images are unrelated and never followed
-    tracker.model.new_sequence(consecutive=spec.kind != "images")
+    tracker.model.new_sequence(consecutive=spec.consecutive)
     follower = tracker.model.follower
     following = follower is not None and follower.enabled
     begin = follower.warm_up_start(chunk.start) if following else chunk.start

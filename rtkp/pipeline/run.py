@@ -80,7 +80,7 @@ def run_pipeline(opts: RunOptions, on_frame=None, on_backend=None, on_progress=N
 
         ipc = Path(tempfile.gettempdir()) / f"rtkp-{os.getpid()}-window.ctl"
         opts = dataclasses.replace(opts, window_control=f"ipc://{ipc}")
-    if not opts.whole_frame and _unrelated_images(opts.source):
+    if not opts.whole_frame and not _consecutive(opts.source):
         import dataclasses
 
         opts = dataclasses.replace(opts, whole_frame=True)  # an image folder: never followed (rtkp.follow)
@@ -212,15 +212,14 @@ def _shutdown(procs: dict, grace_s: float = JOIN_S) -> None:
             p.join(0.5)
 
 
-def _unrelated_images(source: str) -> bool:
-    """Whether --source names image files (a folder, a glob, an image) rather than consecutive frames; a source that
-    does not parse is left to the decode stage to report."""
+def _consecutive(source: str) -> bool:
+    """SourceSpec.consecutive of --source; a source that does not parse is left to the decode stage to report."""
     from rtkp.pipeline.source_spec import parse_source
 
     try:
-        return parse_source(source).kind == "images"
+        return parse_source(source).consecutive
     except SourceError:
-        return False
+        return True
 
 
 def frame_counts(summary: dict) -> dict:

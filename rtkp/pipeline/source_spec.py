@@ -30,6 +30,12 @@ class SourceSpec:
         """Cameras and network streams produce frames in real time whether or not we keep up."""
         return self.kind in ("camera", "stream")
 
+    @property
+    def consecutive(self) -> bool:
+        """Its frames follow each other in time (not unrelated images): the graph may follow the animal from one to
+        the next (rtkp.follow)."""
+        return self.kind != "images"
+
 
 def parse_source(
     text: str, size: tuple[int, int] | None = None, fps: float | None = None, pixel_format: str | None = None
