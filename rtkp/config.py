@@ -98,6 +98,11 @@ class CokeConfig:
     # The best match of each hidden keypoint (covered, outside the crop, empty scene) joins the clutter term's samples
     # (rtkp.train.hidden_peaks).
     hidden_negatives: bool = field(default=True, metadata=_rule(lambda v: isinstance(v, bool), "true or false"))
+    # > 0: those best matches form a term of their own with this weight instead (the clutter term's form on them
+    # alone, so that a handful of hidden keypoints is not diluted among ~400 clutter samples), switched on at
+    # `hidden_from` of the budget (a schedule: the keypoints are told apart first). 0: they join the clutter samples.
+    hidden_weight: float = field(default=0.0, metadata=_rule(_nonneg, "a number >= 0"))
+    hidden_from: float = field(default=0.0, metadata=_rule(_fraction, "a number in [0, 1]"))
     # Localisation term (rtkp.model.loss.localisation_loss): softmax(similarity / temperature) over the crop must match
     # a Gaussian of `localise_sigma` cells at the label; models trained with it refine peaks by soft-argmax.
     localise_weight: float = field(default=1.0, metadata=_rule(_nonneg, "a number >= 0"))

@@ -78,6 +78,12 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--stop-after", type=int, metavar="N", help="train N steps, save a checkpoint and exit (resume later)"
     )
+    p.add_argument(
+        "--keep-checkpoint",
+        action="store_true",
+        help="keep the last checkpoint in --out/checkpoint after the model is written, so that the run can be "
+        "extended later (run again with a larger --set train.steps=N)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -59,10 +59,21 @@ def cmd_train(args) -> int:
 
     def on_resume(step: int) -> None:
         resumed.append(step)
+        provenance["resumed_from_step"] = step  # the manifest's `seconds` and `command` are this run's only
         print(f"resuming from step {step} of {cfg.train.steps} (checkpoint in {out / 'checkpoint'})", flush=True)
 
     try:
-        manifest = train(data, cfg, out, not args.no_resume, not args.quiet, provenance, args.stop_after, on_resume)
+        manifest = train(
+            data,
+            cfg,
+            out,
+            not args.no_resume,
+            not args.quiet,
+            provenance,
+            args.stop_after,
+            on_resume,
+            keep_checkpoint=args.keep_checkpoint,
+        )
     except Interrupted as exc:
         if not exc.summary.get("step"):
             raise
@@ -114,7 +125,7 @@ def resume_command(args, stop_after: int | None) -> str:
             words += ["--" + flag.replace("_", "-"), str(value)]
     for item in args.set:
         words += ["--set", item]
-    switches = ("no_eval", "quiet", "predictions")
+    switches = ("no_eval", "quiet", "predictions", "keep_checkpoint")
     words += [f"--{flag.replace('_', '-')}" for flag in switches if getattr(args, flag, False)]
     return " ".join(shlex.quote(w) for w in words)
 

@@ -75,13 +75,16 @@ def train(
     provenance: dict | None = None,
     stop_after: int | None = None,
     on_resume: Callable[[int], None] | None = None,
+    keep_checkpoint: bool = False,
 ) -> Manifest | None:
     """Train and write the model folder `out`; returns its manifest as written (without evaluation figures).
 
     `out` is created (with its parents) before anything else. A checkpoint in `out/checkpoint` is resumed when
     `resume` and the config matches (`train.steps` may differ, so a run can be extended); `on_resume(step)` is told the
     step it resumes from. `stop_after` ends this call after that many more steps (counted from the step it resumed
-    from) with a checkpoint and returns None (for time-sliced training on shared machines).
+    from) with a checkpoint and returns None (for time-sliced training on shared machines). The checkpoint is removed
+    once the model is written, unless `keep_checkpoint`: then a finished run can be extended (a larger train.steps
+    resumes at its last step; the cosine schedule restarts from where the longer one would be).
 
     SIGINT and SIGTERM (Ctrl-C) end the step under way, save a checkpoint of it and raise Interrupted, whose summary
     holds `step` (the steps saved), `steps` and `checkpoint`: running again resumes there. A second signal while a
@@ -157,7 +160,10 @@ def train(
             stop.soft = False  # from here on (calibration, writing the model) a signal stops at once
             if end < steps:
                 return None
-            return _finish(data, cfg, out, net, maker, kp_bank, clutter_bank, provenance, steps, t0, last, plan)
+            manifest = _finish(data, cfg, out, net, maker, kp_bank, clutter_bank, provenance, steps, t0, last, plan)
+            if not keep_checkpoint:
+                shutil.rmtree(ckpt, ignore_errors=True)
+            return manifest
         except KeyboardInterrupt:  # a second signal during a step, or one while the model is written
             bar.close()
             raise interrupted() from None
@@ -212,7 +218,7 @@ def _step(step, steps, cfg, net, optimizer, maker, kp_bank, clutter_bank) -> tup
     for g in optimizer.param_groups:
         g["lr"] = g["base_lr"] * lr_factor(step, steps, cfg.train.warmup_steps)
     if cfg.model.head == "coke":
-        loss, stats, after = coke_step(net, batch, rng, cfg, kp_bank, clutter_bank)
+        loss, stats, after = coke_step(net, batch, rng, cfg, kp_bank, clutter_bank, step / steps)
     else:
         loss, stats, after = heatmap_step(net, batch, cfg)
     optimizer.zero_grad(set_to_none=True)
@@ -223,9 +229,8 @@ def _step(step, steps, cfg, net, optimizer, maker, kp_bank, clutter_bank) -> tup
 
 
 def _finish(data, cfg, out, net, maker, kp_bank, clutter_bank, provenance, steps, t0, last, plan) -> Manifest:
-    """After the last step: calibrate the visibility margins, write the model folder, drop the checkpoint."""
+    """After the last step: calibrate the visibility margins and write the model folder."""
     head = cfg.model.head
-    ckpt = out / "checkpoint"
     net.eval()
     prototypes = clutter = None
     if head == "coke":
@@ -244,9 +249,7 @@ def _finish(data, cfg, out, net, maker, kp_bank, clutter_bank, provenance, steps
     crop = follow_crop_size(data, maker.scales, cfg.model.input_size)
     if crop is not None:  # the window rtkp.follow looks through on the CPU (absent: always the whole frame)
         manifest["crop_size"] = list(crop)
-    manifest = save_model(out, net, manifest, prototypes, clutter)
-    shutil.rmtree(ckpt, ignore_errors=True)
-    return manifest
+    return save_model(out, net, manifest, prototypes, clutter)
 
 
 def model_manifest(data: Dataset, cfg: Config, flip_pairs, margins, prototypes, clutter, training: dict) -> dict:

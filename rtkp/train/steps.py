@@ -65,8 +65,13 @@ def neighbour_mask(keypoints: torch.Tensor, visible: torch.Tensor, radius_px: fl
     return close
 
 
-def coke_step(net, batch: Batch, rng, cfg: Config, kp_bank: KeypointBank, clutter_bank: ClutterBank):
-    """Forward, loss; bank updates happen after the optimiser step (returned as a closure)."""
+def coke_step(
+    net, batch: Batch, rng, cfg: Config, kp_bank: KeypointBank, clutter_bank: ClutterBank, progress: float = 1.0
+):
+    """Forward, loss; bank updates happen after the optimiser step (returned as a closure).
+
+    progress: the share of the budget done before this step (schedules of terms that start later).
+    """
     c = cfg.coke
     several = batch.centres is not None
     feats, offsets = net.with_centre(batch.images) if several else (net(batch.images), None)
@@ -88,8 +93,11 @@ def coke_step(net, batch: Batch, rng, cfg: Config, kp_bank: KeypointBank, clutte
         cl_points = torch.cat([cl_points, ring_points(rng, batch, c.ring_per_keypoint)], 1)
     cl_feats = sample_features(feats, cl_points, STRIDE).reshape(-1, feats.shape[1])
     negatives = cl_feats  # the clutter term's samples; only cl_feats go into the clutter bank
+    hidden = None
     if c.hidden_negatives and kp_bank.initialised.all():
-        negatives = torch.cat([cl_feats, hidden_peaks(feats, kp_bank.prototypes, batch, c.clutter_min_distance)])
+        hidden = hidden_peaks(feats, kp_bank.prototypes, batch, c.clutter_min_distance)
+        if c.hidden_weight == 0:
+            negatives, hidden = torch.cat([cl_feats, hidden]), None
     loss, stats = coke_loss(
         sel_feats,
         sel_labels,
@@ -102,6 +110,22 @@ def coke_step(net, batch: Batch, rng, cfg: Config, kp_bank: KeypointBank, clutte
         c.clutter_loss_weight,
         c.clutter_pull,
     )
+    if hidden is not None and len(hidden) and progress >= c.hidden_from:
+        # the clutter term's form on the hidden keypoints' best matches alone (rtkp.model.loss.coke_loss)
+        term, _ = coke_loss(
+            hidden[:0],
+            sel_labels[:0],
+            mask[:0],
+            hidden,
+            kp_bank.prototypes,
+            clutter_bank.contents(),
+            c.temperature,
+            c.clutter_weight,
+            1.0,
+            c.clutter_pull,
+        )
+        loss = loss + c.hidden_weight * term
+        stats["hidden"] = term.item()
     if c.localise_weight > 0 and kp_bank.initialised.all():
         loc = localisation_loss(feats, kp_bank.prototypes, all_kp, all_vis, STRIDE, c.temperature, c.localise_sigma)
         loss = loss + c.localise_weight * loc

@@ -1,0 +1,106 @@
+"""How well each per-keypoint cue tells covered from uncovered keypoints, on a validation split carved from `train`.
+
+    python tools/visibility_cues.py runs/abl/E2000 --split runs/splits/mouse_val.json \
+        [--data ../shared/data/dlc_openfield_mouse] [--occluders ../shared/data/opencv_samples] [--draws 3]
+
+Every frame of the split's `train` and `test` (validation) lists gets occluders over 40–60 % of its keypoint box
+(synthetic textures and training photos, alternately: never the evaluation photos), runs through the model's FP32
+inference graph, and each labelled keypoint gives its cues: the graph's score − clutter score (the visibility rule's
+evidence), the score alone, and the peak's share of the similarity map's soft-max mass (5×5 cells). Printed: AUC
+(covered against uncovered) on the validation frames per cue, and the rates that per-keypoint thresholds chosen on the
+training frames (rtkp.train.calibrate.best_threshold, hidden side weighted w) reach on the validation frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def auc(x: np.ndarray, y: np.ndarray) -> float:
+    """P(cue of a random positive > cue of a random negative), ties counting half."""
+    pos, neg = x[y], x[~y]
+    return float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
+
+
+def cues(graph, protos, clutter, samples, size, photos, draws: int, seed: int, temperature: float):
+    """-> (N, 4) rows (evidence, score, peak mass, keypoint index) and (N,) True where the keypoint is uncovered."""
+    from rtkp.data.occlude import covered, object_box, paste_occluders
+    from rtkp.geometry import Letterbox
+
+    rows, labels = [], []
+    for i, s in enumerate(samples):
+        image = s.load_image()
+        for d in range(draws):
+            rng = np.random.default_rng([seed, i, d])
+            pts = s.object_points()
+            box = object_box(pts, np.ones(len(pts), bool))
+            occluded, mask = paste_occluders(rng, image, box, (0.4, 0.6), photos if d % 2 else None)
+            hidden = covered(mask, s.keypoints) & s.visible
+            fit = Letterbox.fit(occluded.shape[1::-1], size)
+            with torch.no_grad():
+                kp, sim = graph(torch.from_numpy(fit.apply(occluded))[None], protos, clutter)
+            kp, sim = kp[0].numpy(), sim[0].numpy()
+            for k in np.flatnonzero(s.visible):
+                m = sim[k]
+                y, x = np.unravel_index(m.argmax(), m.shape)
+                z = np.exp((m - m.max()) / temperature)
+                mass = z[max(0, y - 2) : y + 3, max(0, x - 2) : x + 3].sum() / z.sum()
+                rows.append([kp[k, 2] - kp[k, 3], kp[k, 2], np.log(mass), k])
+                labels.append(not hidden[k])
+    return np.array(rows), np.array(labels)
+
+
+def main() -> None:
+    from rtkp.config import config_from_dict
+    from rtkp.data.load import load_dataset
+    from rtkp.data.occlude import load_photos
+    from rtkp.model.checkpoint import load_model
+    from rtkp.model.graph import InferenceGraph
+    from rtkp.train.calibrate import best_threshold
+    from rtkp.train.recipe import peak_decoding
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", type=Path)
+    ap.add_argument("--data", type=Path, default=Path("../shared/data/dlc_openfield_mouse"))
+    ap.add_argument("--split", type=Path, required=True)
+    ap.add_argument("--occluders", type=Path, default=Path("../shared/data/opencv_samples"))
+    ap.add_argument("--draws", type=int, default=3)
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    net, manifest, protos, clutter = load_model(a.model)
+    cfg = config_from_dict(manifest.extra["training"]["config"])
+    graph = InferenceGraph(net, debug=True, peak=peak_decoding(cfg)).eval()
+    names = json.loads(a.split.read_text())
+    full = load_dataset(a.data)
+    photos = load_photos(a.occluders)
+    size, t = tuple(cfg.model.input_size), cfg.coke.temperature
+    parts = {p: full.subset(names[p], p).samples for p in ("train", "test")}
+    tr, ytr = cues(graph, protos, clutter, parts["train"], size, photos, a.draws, 7, t)
+    va, yva = cues(graph, protos, clutter, parts["test"], size, photos, a.draws, 8, t)
+    out = {"model": str(a.model), "covered": int((~yva).sum()), "uncovered": int(yva.sum()), "auc": {}, "rates": {}}
+    for j, name in enumerate(["score - clutter", "score", "peak mass"]):
+        out["auc"][name] = round(auc(va[:, j], yva), 3)
+    for j, name in enumerate(["score - clutter", "score"]):
+        for w in (0.3, 0.4, 0.5):
+            ch, uv = [], []
+            for k in np.unique(tr[:, 3]).astype(int):
+                t_k = best_threshold(tr[tr[:, 3] == k, j], ytr[tr[:, 3] == k], w)
+                ev, yv = va[va[:, 3] == k, j], yva[va[:, 3] == k]
+                ch += list(ev[~yv] <= t_k)
+                uv += list(ev[yv] > t_k)
+            out["rates"][f"{name}, w={w}"] = {
+                "covered_hidden": round(np.mean(ch), 3),
+                "uncovered_visible": round(np.mean(uv), 3),
+            }
+    print(json.dumps(out, indent=1))
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
