@@ -59,7 +59,14 @@ def calibration_samples(maker: BatchMaker) -> list[int]:
 
 @torch.no_grad()
 def calibrate_margins(
-    net, maker: BatchMaker, cfg: Config, prototypes, clutter, variants: int = 2, seed: int = 12345
+    net,
+    maker: BatchMaker,
+    cfg: Config,
+    prototypes,
+    clutter,
+    variants: int = 2,
+    seed: int = 12345,
+    weigh_absent: bool = True,
 ) -> tuple[float, list[float]]:
     """(one margin for all keypoints, one per keypoint (K,)) from whole training frames, as the model sees them.
 
@@ -70,8 +77,10 @@ def calibrate_margins(
     Whole frames, not training crops: in a crop most hidden keypoints are simply outside it, which is easy, and a
     margin chosen there came out far too low for occluded keypoints in full frames (measured: 0.1–0.18 below the
     threshold that separated them best on validation frames). A keypoint whose frames are all visible or all hidden
-    gets the common margin. Frames with several animals are run once, occluders on one animal (calibration_samples),
-    and a keypoint counts as in view when any animal shows it (the single-peak row reads the best of them).
+    gets the common margin; a keypoint absent in most frames weighs its hidden side by that share (hidden_weights;
+    weigh_absent=False: balanced accuracy for every keypoint, the rule before issue 29). Frames with several animals
+    are run once, occluders on one animal (calibration_samples), and a keypoint counts as in view when any animal
+    shows it (the single-peak row reads the best of them).
     """
     # the FP32 inference graph that the backends run, so the margin is chosen on the figures they report
     graph = InferenceGraph(net, peak=peak_decoding(cfg)).eval()
@@ -102,7 +111,7 @@ def calibrate_margins(
     evidence, visible = np.stack(evidence), np.stack(visible)  # (N, K)
     common = round(best_threshold(evidence.flatten(), visible.flatten()), 5)
     labelled = np.stack([maker.visible[i] for i in calibration_samples(maker)])  # (F, K) before any occluder
-    weight = hidden_weights(labelled)
+    weight = hidden_weights(labelled) if weigh_absent else np.full(labelled.shape[1], 0.5)
     per_keypoint = [
         round(best_threshold(evidence[:, k], visible[:, k], weight[k]), 5)
         if 0 < visible[:, k].sum() < len(visible)
