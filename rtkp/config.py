@@ -99,9 +99,9 @@ class CokeConfig:
     # (rtkp.train.hidden_peaks).
     hidden_negatives: bool = field(default=True, metadata=_rule(lambda v: isinstance(v, bool), "true or false"))
     # > 0: those best matches form a term of their own with this weight instead (the clutter term's form on them
-    # alone, so that a handful of hidden keypoints is not diluted among ~400 clutter samples), switched on at
-    # `hidden_from` of the budget (a schedule: the keypoints are told apart first, then told what absent looks like).
-    # 0: they join the clutter samples from the start (the recipe before issue 29). Weight 1 from 3/4 raised the
+    # alone, so that a handful of hidden keypoints is not diluted among ~400 clutter samples), used from `hidden_from`
+    # of the budget on and not before (a schedule: the keypoints are told apart first, then told what absent looks
+    # like). 0: they join the clutter samples from the start (the recipe before issue 29). Weight 1 from 3/4 raised the
     # covered/uncovered separation on the mouse's validation frames from AUC 0.93 to 0.97 (docs/MODEL.md).
     hidden_weight: float = field(default=1.0, metadata=_rule(_nonneg, "a number >= 0"))
     hidden_from: float = field(default=0.75, metadata=_rule(_fraction, "a number in [0, 1]"))

@@ -32,9 +32,9 @@ def hidden_peaks(feats: torch.Tensor, prototypes: torch.Tensor, batch: Batch, mi
     empty scene has no right answer anywhere in the crop, so its best match is a negative: these join the clutter
     term. Without it the model was never told that a covered keypoint is absent, and the best match, often the
     occluder's edge next to it, kept a keypoint-like feature (the first mouse model flagged 55 % of covered keypoints
-    hidden). Cells within `min_cells` of a visible keypoint are skipped (they belong to it). They join the clutter
-    term's samples (not the clutter bank) at the same weight as random clutter; a separate term with its own weight,
-    or one that only forbade keypoint k ("not k"), confused the mouse's ears at the reduced budget (docs/MODEL.md).
+    hidden). Cells within `min_cells` of a visible keypoint are skipped (they belong to it). The recipe makes them a
+    term of their own (coke.hidden_weight) for the last quarter of the budget (coke.hidden_from); from the start, or
+    at twice the weight, that term cost precision, and joined to the clutter samples it separated less (docs/MODEL.md).
     """
     b, d, h, w = feats.shape
     all_kp, all_vis = batch.instances()  # several animals: a keypoint is hidden when no animal shows it
@@ -93,11 +93,12 @@ def coke_step(
         cl_points = torch.cat([cl_points, ring_points(rng, batch, c.ring_per_keypoint)], 1)
     cl_feats = sample_features(feats, cl_points, STRIDE).reshape(-1, feats.shape[1])
     negatives = cl_feats  # the clutter term's samples; only cl_feats go into the clutter bank
-    hidden = None
+    hidden = None  # the hidden keypoints' best matches, when they form a term of their own at this step
     if c.hidden_negatives and kp_bank.initialised.all():
-        hidden = hidden_peaks(feats, kp_bank.prototypes, batch, c.clutter_min_distance)
         if c.hidden_weight == 0:
-            negatives, hidden = torch.cat([cl_feats, hidden]), None
+            negatives = torch.cat([cl_feats, hidden_peaks(feats, kp_bank.prototypes, batch, c.clutter_min_distance)])
+        elif progress >= c.hidden_from:
+            hidden = hidden_peaks(feats, kp_bank.prototypes, batch, c.clutter_min_distance)
     loss, stats = coke_loss(
         sel_feats,
         sel_labels,
@@ -110,7 +111,7 @@ def coke_step(
         c.clutter_loss_weight,
         c.clutter_pull,
     )
-    if hidden is not None and len(hidden) and progress >= c.hidden_from:
+    if hidden is not None and len(hidden):
         # the clutter term's form on the hidden keypoints' best matches alone (rtkp.model.loss.coke_loss)
         term, _ = coke_loss(
             hidden[:0],
