@@ -67,11 +67,12 @@ def test_backend_parity_on_real_frames(model_copy, dlc_test_frames):
 
 
 VIDEO = DLC_MOUSE / "videos" / "m3v1mp4.mp4"
-# A 29 px disc of a real photograph over one keypoint of each test frame. Measured on the shipped model: 79 % of the
-# covered keypoints reported hidden, 93 % of the others visible (docs/MODEL.md). Issue 15 asks for 90 % / 95 %, which
-# this model does not reach yet; the bounds sit just below the measurement so that a regression fails.
-HIDDEN_COVERED = 0.75
-VISIBLE_UNCOVERED = 0.9
+# A 29 px disc of a real photograph over one keypoint of each test frame. Measured on the shipped model (issue 29's
+# recipe): 91.7 % of the covered keypoints reported hidden, 86.1 % of the others visible (the model before it: 79 % /
+# 93 %; docs/MODEL.md). The issues ask for 90 % / 95 %, which the second this model does not reach; the bounds sit
+# just below the measurement so that a regression fails.
+HIDDEN_COVERED = 0.88
+VISIBLE_UNCOVERED = 0.83
 MMPOSE = DLC_MOUSE.parent / "mmpose_samples"
 
 
