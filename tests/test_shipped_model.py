@@ -69,7 +69,7 @@ def test_backend_parity_on_real_frames(model_copy, dlc_test_frames):
 VIDEO = DLC_MOUSE / "videos" / "m3v1mp4.mp4"
 # A 29 px disc of a real photograph over one keypoint of each test frame. Measured on the shipped model (issue 29's
 # recipe): 91.7 % of the covered keypoints reported hidden, 86.1 % of the others visible (the model before it: 79 % /
-# 93 %; docs/MODEL.md). The issues ask for 90 % / 95 %, which the second this model does not reach; the bounds sit
+# 93 %; docs/MODEL.md). The issues ask for 90 % / 95 %; this model does not reach the second. The bounds sit
 # just below the measurement so that a regression fails.
 HIDDEN_COVERED = 0.88
 VISIBLE_UNCOVERED = 0.83
