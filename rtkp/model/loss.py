@@ -90,15 +90,29 @@ def coke_loss(
         total = total + kp_term
         stats["kp"] = kp_term.item()
     if len(clutter_features) and clutter_loss_weight > 0 and len(bank):
-        kp_logits = clutter_features @ protos.T / temperature
-        cl_logits = clutter_features @ bank.T / temperature + log_w
-        if not clutter_pull:
-            cl_logits = cl_logits.detach()
-        all_logits = torch.cat([kp_logits, cl_logits], 1)
-        clutter_term = (torch.logsumexp(all_logits, 1) - torch.logsumexp(cl_logits, 1)).mean()
-        total = total + clutter_loss_weight * clutter_term
-        stats["clutter"] = clutter_term.item()
+        term = clutter_term(clutter_features, protos, bank, temperature, clutter_weight, clutter_pull)
+        total = total + clutter_loss_weight * term
+        stats["clutter"] = term.item()
     return total, stats
+
+
+def clutter_term(
+    features: torch.Tensor,
+    prototypes: torch.Tensor,
+    clutter_bank: torch.Tensor,
+    temperature: float,
+    clutter_weight: float,
+    clutter_pull: bool = True,
+) -> torch.Tensor:
+    """The contrastive loss's clutter term (coke_loss) alone: features (M, D) that must be clutter, as a group,
+    against prototypes (K, D) and the clutter bank (Q, D) (both constants here) -> the mean of
+    −log Σ_c softmax over [f·θ_j / T]_j ∪ [f·c / T + log w]_c."""
+    kp_logits = features @ prototypes.detach().T / temperature
+    cl_logits = features @ clutter_bank.detach().T / temperature + math.log(clutter_weight)
+    if not clutter_pull:
+        cl_logits = cl_logits.detach()
+    all_logits = torch.cat([kp_logits, cl_logits], 1)
+    return (torch.logsumexp(all_logits, 1) - torch.logsumexp(cl_logits, 1)).mean()
 
 
 def localisation_loss(

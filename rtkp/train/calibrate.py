@@ -93,7 +93,8 @@ def calibrate_margins(
         evidence.append(visibility_evidence(rows).numpy())
         visible.append(vis)
 
-    for i in calibration_samples(maker):
+    samples = calibration_samples(maker)
+    for i in samples:
         image, kp, vis = maker.images[i], maker.keypoints[i], maker.visible[i]
         for v in range(variants):
             rng = np.random.default_rng([seed, i, v])
@@ -110,7 +111,7 @@ def calibrate_margins(
             run(np.clip(noisy, 0, 255).astype(np.uint8), np.zeros(len(maker.keypoints[0]), bool))
     evidence, visible = np.stack(evidence), np.stack(visible)  # (N, K)
     common = round(best_threshold(evidence.flatten(), visible.flatten()), 5)
-    labelled = np.stack([maker.visible[i] for i in calibration_samples(maker)])  # (F, K) before any occluder
+    labelled = np.stack([maker.visible[i] for i in samples])  # (F, K) before any occluder
     weight = hidden_weights(labelled) if weigh_absent else np.full(labelled.shape[1], 0.5)
     per_keypoint = [
         round(best_threshold(evidence[:, k], visible[:, k], weight[k]), 5)

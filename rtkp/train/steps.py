@@ -15,6 +15,7 @@ from rtkp.model.banks import ClutterBank, KeypointBank
 from rtkp.model.equivariance import apply_warps, equivariance_loss, grid_points, random_warps, warp_images
 from rtkp.model.loss import (
     centre_loss,
+    clutter_term,
     coke_loss,
     gaussian_targets,
     heatmap_loss,
@@ -112,18 +113,9 @@ def coke_step(
         c.clutter_pull,
     )
     if hidden is not None and len(hidden):
-        # the clutter term's form on the hidden keypoints' best matches alone (rtkp.model.loss.coke_loss)
-        term, _ = coke_loss(
-            hidden[:0],
-            sel_labels[:0],
-            mask[:0],
-            hidden,
-            kp_bank.prototypes,
-            clutter_bank.contents(),
-            c.temperature,
-            c.clutter_weight,
-            1.0,
-            c.clutter_pull,
+        # the contrastive loss's clutter term on the hidden keypoints' best matches alone
+        term = clutter_term(
+            hidden, kp_bank.prototypes, clutter_bank.contents(), c.temperature, c.clutter_weight, c.clutter_pull
         )
         loss = loss + c.hidden_weight * term
         stats["hidden"] = term.item()
