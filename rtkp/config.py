@@ -105,6 +105,9 @@ class CokeConfig:
     # covered/uncovered separation on the mouse's validation frames from AUC 0.93 to 0.97 (docs/MODEL.md).
     hidden_weight: float = field(default=1.0, metadata=_rule(_nonneg, "a number >= 0"))
     hidden_from: float = field(default=0.75, metadata=_rule(_fraction, "a number in [0, 1]"))
+    # True: a covered keypoint's best match is sought away from its own (covered) position too, so that cells next to
+    # the keypoint, which still see part of it, are not pushed towards the clutter (an ablation of issue 29).
+    hidden_spare_own: bool = field(default=False, metadata=_rule(lambda v: isinstance(v, bool), "true or false"))
     # Localisation term (rtkp.model.loss.localisation_loss): softmax(similarity / temperature) over the crop must match
     # a Gaussian of `localise_sigma` cells at the label; models trained with it refine peaks by soft-argmax.
     localise_weight: float = field(default=1.0, metadata=_rule(_nonneg, "a number >= 0"))

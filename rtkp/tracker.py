@@ -180,12 +180,13 @@ class ModelStage:
             rows.append(found)
         return np.stack(rows)
 
-    def features(self, images: np.ndarray) -> np.ndarray:
-        """(B, h, w, 3) uint8 model inputs -> (B, D, h/s, w/s) feature maps (what teaching from shots reads)."""
-        return self._backend.features(images)
+    def features(self, images: np.ndarray, generic: bool = False) -> np.ndarray:
+        """(B, h, w, 3) uint8 model inputs -> (B, D, h/s, w/s) feature maps, (B, D + G, h/s, w/s) with the generic
+        taps (generic=True: what teaching from shots reads; rtkp.graphs.prototypes)."""
+        return self._backend.features(images, generic)
 
     def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> int:
-        """Swap the keypoint bank, (K, D) for any K up to the graph's K_max, without rebuilding anything; returns the
+        """Swap the keypoint bank, (K, W) for any K up to the graph's K_max, without rebuilding anything; returns the
         new bank version. Rows of every later `infer` follow the new prototypes."""
         self._backend.set_prototypes(prototypes, clutter)
         if self._window_backend is not None:
@@ -367,9 +368,9 @@ class Tracker:
             self.model.follower.change_keypoints(self.keypoints.mapper.margin)
         return version
 
-    def features(self, images: np.ndarray) -> np.ndarray:
-        """(B, h, w, 3) uint8 model inputs -> (B, D, h/s, w/s) feature maps (what teaching from shots reads)."""
-        return self.model.features(images)
+    def features(self, images: np.ndarray, generic: bool = False) -> np.ndarray:
+        """(B, h, w, 3) uint8 model inputs -> feature maps (ModelStage.features)."""
+        return self.model.features(images, generic)
 
     def recent(self, seq: int | None = None, frame: int | None = None) -> RecentInput:
         """A recent model input by seq or source frame index (ModelStage.recent; ControlError when not held)."""

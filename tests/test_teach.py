@@ -11,7 +11,7 @@ from shots_helpers import D, taught_shots, unit_rows
 from rtkp.errors import DataError
 from rtkp.teach.features import keypoint_rows, sample_features, unit
 from rtkp.teach.keypoint_set import KeypointSet, Taught
-from rtkp.teach.shots import ShotReader, shot_views, teach
+from rtkp.teach.shots import VIEWS, ShotReader, shot_views, teach
 from rtkp.visibility import evidence
 
 
@@ -36,7 +36,7 @@ def test_views_keep_the_clicked_point_in_place():
     rng = np.random.default_rng(3)
     image, kps = render_scene(rng)
     views, pts = shot_views(image, kps[0])
-    assert views.shape == (5, 96, 128, 3) and (pts == kps[0]).all()
+    assert views.shape == (len(VIEWS), 96, 128, 3) and (pts == kps[0]).all()
     x, y = np.round(kps[0]).astype(int)
     # the red disc under the point stays under it in every view
     assert all(v[y, x, 0] > 200 and v[y, x, 1] < 100 for v in views)

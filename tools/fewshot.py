@@ -1,14 +1,17 @@
-"""Leave-one-keypoint-out: how well a keypoint added from N labelled frames is tracked (docs/FEWSHOT.md).
+"""Leave keypoints out: how well a keypoint added from N labelled frames is tracked (docs/FEWSHOT.md).
 
-For the left-out keypoint L of a dataset:
+For the left-out keypoints L (one, or several at once: `--leave-out wingL,eyeL,midlegL4`) of a dataset:
   1. train the recipe on the other keypoints       rtkp train --keypoints <others>        (WORK/base; resumable)
-  2. add L from the first N labelled training frames, for each N
-                                                   rtkp keypoints add L --model WORK/base --data … --shots N
-  3. evaluate L on the test split, and the fully trained model's L for reference
-                                                   rtkp eval --keypoints L
+  2. add each L from the first N labelled training frames (--spread: N spread over them), for each N
+                                                   rtkp keypoints add L --model … --data … --shots N
+  3. evaluate each L on the test split, and the fully trained model's L for reference
+                                                   rtkp eval --keypoints L (one animal per frame), or
+                                                   rtkp eval of all keypoints (several: animals are matched on
+                                                   all of them, and PCK is per keypoint of the found animals)
 and write WORK/fewshot.json plus a Markdown table on stdout (PCK@0.1 of L with N shots, the fully trained model's,
-their ratio against the 0.9 target; RMSE; the visible rate). The trainings are the costly part (~20 min each on two
-CPU cores at the mouse recipe's 2000 steps): `--steps` runs a reduced budget, and a finished WORK/base is reused.
+their ratio against the 0.9 target; RMSE and the visible rate where the evaluation gives them). The trainings are the
+costly part (~12 min each on two CPU cores at the mouse recipe's 2000 steps): `--steps` runs a reduced budget, and a
+finished WORK/base is reused (`--base DIR`: one trained elsewhere).
 
   python tools/fewshot.py --data ../shared/data/dlc_openfield_mouse \
       --split ../shared/data/dlc_openfield_mouse/split.json --config configs/dlc_mouse.yaml \
@@ -37,21 +40,34 @@ def rtkp(*args: str) -> None:
         sys.exit(f"fewshot: `rtkp {args[0]}` failed with exit code {rc}")
 
 
-def evaluate(model: Path, data: str, split: str, keypoint: str, out: Path, backend: str) -> dict:
+def evaluate(model: Path, data: str, split: str, keypoints: list[str], out: Path, backend: str) -> dict:
+    """{keypoint: figures} of `keypoints` in `model` on the split's test part."""
+    several = multi_instance(model)
+    chosen = [] if several else ["--keypoints", ",".join(keypoints)]
     rtkp(
-        "eval", "--model", str(model), "--data", data, "--split", split, "--keypoints", keypoint,
+        "eval", "--model", str(model), "--data", data, "--split", split, *chosen,
         "--backend", backend, "--json", str(out), "--quiet",
     )  # fmt: skip
     report = json.loads(out.read_text())
-    k = report["per_keypoint"][keypoint]
-    return {
-        "pck_0.1": k["pck"]["0.1"],
-        "pck_0.05": k["pck"]["0.05"],
-        "rmse_px": k["rmse_px"],
-        "count": k["count"],
-        "visible_rate": report["visible_rate"],
-        "backend": report["backend"],
-    }
+    figures = {}
+    for name in keypoints:
+        k = report["per_keypoint"][name]
+        if several:  # per keypoint of the matched animals: PCK only
+            figures[name] = {"pck_0.1": k["pck"]["0.1"], "pck_0.05": k["pck"]["0.05"], "backend": backend}
+            continue
+        figures[name] = {
+            "pck_0.1": k["pck"]["0.1"],
+            "pck_0.05": k["pck"]["0.05"],
+            "rmse_px": k["rmse_px"],
+            "count": k["count"],
+            "visible_rate": report["visible_rate"] if len(keypoints) == 1 else None,
+            "backend": report["backend"],
+        }
+    return figures
+
+
+def multi_instance(model: Path) -> bool:
+    return bool(json.loads((Path(model) / "manifest.json").read_text()).get("max_instances"))
 
 
 def main() -> int:
@@ -59,7 +75,9 @@ def main() -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--split", required=True)
     p.add_argument("--config", required=True, help="the training recipe (YAML profile)")
-    p.add_argument("--leave-out", required=True, metavar="NAME", help="the keypoint to add from shots")
+    p.add_argument("--leave-out", required=True, metavar="NAMES", help="keypoint(s) to add from shots, comma-separated")
+    p.add_argument("--spread", action="store_true", help="shots spread over the training frames, not the first N")
+    p.add_argument("--base", metavar="DIR", help="a model already trained without them (default WORK/base)")
     p.add_argument("--full", required=True, metavar="DIR", help="the model trained on every keypoint (reference)")
     p.add_argument("--work", required=True, metavar="DIR", help="where the models and figures go")
     p.add_argument("--shots", default="1,3,5", help="comma-separated N (default 1,3,5)")
@@ -74,10 +92,12 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     names = load_dataset(args.data).keypoint_names
-    if args.leave_out not in names:
-        sys.exit(f"fewshot: {args.data} has no keypoint {args.leave_out!r} ({', '.join(names)})")
-    others = [n for n in names if n != args.leave_out]
-    base = work / "base"
+    left_out = args.leave_out.split(",")
+    for name in left_out:
+        if name not in names:
+            sys.exit(f"fewshot: {args.data} has no keypoint {name!r} ({', '.join(names)})")
+    others = [n for n in names if n not in left_out]
+    base = Path(args.base) if args.base else work / "base"
     overrides = [f"train.threads={args.threads}"] + ([f"train.steps={args.steps}"] if args.steps else []) + args.set
     t0 = time.monotonic()
     if not (base / "manifest.json").is_file():
@@ -87,36 +107,48 @@ def main() -> int:
             train += ["--set", o]
         rtkp(*train)
     train_s = time.monotonic() - t0
+    full = evaluate(Path(args.full), args.data, args.split, left_out, work / "eval_full.json", args.backend)
     figures = {
         "data": args.data,
-        "left_out": args.leave_out,
+        "left_out": left_out,
         "trained_on": others,
         "recipe": args.config,
         "overrides": overrides,
         "train_seconds": round(train_s, 1),
-        "full": evaluate(Path(args.full), args.data, args.split, args.leave_out, work / "eval_full.json", args.backend),
+        "spread": args.spread,
+        "full": full,
         "shots": {},
     }
     for n in (int(s) for s in args.shots.split(",")):
-        model = work / f"shots{n}"
-        rtkp(
-            "keypoints", "add", args.leave_out, "--model", str(base), "--data", args.data, "--split", args.split,
-            "--shots", str(n), "--out", str(model), "--overwrite", "--backend", args.backend,
-        )  # fmt: skip
-        fig = evaluate(model, args.data, args.split, args.leave_out, work / f"eval_shots{n}.json", args.backend)
-        added = json.loads((model / "manifest.json").read_text())["added_keypoints"][-1]
-        fig.update(margin=added["margin"], ratio=fig["pck_0.1"] / max(figures["full"]["pck_0.1"], 1e-9))
+        model = base
+        for i, name in enumerate(left_out):  # one folder per step: `keypoints add` never writes its own model
+            out = work / (f"shots{n}" if i == len(left_out) - 1 else f"shots{n}_step{i}")
+            rtkp(
+                "keypoints", "add", name, "--model", str(model), "--data", args.data, "--split", args.split,
+                "--shots", str(n), "--out", str(out), "--overwrite", "--backend", args.backend,
+                *(["--spread"] if args.spread else []),
+            )  # fmt: skip
+            model = out
+        fig = evaluate(model, args.data, args.split, left_out, work / f"eval_shots{n}.json", args.backend)
+        added = {a["name"]: a for a in json.loads((model / "manifest.json").read_text())["added_keypoints"]}
+        for name in left_out:
+            fig[name].update(
+                margin=added[name]["margin"], ratio=fig[name]["pck_0.1"] / max(full[name]["pck_0.1"], 1e-9)
+            )
         figures["shots"][n] = fig
     (work / "fewshot.json").write_text(json.dumps(figures, indent=1) + "\n")
-    full = figures["full"]
-    print(f"\n{args.leave_out} left out of {Path(args.data).name} (trained on {', '.join(others)}):\n")
-    print("| model | PCK@0.1 | vs full | PCK@0.05 | RMSE px | visible |")
-    print("|---|---|---|---|---|---|")
-    print(f"| fully trained | {full['pck_0.1']:.3f} | 1.00 | {full['pck_0.05']:.3f} | {full['rmse_px']:.2f} | "
-          f"{full['visible_rate']:.2f} |")  # fmt: skip
-    for n, f in figures["shots"].items():
-        print(f"| {n} shot(s) | {f['pck_0.1']:.3f} | {f['ratio']:.2f} | {f['pck_0.05']:.3f} | {f['rmse_px']:.2f} | "
-              f"{f['visible_rate']:.2f} |")  # fmt: skip
+    number = lambda v, f: "n/a" if v is None else format(v, f)
+    for name in left_out:
+        print(f"\n{name} left out of {Path(args.data).name} (trained on {', '.join(others)}):\n")
+        print("| model | PCK@0.1 | vs full | PCK@0.05 | RMSE px | visible |")
+        print("|---|---|---|---|---|---|")
+        rows = [("fully trained", full[name] | {"ratio": 1.0})]
+        rows += [(f"{n} shot(s)", f[name]) for n, f in figures["shots"].items()]
+        for label, f in rows:
+            print(
+                f"| {label} | {f['pck_0.1']:.3f} | {f['ratio']:.2f} | {f['pck_0.05']:.3f} | "
+                f"{number(f.get('rmse_px'), '.2f')} | {number(f.get('visible_rate'), '.2f')} |"
+            )
     return 0
 
 

@@ -22,9 +22,12 @@ class Backend(Protocol):
     infer: images (B, H, W, 3) uint8 RGB at `input_size` -> (B, K, 4) float32 (x, y, score, clutter_score) in
     model-input pixels, one row per keypoint in use. set_prototypes swaps the keypoint prototypes (K, D), any
     K <= max_keypoints, and the clutter summary (S, D) without rebuilding anything (the graph has K_max prototype rows
-    and a mask of those in use). features (CoKe): images -> (B, D, H/4, W/4) float32, the unit features the
-    prototypes are matched against, from the same graph run. resized(size): the same model, runtime and settings at
-    another input size (W, H) (the window a Tracker follows the animal with, rtkp.follow).
+    and a mask of those in use); rows (K, D + G) with a generic part (keypoints taught from shots) switch it to the
+    graph's generic variant, and back when none is left (rtkp.graphs.prototypes). features (CoKe): images ->
+    (B, D, H/4, W/4) float32, the unit features the prototypes are matched against, from the same graph run;
+    (B, D + G, H/4, W/4) from the generic variant, in use or asked for (generic=True: what teaching reads).
+    resized(size): the same model, runtime and settings at another input size (W, H) (the window a Tracker follows
+    the animal with, rtkp.follow).
     """
 
     name: str
@@ -35,7 +38,7 @@ class Backend(Protocol):
 
     def infer(self, images: np.ndarray) -> np.ndarray: ...
 
-    def features(self, images: np.ndarray) -> np.ndarray: ...
+    def features(self, images: np.ndarray, generic: bool = False) -> np.ndarray: ...
 
     def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> None: ...
 

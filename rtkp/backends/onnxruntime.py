@@ -13,7 +13,7 @@ import numpy as np
 from rtkp.backends.base import ModelInfo
 from rtkp.backends.onnx_cache import ensure_onnx
 from rtkp.errors import EngineError
-from rtkp.graphs.prototypes import pad_prototypes
+from rtkp.graphs.prototypes import graph_width, pad_prototypes, uses_generic, with_width
 
 
 class OnnxRuntimeBackend:
@@ -27,12 +27,25 @@ class OnnxRuntimeBackend:
         fp16: bool = False,
         input_size: tuple[int, int] | None = None,
     ):
-        import onnxruntime as ort
-
         self.input_size = tuple(input_size or info.input_size)
         self.info = info
         self.threads, self.device, self.fp16 = threads, device, fp16
-        path = ensure_onnx(info, self.input_size, fp16)
+        self.sessions: dict[bool, object] = {}  # by variant: False the plain graph, True the generic one
+        self.session = self._session(False)
+        self.name = f"onnxruntime-{device}{'-fp16' if fp16 else ''}"
+        self.precision = "fp16" if fp16 else "fp32"
+        self.max_keypoints = info.max_keypoints if info.is_coke else len(info.manifest.keypoint_names)
+        if info.is_coke:
+            self.set_prototypes(info.prototypes, info.clutter)
+
+    def _session(self, generic: bool):
+        """The session of the plain or the generic graph (rtkp.graphs.prototypes), opened on first use."""
+        if generic in self.sessions:
+            return self.sessions[generic]
+        import onnxruntime as ort
+
+        threads, device = self.threads, self.device
+        path = ensure_onnx(self.info, self.input_size, self.fp16, generic)
         opts = ort.SessionOptions()
         # Spinning threads burn a core while idle; in a pipeline the other stages need it.
         opts.intra_op_num_threads = threads or min(os.cpu_count() or 1, 8)
@@ -47,38 +60,43 @@ class OnnxRuntimeBackend:
         else:
             providers = ["CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+            session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise EngineError(f"{path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0]})") from None
-        self.name = f"onnxruntime-{device}{'-fp16' if fp16 else ''}"
-        self.precision = "fp16" if fp16 else "fp32"
-        self.max_keypoints = info.max_keypoints if info.is_coke else len(info.manifest.keypoint_names)
-        if info.is_coke:
-            self.set_prototypes(info.prototypes, info.clutter)
+        self.sessions[generic] = session
+        return session
 
     def resized(self, input_size: tuple[int, int]) -> OnnxRuntimeBackend:
         """The same model, runtime and settings at another input size (its own export and session)."""
         return OnnxRuntimeBackend(self.info, self.threads, self.device, self.fp16, input_size)
 
     def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> None:
+        """(K, W) rows and the clutter summary; the generic graph runs while some row has a generic part."""
         self.k = len(prototypes)
-        self.prototypes, self.active = pad_prototypes(prototypes, self.max_keypoints)
+        self.generic = uses_generic(prototypes, self.info.manifest.feature_dim)
+        width = graph_width(self.info.manifest.feature_dim, self.generic)
+        self.session = self._session(self.generic)
+        self.prototypes, self.active = pad_prototypes(prototypes, self.max_keypoints, width)
         self.clutter = np.ascontiguousarray(clutter, np.float32)
 
-    def _feeds(self, images: np.ndarray) -> dict:
+    def _feeds(self, images: np.ndarray, generic: bool | None = None) -> dict:
         feeds = {"images": np.ascontiguousarray(images, np.uint8)}
         if self.info.is_coke:
-            feeds.update(prototypes=self.prototypes, clutter=self.clutter, active=self.active)
+            protos = self.prototypes
+            if generic is not None and generic != self.generic:
+                protos = with_width(protos, graph_width(self.info.manifest.feature_dim, generic))
+            feeds.update(prototypes=protos, clutter=self.clutter, active=self.active)
         return feeds
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         out = self.session.run(["keypoints"], self._feeds(images))[0]
         return out[:, : self.k] if self.info.is_coke else out
 
-    def features(self, images: np.ndarray) -> np.ndarray:
+    def features(self, images: np.ndarray, generic: bool = False) -> np.ndarray:
         if not self.info.is_coke:
             raise EngineError("a heatmap model has no feature output (only CoKe models match prototypes)")
-        return self.session.run(["features"], self._feeds(images))[0]
+        session = self._session(True) if generic else self.session
+        return session.run(["features"], self._feeds(images, generic or self.generic))[0]
 
     def close(self) -> None:
         self.session = None

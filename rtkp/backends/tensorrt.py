@@ -6,13 +6,15 @@ tests, where a fake `tensorrt` module executes on host memory.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from rtkp.backends.base import ModelInfo
 from rtkp.backends.onnx_cache import ensure_onnx
 from rtkp.errors import EngineError, require
 from rtkp.graphs.exports_index import GRAPH_VERSION
-from rtkp.graphs.prototypes import pad_prototypes
+from rtkp.graphs.prototypes import graph_width, pad_prototypes, uses_generic, with_width
 from rtkp.graphs.tensorrt import EngineCache, EngineKey, build_serialized, onnx_precision_for
 
 
@@ -53,58 +55,77 @@ class TensorRTBackend:
         )
         self.cache = EngineCache(info.path / "trt")
         self.logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = self._engine()
-        self.context = self.engine.create_execution_context()
+        self.variants: dict[bool, tuple] = {}  # by variant: (engine, context); True the generic graph's
+        self.generic = False
+        self.engine, self.context = self._variant(False)
         self.name = f"tensorrt-{precision}"
         self.prototypes = self.clutter = self.active = None
         if info.is_coke:
             self.set_prototypes(info.prototypes, info.clutter)
 
-    def _engine(self):
+    def _variant(self, generic: bool) -> tuple:
+        """(engine, execution context) of the plain or the generic graph, built or loaded on first use."""
+        if generic not in self.variants:
+            engine = self._engine(replace(self.key, generic=generic))
+            self.variants[generic] = (engine, engine.create_execution_context())
+        return self.variants[generic]
+
+    def _engine(self, key: EngineKey):
         runtime = self.trt.Runtime(self.logger)
         self.runtime = runtime
-        data = self.cache.load(self.key)
+        data = self.cache.load(key)
         if data is not None:
             engine = runtime.deserialize_cuda_engine(data)
             if engine is not None:
                 return engine
-            EngineCache._refuse(self.cache.paths(self.key)[0], "TensorRT could not deserialise it")
-        onnx_path = ensure_onnx(self.info, self.input_size, onnx_precision_for(self.trt, self.key.precision))
-        data = build_serialized(self.trt, onnx_path, self.key)
-        self.cache.store(self.key, data, onnx_path)
+            EngineCache._refuse(self.cache.paths(key)[0], "TensorRT could not deserialise it")
+        precision = onnx_precision_for(self.trt, key.precision)
+        onnx_path = ensure_onnx(self.info, self.input_size, precision, key.generic)
+        data = build_serialized(self.trt, onnx_path, key)
+        self.cache.store(key, data, onnx_path)
         engine = runtime.deserialize_cuda_engine(data)
         if engine is None:
             raise EngineError("TensorRT built an engine it cannot deserialise")
         return engine
 
     def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> None:
-        """The engine's prototype input has K_max rows: K <= K_max in use, the rest masked off (no rebuild)."""
+        """The engine's prototype input has K_max rows: K <= K_max in use, the rest masked off (no rebuild). Rows
+        with a generic part run the generic graph's engine (built or loaded on first use)."""
         t = self.torch
-        padded, active = pad_prototypes(prototypes, self.max_keypoints)
+        d = self.info.manifest.feature_dim
+        self.generic = uses_generic(prototypes, d)
+        self.engine, self.context = self._variant(self.generic)
+        padded, active = pad_prototypes(prototypes, self.max_keypoints, graph_width(d, self.generic))
         self.k = len(prototypes)
         self.prototypes = t.as_tensor(padded).to(self.device)
         self.active = t.as_tensor(active).to(self.device)
         self.clutter = t.as_tensor(np.ascontiguousarray(clutter, np.float32)).to(self.device)
 
-    def _execute(self, images: np.ndarray):
-        """One engine run: -> keypoints (B, K_max, 4) and, for CoKe, features (B, D, h, w), as device tensors."""
+    def _execute(self, images: np.ndarray, generic: bool | None = None):
+        """One engine run: -> keypoints (B, K_max, 4) and, for CoKe, features (B, D, h, w), as device tensors
+        ((B, D + G, h, w) from the generic graph: generic=True asks for it whatever the rows in use need)."""
         t = self.torch
         x = t.from_numpy(np.ascontiguousarray(images, np.uint8)).to(self.device)
         b = len(images)
         out = t.empty((b, self.max_keypoints, 4), dtype=t.float32, device=self.device)
-        ctx = self.context
+        generic = self.generic if generic is None else generic
+        ctx = self._variant(generic)[1]
+        protos = self.prototypes
+        if generic != self.generic:
+            width = graph_width(self.info.manifest.feature_dim, generic)
+            protos = t.as_tensor(with_width(self.prototypes.cpu().numpy(), width)).to(self.device)
         ctx.set_input_shape("images", tuple(x.shape))
         ctx.set_tensor_address("images", x.data_ptr())
         feats = None
         if self.info.is_coke:
             w, h = self.input_size
-            d = self.info.manifest.feature_dim
+            d = graph_width(self.info.manifest.feature_dim, generic)
             stride = self.info.manifest.stride
             # every output needs an address; the features are computed for matching anyway, so writing them out
             # costs one device copy
             feats = t.empty((b, d, h // stride, w // stride), dtype=t.float32, device=self.device)
             ctx.set_input_shape("clutter", tuple(self.clutter.shape))
-            ctx.set_tensor_address("prototypes", self.prototypes.data_ptr())
+            ctx.set_tensor_address("prototypes", protos.data_ptr())
             ctx.set_tensor_address("clutter", self.clutter.data_ptr())
             ctx.set_tensor_address("active", self.active.data_ptr())
             ctx.set_tensor_address("features", feats.data_ptr())
@@ -124,14 +145,13 @@ class TensorRTBackend:
         out, _ = self._execute(images)
         return out[:, : self.k].cpu().numpy() if self.info.is_coke else out.cpu().numpy()
 
-    def features(self, images: np.ndarray) -> np.ndarray:
+    def features(self, images: np.ndarray, generic: bool = False) -> np.ndarray:
         if not self.info.is_coke:
             raise EngineError("a heatmap model has no feature output (only CoKe models match prototypes)")
         if len(images) > self.max_batch:
-            return np.concatenate(
-                [self.features(images[i : i + self.max_batch]) for i in range(0, len(images), self.max_batch)]
-            )
-        return self._execute(images)[1].cpu().numpy()
+            step = self.max_batch
+            return np.concatenate([self.features(images[i : i + step], generic) for i in range(0, len(images), step)])
+        return self._execute(images, generic or self.generic)[1].cpu().numpy()
 
     def resized(self, input_size: tuple[int, int]) -> TensorRTBackend:
         """The same model and settings at another input size: its own engine (built once, then cached)."""
@@ -140,3 +160,4 @@ class TensorRTBackend:
 
     def close(self) -> None:
         self.context = self.engine = None
+        self.variants.clear()

@@ -9,7 +9,7 @@ import numpy as np
 
 from rtkp.backends.base import ModelInfo
 from rtkp.errors import EngineError
-from rtkp.graphs.prototypes import pad_prototypes
+from rtkp.graphs.prototypes import graph_width, pad_prototypes, uses_generic, with_width
 from rtkp.manifest import read_weights
 
 
@@ -44,11 +44,17 @@ class TorchBackend:
         self.torch = torch
         self.device = torch.device(device)
         coke = manifest.head == "coke"
-        self.graph = (
-            InferenceGraph(net, fp16=fp16, peak=manifest.peak, features=coke, instances=manifest.max_instances)
-            .eval()
-            .to(self.device)
-        )
+
+        def graph(generic: bool):
+            g = InferenceGraph(
+                net, fp16=fp16, peak=manifest.peak, features=coke, instances=manifest.max_instances, generic=generic
+            )
+            return g.eval().to(self.device)
+
+        self._make_graph = graph  # the generic variant shares the network; made on first use
+        self.graphs = {False: graph(False)}
+        self.graph = self.graphs[False]
+        self.generic = False
         self.precision = "fp16" if fp16 else "fp32"
         self.info = info
         self.input_size = tuple(input_size or info.input_size)
@@ -60,12 +66,24 @@ class TorchBackend:
         if coke:
             self.set_prototypes(protos.numpy(), clutter.numpy())
 
+    def _graph(self, generic: bool):
+        """The plain or the generic graph (rtkp.graphs.prototypes)."""
+        if generic not in self.graphs:
+            self.graphs[generic] = self._make_graph(generic)
+        return self.graphs[generic]
+
     def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> None:
+        """(K, W) rows and the clutter summary; the generic graph runs while some row has a generic part."""
         torch = self.torch
-        padded, active = (torch.from_numpy(a) for a in pad_prototypes(prototypes, self.max_keypoints))
+        d = self.info.manifest.feature_dim
+        self.generic = uses_generic(prototypes, d)
+        self.graph = self._graph(self.generic)
+        width = graph_width(d, self.generic)
+        padded, active = (torch.from_numpy(a) for a in pad_prototypes(prototypes, self.max_keypoints, width))
         clutter = torch.as_tensor(np.asarray(clutter, np.float32))
         self.k = len(prototypes)
-        if self.prototypes is not None and clutter.shape == self.clutter.shape:
+        same = self.prototypes is not None and padded.shape == self.prototypes.shape
+        if same and clutter.shape == self.clutter.shape:
             # copy_ keeps the tensors' addresses, which captured CUDA graphs depend on (the padded shapes never change)
             self.prototypes.copy_(padded)
             self.active.copy_(active)
@@ -75,11 +93,16 @@ class TorchBackend:
             self.clutter = clutter.to(self.device)
             self._graphs.clear()
 
-    def _run(self, images):
-        """-> keypoints (B, K_max, 4) and, for CoKe, features (B, D, h, w)."""
-        if self.info.is_coke:
+    def _run(self, images, generic: bool | None = None):
+        """-> keypoints (B, K_max, 4) and, for CoKe, features (B, D, h, w) ((B, D + G, h, w) from the generic
+        graph: generic=True asks for it whatever the rows in use need)."""
+        if not self.info.is_coke:
+            return (self.graph(images),)
+        if generic is None or generic == self.generic:
             return self.graph(images, self.prototypes, self.clutter, self.active)
-        return (self.graph(images),)
+        width = graph_width(self.info.manifest.feature_dim, generic)
+        protos = self.torch.from_numpy(with_width(self.prototypes.cpu().numpy(), width)).to(self.device)
+        return self._graph(generic)(images, protos, self.clutter, self.active)
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         torch = self.torch
@@ -91,12 +114,12 @@ class TorchBackend:
                 kp = self._replay(x)[0]
             return kp[:, : self.k].cpu().numpy() if self.info.is_coke else kp.cpu().numpy()
 
-    def features(self, images: np.ndarray) -> np.ndarray:
+    def features(self, images: np.ndarray, generic: bool = False) -> np.ndarray:
         if not self.info.is_coke:
             raise EngineError("a heatmap model has no feature output (only CoKe models match prototypes)")
         with self.torch.inference_mode():
             x = self.torch.from_numpy(np.ascontiguousarray(images, np.uint8)).to(self.device)
-            return self._run(x)[1].float().cpu().numpy()
+            return self._run(x, generic or self.generic)[1].float().cpu().numpy()
 
     def _replay(self, x):
         """Capture one CUDA graph per batch size (after a warm-up on a side stream), then replay it."""

@@ -142,7 +142,8 @@ def _offline(args) -> int:
 
 
 def _offline_add(args, info, kset) -> tuple[dict, dict]:
-    """The first --shots labelled training frames with NAME, taught through the model (a backend's features)."""
+    """The first --shots labelled training frames with NAME (--spread: evenly spread over them, e.g. a video's
+    consecutive frames), taught through the model (a backend's features)."""
     from rtkp.backends import open_backend
     from rtkp.data.load import load_split
     from rtkp.geometry import Letterbox
@@ -159,7 +160,13 @@ def _offline_add(args, info, kset) -> tuple[dict, dict]:
     if args.name not in data.keypoint_names:
         raise DataError(f"{args.data}: has no keypoint {args.name!r} (it has {', '.join(data.keypoint_names)})")
     k = data.keypoint_names.index(args.name)
-    picked = [s for s in data.samples if s.visible[k]][: args.shots]
+    pool = [s for s in data.samples if s.visible[k]]
+    if args.spread and len(pool) > args.shots:
+        import numpy as np
+
+        picked = [pool[int(i)] for i in np.linspace(0, len(pool) - 1, args.shots).round()]
+    else:
+        picked = pool[: args.shots]
     if not picked:
         raise DataError(f"{args.data}: no training frame has {args.name!r} labelled")
     if len(picked) < args.shots:

@@ -313,6 +313,9 @@ def _add_keypoints(sub) -> None:
     add.add_argument("--split", help="with --data: JSON with train/test lists; shots come from `train` only")
     add.add_argument("--images", metavar="DIR", help=IMAGES_HELP)
     add.add_argument("--shots", type=int, default=5, metavar="N", help="with --data: the first N frames (default 5)")
+    add.add_argument(
+        "--spread", action="store_true", help="with --data: N frames spread evenly over the training frames"
+    )
     add.add_argument("--backend", default="auto", choices=BACKENDS, help="with --model: inference backend")
     add.add_argument("--threads", type=int, default=0, help="with --model: inference threads (default: all cores)")
     _add_precision(add)

@@ -20,10 +20,11 @@ EXPORTS = "exports.json"
 GRAPH_VERSION = 3
 
 
-def onnx_name(input_size: tuple[int, int], fp16: bool, debug: bool = False) -> str:
-    """File name of an export: model_<W>x<H>_<fp32|fp16>[_debug].onnx."""
+def onnx_name(input_size: tuple[int, int], fp16: bool, debug: bool = False, generic: bool = False) -> str:
+    """File name of an export: model_<W>x<H>_<fp32|fp16>[_debug][_generic].onnx (generic: the variant whose
+    prototype rows have a generic part, rtkp.graphs.prototypes)."""
     w, h = input_size
-    return f"model_{w}x{h}_{'fp16' if fp16 else 'fp32'}{'_debug' if debug else ''}.onnx"
+    return f"model_{w}x{h}_{'fp16' if fp16 else 'fp32'}{'_debug' if debug else ''}{'_generic' if generic else ''}.onnx"
 
 
 def graph_max_keypoints(manifest: Manifest) -> int | None:
@@ -32,7 +33,14 @@ def graph_max_keypoints(manifest: Manifest) -> int | None:
 
 
 def record_export(
-    model_dir: Path, path: Path, manifest: Manifest, size, precision: str, debug: bool, torch_version: str
+    model_dir: Path,
+    path: Path,
+    manifest: Manifest,
+    size,
+    precision: str,
+    debug: bool,
+    torch_version: str,
+    generic: bool = False,
 ) -> None:
     """Add or replace the exports.json entry for `path`."""
     index_path = model_dir / EXPORTS
@@ -48,6 +56,7 @@ def record_export(
             "input_size": list(size),
             "precision": precision,
             "debug": debug,
+            "generic": generic,
             "graph": GRAPH_VERSION,
             "max_keypoints": graph_max_keypoints(manifest),
             "opset": OPSET,
@@ -58,7 +67,9 @@ def record_export(
     write_json_atomic(index_path, index)
 
 
-def find_export(model_dir: Path, manifest: Manifest, input_size, fp16: bool, debug: bool = False) -> Path | None:
+def find_export(
+    model_dir: Path, manifest: Manifest, input_size, fp16: bool, debug: bool = False, generic: bool = False
+) -> Path | None:
     """An existing, intact ONNX export of the current weights (`manifest`, the folder's) and graph contract with these
     settings, or None: none recorded, a stale one (other weights or contract), or one whose bytes no longer match their
     recorded sha256 (said on stderr; the caller exports it again). Checked on every call, i.e. on every load."""
@@ -68,7 +79,7 @@ def find_export(model_dir: Path, manifest: Manifest, input_size, fp16: bool, deb
     except (OSError, json.JSONDecodeError):
         return None
     k_max = graph_max_keypoints(manifest)
-    want = onnx_name(tuple(input_size), fp16, debug)
+    want = onnx_name(tuple(input_size), fp16, debug, generic)
     for entry in index.get("exports", []):
         path = model_dir / entry.get("file", "")
         # a heatmap graph has no prototype input: its contract did not change with version 2

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from rtkp.graphs.exports_index import OPSET, onnx_name, record_export
-from rtkp.graphs.prototypes import max_keypoints, pad_prototypes
+from rtkp.graphs.prototypes import GENERIC_DIM, max_keypoints, pad_prototypes
 from rtkp.model.checkpoint import load_model
 from rtkp.model.graph import InferenceGraph
 
@@ -24,19 +24,27 @@ def export_onnx(
     fp16: bool = False,
     debug: bool = False,
     out_dir: Path | None = None,
+    generic: bool = False,
 ) -> Path:
-    """Write the ONNX graph for `model_dir` (into `model_dir/onnx/` by default) and record it in exports.json."""
+    """Write the ONNX graph for `model_dir` (into `model_dir/onnx/` by default) and record it in exports.json.
+    generic: the variant with the generic branch (prototype rows D + GENERIC_DIM wide, rtkp.graphs.prototypes)."""
     model_dir = Path(model_dir)
     net, manifest, protos, clutter = load_model(model_dir)
     size = tuple(input_size or manifest.input_size)
     out_dir = Path(out_dir or model_dir / "onnx")
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / onnx_name(size, fp16, debug)
     coke = manifest.head == "coke"
-    graph = InferenceGraph(net, fp16, debug, manifest.peak, features=coke, instances=manifest.max_instances).eval()
+    generic = generic and coke
+    path = out_dir / onnx_name(size, fp16, debug, generic)
+    graph = InferenceGraph(
+        net, fp16, debug, manifest.peak, features=coke, instances=manifest.max_instances, generic=generic
+    ).eval()
     images = torch.zeros(1, size[1], size[0], 3, dtype=torch.uint8)
     if coke:
-        padded, active = (torch.from_numpy(a) for a in pad_prototypes(protos.float().numpy(), max_keypoints(manifest)))
+        # example values for tracing: the trained parts (a saved set's rows may be wider)
+        trained = protos.float().numpy()[:, : manifest.feature_dim]
+        width = manifest.feature_dim + (GENERIC_DIM if generic else 0)
+        padded, active = (torch.from_numpy(a) for a in pad_prototypes(trained, max_keypoints(manifest), width))
         args = (images, padded, clutter.float(), active)
     else:
         args = (images,)
@@ -64,5 +72,5 @@ def export_onnx(
             dynamo=False,
         )
     tmp.replace(path)
-    record_export(model_dir, path, manifest, size, "fp16" if fp16 else "fp32", debug, torch.__version__)
+    record_export(model_dir, path, manifest, size, "fp16" if fp16 else "fp32", debug, torch.__version__, generic)
     return path

@@ -3,6 +3,12 @@
 K_max is a shape of the graph, fixed when it is exported or built into an engine, so it is the model folder's
 (manifest `max_keypoints`) and every backend pads the K prototypes in use to it. numpy only: the inference stages of
 `rtkp run` use it without importing torch.
+
+A row is [trained part (D) | generic part (GENERIC_DIM)]: the trained part is matched against the model's unit
+features, the generic part against frozen ImageNet taps (rtkp.model.generic; keypoints taught from shots use it).
+A trained keypoint's row is its prototype with a zero generic part, and a set of such rows may be given D wide. The
+graph with the generic branch (the `generic` variant) takes rows of width D + GENERIC_DIM; the plain graph, width D,
+runs whenever no row in use has a generic part (uses_generic), so models without taught keypoints pay nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +19,41 @@ from rtkp.errors import ModelError
 from rtkp.manifest import Manifest
 
 DEFAULT_MAX_KEYPOINTS = 32  # prototype rows of an exported graph when the manifest does not set `max_keypoints`
+# channels of the generic taps, in row order (rtkp.model.generic.GENERIC_CHANNELS; a test checks they agree)
+GENERIC_CHANNELS = (32, 96, 320)
+GENERIC_DIM = sum(GENERIC_CHANNELS)
+
+
+def row_parts(d: int) -> list[slice]:
+    """The parts of a full-width row for trained features of width d: [trained, generic tap 1, 2, 3]."""
+    edges = [0, d]
+    for c in GENERIC_CHANNELS:
+        edges.append(edges[-1] + c)
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def graph_width(d: int, generic: bool) -> int:
+    """Row width of the plain graph (d, the trained features') or of the generic variant (d + GENERIC_DIM)."""
+    return d + GENERIC_DIM if generic else d
+
+
+def uses_generic(prototypes: np.ndarray, d: int) -> bool:
+    """True when some row of (K, W) prototypes has a non-zero generic part (the graph's generic variant is needed)."""
+    prototypes = np.asarray(prototypes)
+    return prototypes.shape[1] > d and bool(np.any(prototypes[:, d:] != 0))
+
+
+def with_width(prototypes: np.ndarray, width: int) -> np.ndarray:
+    """(K, W) prototypes as (K, width) float32: zero generic parts appended, or dropped (only zero parts can be)."""
+    prototypes = np.asarray(prototypes, np.float32)
+    k, w = prototypes.shape
+    if w == width:
+        return prototypes
+    if w < width:
+        return np.concatenate([prototypes, np.zeros((k, width - w), np.float32)], 1)
+    if np.any(prototypes[:, width:] != 0):
+        raise ModelError(f"prototypes of width {w} have generic parts: the graph of width {width} cannot match them")
+    return np.ascontiguousarray(prototypes[:, :width])
 
 
 def max_keypoints(manifest: Manifest) -> int:
@@ -26,9 +67,10 @@ def max_keypoints(manifest: Manifest) -> int:
     return declared
 
 
-def pad_prototypes(prototypes: np.ndarray, k_max: int) -> tuple[np.ndarray, np.ndarray]:
-    """(K, D) prototypes -> (padded (K_max, D) float32 with zero rows after K, active (K_max,) float32 1/0)."""
-    prototypes = np.asarray(prototypes, np.float32)
+def pad_prototypes(prototypes: np.ndarray, k_max: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(K, W) prototypes -> (padded (K_max, width) float32 with zero rows after K, active (K_max,) float32 1/0);
+    width: the graph's row width (default W; see with_width)."""
+    prototypes = with_width(prototypes, width or np.shape(prototypes)[1])
     k, d = prototypes.shape
     if k > k_max:
         raise ModelError(f"{k} prototypes, but this model's graph holds at most {k_max} (manifest `max_keypoints`)")

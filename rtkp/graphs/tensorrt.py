@@ -41,9 +41,13 @@ class EngineKey:
     clutter: tuple[int, int] | None = None  # (S, D) the profile is optimised for; None for heatmap models
     max_keypoints: int | None = None  # K_max prototype rows (rtkp.graphs.prototypes); None for heatmap models
     graph: int = 1  # rtkp.graphs.exports_index.GRAPH_VERSION of the ONNX graph it was built from
+    generic: bool = False  # built from the generic variant (rtkp.graphs.prototypes)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        fields = asdict(self)
+        if not self.generic:
+            del fields["generic"]  # plain engines keep the digests they were cached under
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def build_serialized(trt, onnx_path: Path, key: EngineKey) -> bytes:

@@ -4,7 +4,9 @@ The PyTorch backend runs it, `graphs.onnx` exports it (and TensorRT builds from 
 on training crops; evaluation goes through a backend, so it measures exactly what `rtkp run` executes.
 
   inputs   images      (B, H, W, 3) uint8 RGB at the model size (normalisation is inside the graph)
-           prototypes  (K_max, D) float32 (CoKe only: keypoints can be swapped, added and removed at run time)
+           prototypes  (K_max, D) float32 (CoKe only: keypoints can be swapped, added and removed at run time);
+                       (K_max, D + G) in the generic variant: each row's generic part is matched against frozen
+                       ImageNet taps (rtkp.model.generic; keypoints taught from shots), the scores adding up
            clutter     (S, D) float32   (CoKe only: the clutter summary)
            active      (K_max,) float32 (CoKe only: 1 for a prototype row in use, 0 for a free one)
   outputs  keypoints   (B, K_max, 4) float32 = x, y (model-input pixels, sub-pixel refined), score, clutter_score;
@@ -13,7 +15,8 @@ on training crops; evaluation goes through a backend, so it measures exactly wha
                        best local maxima of each keypoint, each x, y, score, clutter_score and the centre (x, y) of
                        the animal it belongs to (rtkp.model.peaks.coke_instance_peaks); the Tracker groups them.
            features    (B, D, H/4, W/4) float32 unit features (CoKe only, with features=True): what the prototypes
-                       are matched against, so that a clicked point becomes a prototype from exactly these numbers
+                       are matched against, so that a clicked point becomes a prototype from exactly these numbers;
+                       (B, D + G, H/4, W/4) in the generic variant (the generic taps upsampled after them)
            similarity  (B, K, H/4, W/4) float32 (CoKe similarity maps, or the heatmaps), only in the debug variant
 
 K_max (the manifest's `max_keypoints`, default DEFAULT_MAX_KEYPOINTS) fixes the prototype input's
@@ -34,8 +37,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rtkp.model.generic import GenericBranch, generic_features, generic_similarity
 from rtkp.model.network import STRIDE, KeypointNet
-from rtkp.model.peaks import coke_instance_peaks, coke_keypoints, heatmap_keypoints
+from rtkp.model.peaks import coke_instance_peaks, coke_keypoints, heatmap_keypoints, similarity
 
 DEFAULT_TEMPERATURE = 0.07  # the soft-argmax temperature of a multi-instance graph whose manifest names none
 
@@ -55,6 +59,7 @@ class InferenceGraph(nn.Module):
         peak: dict | None = None,
         features: bool = False,
         instances: int | None = None,
+        generic: bool = False,
     ):
         super().__init__()
         # a multi-instance model (its net has the centre head): P peaks per keypoint, see the module docstring
@@ -77,6 +82,24 @@ class InferenceGraph(nn.Module):
         self.fp16 = fp16
         self.debug = debug
         self.features = features and net.head == "coke"
+        # the generic variant: prototype rows [D | G], see the module docstring
+        self.generic = GenericBranch() if generic and net.head == "coke" else None
+        if self.generic is not None and fp16:
+            self.generic.half()
+
+    def _weigh_clutter(self, kp: torch.Tensor, trained: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor:
+        """Generic variant: each row's clutter score weighed by its trained part's length (kp (B, K, 4) or
+        (B, K, P, 6), trained (K, D)). A trained row's is 1 (unchanged); a taught row's is the trained features' share
+        of its score (rtkp.teach.features.shares), so that its evidence, score − clutter_score, compares the clutter
+        with the trained part of its score only, as the taught margin does (rtkp.teach.features.keypoint_rows)."""
+        if self.generic is None:
+            return kp
+        weight = trained.norm(dim=1)  # (K,)
+        if active is not None:
+            weight = torch.where(active > 0.5, weight, torch.ones_like(weight))  # free rows keep clutter_score 1
+        shape = (1, -1) + (1,) * (kp.dim() - 3)
+        clutter = kp[..., 3] * weight.view(shape)
+        return torch.cat([kp[..., :3], clutter.unsqueeze(-1), kp[..., 4:]], -1)
 
     def forward(
         self,
@@ -87,18 +110,30 @@ class InferenceGraph(nn.Module):
     ):
         """-> keypoints (B, K, 4), followed by features (B, D, H/4, W/4) when built with features=True and by
         similarity (B, K, H/4, W/4) in the debug variant (a tuple when there is more than one output)."""
+        taps = self.net.taps(images)
         # .float() is a no-op in FP32 and the half -> float boundary in FP16
-        merged = self.net.body(images).float()
+        merged = self.net.decoder.merge(taps).float()
         out = self.net.head_out(merged)
-        if self.instances:
-            t = self.softargmax_t or DEFAULT_TEMPERATURE
-            centres = self.net.centre(merged)
-            kp = coke_instance_peaks(out, centres, prototypes, clutter, STRIDE, self.instances, t, active)
-            outputs = (kp,) + ((out,) if self.features else ())
-            return outputs if len(outputs) > 1 else kp
         if self.net.head == "heatmap":
             kp = heatmap_keypoints(out, STRIDE)
             return (kp, out) if self.debug else kp
-        kp, sim = coke_keypoints(out, prototypes, clutter, STRIDE, self.softargmax_t, active)
-        outputs = (kp,) + ((out,) if self.features else ()) + ((sim,) if self.debug else ())
+        sim, out_features = None, out
+        if self.generic is not None:
+            d, size = out.shape[1], out.shape[-2:]
+            masked = prototypes if active is None else prototypes * active.unsqueeze(1)
+            generic = self.generic(taps[0])
+            sim = similarity(out, masked[:, :d]) + generic_similarity(generic, masked[:, d:], size)
+            if self.features:
+                out_features = torch.cat([out, generic_features(generic, size)], 1)
+        trained = prototypes[:, : out.shape[1]]  # the peaks' clutter scores read the trained features only
+        if self.instances:
+            t = self.softargmax_t or DEFAULT_TEMPERATURE
+            centres = self.net.centre(merged)
+            kp = coke_instance_peaks(out, centres, trained, clutter, STRIDE, self.instances, t, active, sim)
+            kp = self._weigh_clutter(kp, trained, active)
+            outputs = (kp,) + ((out_features,) if self.features else ())
+            return outputs if len(outputs) > 1 else kp
+        kp, sim = coke_keypoints(out, trained, clutter, STRIDE, self.softargmax_t, active, sim)
+        kp = self._weigh_clutter(kp, trained, active)
+        outputs = (kp,) + ((out_features,) if self.features else ()) + ((sim,) if self.debug else ())
         return outputs if len(outputs) > 1 else kp

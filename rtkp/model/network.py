@@ -96,10 +96,14 @@ class KeypointNet(nn.Module):
 
     def body(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone and hypercolumn merge: (B, H, W, 3) -> (B, C, H/4, W/4), in the buffers' dtype."""
+        return self.decoder.merge(self.taps(images))
+
+    def taps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's stride 4/8/16/32 maps of (B, H, W, 3) images (rtkp.model.backbone), in the buffers' dtype."""
         # The buffers' dtype is the body's: float32, or float16 in the FP16 export.
         x = images.permute(0, 3, 1, 2).to(self.mean.dtype)
         x = (x - self.mean) / self.std
-        return self.decoder.merge(self.backbone(x))
+        return self.backbone(x)
 
     def with_centre(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(unit features (B, D, h, w), centre offsets (B, 2, h, w) input px) from one pass (multi-instance)."""

@@ -114,6 +114,7 @@ def coke_keypoints(
     stride: int,
     softargmax_temperature: float | None = None,
     active: torch.Tensor | None = None,
+    sim: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CoKe inference.
 
@@ -124,13 +125,15 @@ def coke_keypoints(
     at that peak to any clutter centre. softargmax_temperature: refine peaks by local soft-argmax at that temperature
     (models trained with the localisation loss), else by the 3×3 quadratic fit (older models). Each keypoint is
     decided on its own, which is what lets CoKe report some keypoints as occluded while keeping the others.
+    sim: (B, K, h, w) the similarity maps when the caller computed them (the graph's generic variant adds the
+    generic parts' similarity, rtkp.model.generic); by default similarity(features, prototypes).
     A free row's prototype is zeroed (whatever the buffer holds) and its row reads score −1, clutter_score 1: evidence
     −2, below any margin, so a consumer that reads all K rows never sees a free one as visible.
     """
     b, d, h, w = features.shape
-    if active is not None:
-        prototypes = prototypes * active.unsqueeze(1)
-    sim = similarity(features, prototypes)
+    if sim is None:
+        masked = prototypes if active is None else prototypes * active.unsqueeze(1)
+        sim = similarity(features, masked)
     if softargmax_temperature:
         pos, score = softargmax_peaks(sim, softargmax_temperature)
     else:
@@ -168,11 +171,12 @@ def coke_instance_peaks(
     peaks: int,
     temperature: float,
     active: torch.Tensor | None = None,
+    sim: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CoKe inference for several animals: the `peaks` best local maxima of each keypoint's similarity map.
 
     features: (B, D, h, w) unit features; centres: (B, 2, h, w) centre offsets in input px (rtkp.model.network.
-    CentreHead); prototypes (K, D), clutter (S, D), active (K,): as coke_keypoints.
+    CentreHead); prototypes (K, D), clutter (S, D), active (K,), sim: as coke_keypoints.
     Returns (B, K, P, 6) = x, y (input px, local soft-argmax at `temperature`), score, clutter_score, and the centre
     of the animal the peak belongs to (x, y input px: the peak plus the offset read at its cell), best peak first.
     Every animal is a local maximum of the same map (D2-Net's local-max detection); a 3×3 max-pool keeps the cells
@@ -180,10 +184,9 @@ def coke_instance_peaks(
     read low scores; a free row reads score −1, clutter_score 1 as in coke_keypoints.
     """
     b, d, h, w = features.shape
-    if active is not None:
-        prototypes = prototypes * active.unsqueeze(1)
     k = prototypes.shape[0]
-    sim = similarity(features, prototypes)
+    if sim is None:
+        sim = similarity(features, prototypes if active is None else prototypes * active.unsqueeze(1))
     local_max = sim >= torch.nn.functional.max_pool2d(sim, 3, stride=1, padding=1)
     ranked = torch.where(local_max, sim, sim - 4.0).reshape(b, k, h * w)  # non-maxima rank after every maximum
     _, idx = ranked.topk(peaks, dim=2)  # (B, K, P)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtkp.errors import ControlError
-from rtkp.graphs.prototypes import max_keypoints, pad_prototypes
+from rtkp.graphs.prototypes import max_keypoints, pad_prototypes, uses_generic, with_width
 from rtkp.manifest import Manifest
 from rtkp.visibility import manifest_margin
 
@@ -37,9 +37,10 @@ def check_name(name) -> str:
 
 @dataclass(frozen=True)
 class Taught:
-    """What an added keypoint was taught from. views: (N, V, D) unit features of each shot's views; lookalikes:
-    (N, M, D) unit features of the strongest other cells in each shot's frame; source: "live" (clicks) or "data"
-    (labelled frames, `rtkp keypoints add --data`)."""
+    """What an added keypoint was taught from. views: (N, V, W) features of each shot's views (each part unit,
+    rtkp.teach.features.sample_features); lookalikes: (N, M, W) features of the strongest other cells in each
+    shot's frame (W = D + G with the generic parts, rtkp.graphs.prototypes; D for keypoints taught before them);
+    source: "live" (clicks) or "data" (labelled frames, `rtkp keypoints add --data`)."""
 
     views: np.ndarray
     lookalikes: np.ndarray
@@ -50,17 +51,19 @@ class Taught:
         return len(self.views)
 
     def plus(self, other: Taught) -> Taught:
-        """These shots and another's, in that order."""
+        """These shots and another's, in that order. Shots of a keypoint taught without generic parts (saved before
+        they existed) keep that width: the new shots' trained parts join them."""
         m = min(self.lookalikes.shape[1], other.lookalikes.shape[1])
-        looks = np.concatenate([self.lookalikes[:, :m], other.lookalikes[:, :m]])
-        return Taught(np.concatenate([self.views, other.views]), looks, self.source)
+        w = min(self.views.shape[-1], other.views.shape[-1])
+        looks = np.concatenate([self.lookalikes[:, :m, :w], other.lookalikes[:, :m, :w]])
+        return Taught(np.concatenate([self.views[..., :w], other.views[..., :w]]), looks, self.source)
 
     def minus_last(self) -> Taught:
         return Taught(self.views[:-1], self.lookalikes[:-1], self.source)
 
 
 class KeypointSet:
-    """names (K,), prototypes (K, D), margins (K,) of the keypoints in use, plus the clutter summary (S, D), the
+    """names (K,), prototypes (K, W), margins (K,) of the keypoints in use, plus the clutter summary (S, D), the
     skeleton (index pairs), flip pairs (name pairs) and `taught` {name: Taught} for added keypoints.
 
     Changes raise ControlError (with the reply's code) and leave the set as it was."""
@@ -97,7 +100,7 @@ class KeypointSet:
         return len(self.names)
 
     def padded(self) -> tuple[np.ndarray, np.ndarray]:
-        """(prototypes (K_max, D), active (K_max,)) for the graph."""
+        """(prototypes (K_max, W), active (K_max,)) for the graph."""
         return pad_prototypes(self.prototypes, self.k_max)
 
     def index(self, name) -> int:
@@ -116,11 +119,20 @@ class KeypointSet:
                 "full", f"this model tracks at most {self.k_max} keypoints (manifest `max_keypoints`); remove one first"
             )
 
+    def _fit(self, prototype: np.ndarray) -> np.ndarray:
+        """A (W,) row as wide as the set's rows, widening the set when the row is wider (a generic part,
+        rtkp.graphs.prototypes: trained rows get a zero one)."""
+        prototype = np.asarray(prototype, np.float32)
+        width = max(self.prototypes.shape[1], len(prototype))
+        self.prototypes = with_width(self.prototypes, width)
+        return with_width(prototype[None], width)[0]
+
     def add(self, name: str, prototype: np.ndarray, margin: float, taught: Taught) -> int:
         """Append a keypoint; returns its index."""
         self.check_new(name)
+        prototype = self._fit(prototype)
         self.names.append(name)
-        self.prototypes = np.concatenate([self.prototypes, np.asarray(prototype, np.float32)[None]])
+        self.prototypes = np.concatenate([self.prototypes, prototype[None]])
         self.margins = np.append(self.margins, np.float32(margin))
         self.taught[name] = taught
         return len(self.names) - 1
@@ -130,7 +142,7 @@ class KeypointSet:
         k = self.index(name)
         if name not in self.taught:
             raise ControlError("bad_request", f"{name!r} was trained, not added from shots: its shots cannot change")
-        self.prototypes[k] = prototype
+        self.prototypes[k] = self._fit(prototype)
         self.margins[k] = margin
         self.taught[name] = taught
         return k
@@ -141,6 +153,8 @@ class KeypointSet:
             raise ControlError("bad_request", f"{name!r} is the last keypoint; a model tracks at least one")
         del self.names[k]
         self.prototypes = np.delete(self.prototypes, k, axis=0)
+        if not uses_generic(self.prototypes, self.clutter.shape[1]):
+            self.prototypes = with_width(self.prototypes, self.clutter.shape[1])  # the plain graph serves the rest
         self.margins = np.delete(self.margins, k)
         self.taught.pop(name, None)
         # the skeleton's pairs are indices: drop the pairs that used k, renumber those after it

@@ -26,16 +26,20 @@ from rtkp.model.network import CENTRE_UNIT, STRIDE
 from rtkp.train.batches import Batch, clutter_points, ring_points
 
 
-def hidden_peaks(feats: torch.Tensor, prototypes: torch.Tensor, batch: Batch, min_cells: float) -> torch.Tensor:
+def hidden_peaks(
+    feats: torch.Tensor, prototypes: torch.Tensor, batch: Batch, min_cells: float, spare_own: bool = False
+) -> torch.Tensor:
     """(N, D) the features where each hidden keypoint's prototype matches best in its crop, away from visible ones.
 
     feats: (B, D, h, w) unit features; prototypes: (K, D). A keypoint under an occluder, outside the crop or in an
     empty scene has no right answer anywhere in the crop, so its best match is a negative: these join the clutter
     term. Without it the model was never told that a covered keypoint is absent, and the best match, often the
     occluder's edge next to it, kept a keypoint-like feature (the first mouse model flagged 55 % of covered keypoints
-    hidden). Cells within `min_cells` of a visible keypoint are skipped (they belong to it). The recipe makes them a
-    term of their own (coke.hidden_weight) for the last quarter of the budget (coke.hidden_from); from the start, or
-    at twice the weight, that term cost precision, and joined to the clutter samples it separated less (docs/MODEL.md).
+    hidden). Cells within `min_cells` of a visible keypoint are skipped (they belong to it); with `spare_own`, also
+    the cells within `min_cells` of the hidden keypoint's own labelled position (under the occluder) for that
+    keypoint. The recipe makes them a term of their own (coke.hidden_weight) for the last quarter of the budget
+    (coke.hidden_from); from the start, or at twice the weight, that term cost precision, and joined to the clutter
+    samples it separated less (docs/MODEL.md).
     """
     b, d, h, w = feats.shape
     all_kp, all_vis = batch.instances()  # several animals: a keypoint is hidden when no animal shows it
@@ -50,7 +54,10 @@ def hidden_peaks(feats: torch.Tensor, prototypes: torch.Tensor, batch: Batch, mi
             (xs[None, None] - cells[..., 0, None, None]) ** 2 + (ys[None, None] - cells[..., 1, None, None]) ** 2
         )
         near = ((dist < min_cells) & all_vis.flatten(1, 2)[..., None, None]).any(1)  # (B, h, w)
-        sim = sim.masked_fill(near[:, None], float("-inf"))
+        skip = near[:, None].expand_as(sim)
+        if spare_own:  # unlabelled (NaN) positions are near nothing
+            skip = skip | (dist < min_cells).reshape(b, -1, prototypes.shape[0], h, w).any(1)
+        sim = sim.masked_fill(skip, float("-inf"))
         idx = sim.flatten(2).argmax(2)  # (B, K)
     flat = feats.flatten(2)  # (B, D, h·w): gradients flow through the gathered features
     picked = flat.gather(2, idx[:, None, :].expand(b, d, idx.shape[1])).permute(0, 2, 1)  # (B, K, D)
@@ -95,11 +102,12 @@ def coke_step(
     cl_feats = sample_features(feats, cl_points, STRIDE).reshape(-1, feats.shape[1])
     negatives = cl_feats  # the clutter term's samples; only cl_feats go into the clutter bank
     hidden = None  # the hidden keypoints' best matches, when they form a term of their own at this step
-    if c.hidden_negatives and kp_bank.initialised.all():
+    if c.hidden_negatives and kp_bank.initialised.all() and (c.hidden_weight == 0 or progress >= c.hidden_from):
+        peaks = hidden_peaks(feats, kp_bank.prototypes, batch, c.clutter_min_distance, c.hidden_spare_own)
         if c.hidden_weight == 0:
-            negatives = torch.cat([cl_feats, hidden_peaks(feats, kp_bank.prototypes, batch, c.clutter_min_distance)])
-        elif progress >= c.hidden_from:
-            hidden = hidden_peaks(feats, kp_bank.prototypes, batch, c.clutter_min_distance)
+            negatives = torch.cat([cl_feats, peaks])
+        else:
+            hidden = peaks
     loss, stats = coke_loss(
         sel_feats,
         sel_labels,
