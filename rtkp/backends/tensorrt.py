@@ -13,8 +13,8 @@ import numpy as np
 from rtkp.backends.base import ModelInfo
 from rtkp.backends.onnx_cache import ensure_onnx
 from rtkp.errors import EngineError, require
-from rtkp.graphs.exports_index import GRAPH_VERSION
-from rtkp.graphs.prototypes import graph_width, pad_prototypes, uses_generic, with_width
+from rtkp.graphs.exports_index import GENERIC_VERSION, GRAPH_VERSION
+from rtkp.graphs.prototypes import features_width, graph_width, pad_prototypes, uses_generic, with_width
 from rtkp.graphs.tensorrt import EngineCache, EngineKey, build_serialized, onnx_precision_for
 
 
@@ -66,7 +66,7 @@ class TensorRTBackend:
     def _variant(self, generic: bool) -> tuple:
         """(engine, execution context) of the plain or the generic graph, built or loaded on first use."""
         if generic not in self.variants:
-            engine = self._engine(replace(self.key, generic=generic))
+            engine = self._engine(replace(self.key, generic=GENERIC_VERSION if generic else 0))
             self.variants[generic] = (engine, engine.create_execution_context())
         return self.variants[generic]
 
@@ -80,7 +80,7 @@ class TensorRTBackend:
                 return engine
             EngineCache._refuse(self.cache.paths(key)[0], "TensorRT could not deserialise it")
         precision = onnx_precision_for(self.trt, key.precision)
-        onnx_path = ensure_onnx(self.info, self.input_size, precision, key.generic)
+        onnx_path = ensure_onnx(self.info, self.input_size, precision, bool(key.generic))
         data = build_serialized(self.trt, onnx_path, key)
         self.cache.store(key, data, onnx_path)
         engine = runtime.deserialize_cuda_engine(data)
@@ -119,7 +119,7 @@ class TensorRTBackend:
         feats = None
         if self.info.is_coke:
             w, h = self.input_size
-            d = graph_width(self.info.manifest.feature_dim, generic)
+            d = features_width(self.info.manifest.feature_dim, generic)
             stride = self.info.manifest.stride
             # every output needs an address; the features are computed for matching anyway, so writing them out
             # costs one device copy

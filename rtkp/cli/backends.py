@@ -23,18 +23,40 @@ def cmd_build_engine(args) -> int:
     if args.backend == "tensorrt":
         tensorrt_usable()  # before the ONNX export, which takes a while and is only a step towards the engine
     size = args.input_size or info.input_size
-    for fp16 in (False, True) if args.fp16 else (False,):
-        path = export_onnx(args.model, size, fp16=fp16)
-        print(f"onnx: {path}")
+    # --generic: also the variant that keypoints taught from shots run (rtkp.graphs.prototypes), made ahead so that
+    # the first one taught to a running tracker does not wait for its export
+    variants = (False, True) if args.generic and info.is_coke else (False,)
+    for generic in variants:
+        for fp16 in (False, True) if args.fp16 else (False,):
+            path = export_onnx(args.model, size, fp16=fp16, generic=generic)
+            print(f"onnx: {path}")
     if args.debug:
         print(f"onnx: {export_onnx(args.model, size, debug=True)}")
     if args.backend == "tensorrt":
+        from dataclasses import replace
+
         from rtkp.backends.tensorrt import TensorRTBackend
+        from rtkp.graphs.exports_index import GENERIC_VERSION
 
         backend = TensorRTBackend(info, fp16=args.fp16, input_size=size)
-        engine, _ = backend.cache.paths(backend.key)
-        print(f"tensorrt engine: {engine}")
+        for generic in variants:
+            if generic:
+                backend.set_prototypes(generic_rows(info), info.clutter)  # builds (or loads) its engine
+            engine, _ = backend.cache.paths(replace(backend.key, generic=GENERIC_VERSION if generic else 0))
+            print(f"tensorrt engine: {engine}")
     return 0
+
+
+def generic_rows(info):
+    """The model's prototypes with one row that has a generic part: what makes a backend run the generic variant."""
+    import numpy as np
+
+    from rtkp.graphs.prototypes import graph_width, with_width
+
+    rows = with_width(info.prototypes, graph_width(info.manifest.feature_dim, True))
+    probe = np.zeros((1, rows.shape[1]), np.float32)
+    probe[0, -1] = 1.0
+    return np.concatenate([rows, probe])
 
 
 def tensorrt_usable() -> None:

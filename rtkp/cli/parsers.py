@@ -129,6 +129,9 @@ def _add_build_engine(sub) -> None:
     p = sub.add_parser("build-engine", help="export ONNX graphs and build a TensorRT engine for a model")
     p.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime")
+    p.add_argument(
+        "--generic", action="store_true", help="also the graph that keypoints taught from shots run (docs/FEWSHOT.md)"
+    )
     p.add_argument("--fp16", action="store_true", help="also export the FP16 graph / build an FP16 engine")
     p.add_argument("--input-size", type=_input_size, metavar="WxH", help="model input size (default: the manifest's)")
     p.add_argument("--debug", action="store_true", help="also export a graph with the similarity maps as an output")

@@ -18,6 +18,8 @@ EXPORTS = "exports.json"
 # of version 2 still works but keeps the slow op). Exports recorded with another version (or none: version 1) are
 # stale and made again.
 GRAPH_VERSION = 3
+# The generic variant's own contract (rtkp.model.generic): recorded as the entry's `generic`; 1: centred taps
+GENERIC_VERSION = 1
 
 
 def onnx_name(input_size: tuple[int, int], fp16: bool, debug: bool = False, generic: bool = False) -> str:
@@ -56,7 +58,7 @@ def record_export(
             "input_size": list(size),
             "precision": precision,
             "debug": debug,
-            "generic": generic,
+            "generic": GENERIC_VERSION if generic else False,
             "graph": GRAPH_VERSION,
             "max_keypoints": graph_max_keypoints(manifest),
             "opset": OPSET,
@@ -85,6 +87,7 @@ def find_export(
         # a heatmap graph has no prototype input: its contract did not change with version 2
         graph_ok = entry.get("graph") == GRAPH_VERSION or (k_max is None and entry.get("graph", 1) == 1)
         same_graph = graph_ok and entry.get("max_keypoints") == k_max
+        same_graph = same_graph and (entry.get("generic") == GENERIC_VERSION if generic else not entry.get("generic"))
         if path.name == want and (entry.get("model_sha256") or "") == manifest.weights_sha256 and same_graph:
             if not path.is_file():
                 continue

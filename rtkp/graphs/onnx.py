@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from rtkp.graphs.exports_index import OPSET, onnx_name, record_export
-from rtkp.graphs.prototypes import GENERIC_DIM, max_keypoints, pad_prototypes
+from rtkp.graphs.prototypes import graph_width, max_keypoints, pad_prototypes
 from rtkp.model.checkpoint import load_model
 from rtkp.model.graph import InferenceGraph
 
@@ -27,7 +27,7 @@ def export_onnx(
     generic: bool = False,
 ) -> Path:
     """Write the ONNX graph for `model_dir` (into `model_dir/onnx/` by default) and record it in exports.json.
-    generic: the variant with the generic branch (prototype rows D + GENERIC_DIM wide, rtkp.graphs.prototypes)."""
+    generic: the variant with the generic branch (prototype rows D + GENERIC_DIM + 1 wide, rtkp.graphs.prototypes)."""
     model_dir = Path(model_dir)
     net, manifest, protos, clutter = load_model(model_dir)
     size = tuple(input_size or manifest.input_size)
@@ -43,7 +43,7 @@ def export_onnx(
     if coke:
         # example values for tracing: the trained parts (a saved set's rows may be wider)
         trained = protos.float().numpy()[:, : manifest.feature_dim]
-        width = manifest.feature_dim + (GENERIC_DIM if generic else 0)
+        width = graph_width(manifest.feature_dim, generic)
         padded, active = (torch.from_numpy(a) for a in pad_prototypes(trained, max_keypoints(manifest), width))
         args = (images, padded, clutter.float(), active)
     else:

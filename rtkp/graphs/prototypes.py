@@ -4,11 +4,13 @@ K_max is a shape of the graph, fixed when it is exported or built into an engine
 (manifest `max_keypoints`) and every backend pads the K prototypes in use to it. numpy only: the inference stages of
 `rtkp run` use it without importing torch.
 
-A row is [trained part (D) | generic part (GENERIC_DIM)]: the trained part is matched against the model's unit
-features, the generic part against frozen ImageNet taps (rtkp.model.generic; keypoints taught from shots use it).
-A trained keypoint's row is its prototype with a zero generic part, and a set of such rows may be given D wide. The
-graph with the generic branch (the `generic` variant) takes rows of width D + GENERIC_DIM; the plain graph, width D,
-runs whenever no row in use has a generic part (uses_generic), so models without taught keypoints pay nothing.
+A row is [trained part (D) | generic part (GENERIC_DIM) | reach (1)]: the trained part is matched against the model's
+unit features, the generic part against frozen ImageNet taps (rtkp.model.generic; keypoints taught from shots use
+it), and the reach, in model-input px, keeps a taught keypoint within that distance of a keypoint the network was
+trained on (0: anywhere). A trained keypoint's row is its prototype with zeros after it, and a set of such rows may be
+given D wide. The graph with the generic branch (the `generic` variant) takes rows of width D + GENERIC_DIM + 1; the
+plain graph, width D, runs whenever no row in use has more than a trained part (uses_generic), so models without
+taught keypoints pay nothing.
 """
 
 from __future__ import annotations
@@ -22,23 +24,36 @@ DEFAULT_MAX_KEYPOINTS = 32  # prototype rows of an exported graph when the manif
 # channels of the generic taps, in row order (rtkp.model.generic.GENERIC_CHANNELS; a test checks they agree)
 GENERIC_CHANNELS = (32, 96, 320)
 GENERIC_DIM = sum(GENERIC_CHANNELS)
+# a trained keypoint's peak anchors taught ones when its similarity reaches this (rtkp.model.generic.ANCHOR_SCORE)
+ANCHOR_SCORE = 0.5
 
 
 def row_parts(d: int) -> list[slice]:
-    """The parts of a full-width row for trained features of width d: [trained, generic tap 1, 2, 3]."""
+    """The feature parts of a full-width row for trained features of width d: [trained, generic tap 1, 2, 3] (the
+    reach follows them, at reach_index)."""
     edges = [0, d]
     for c in GENERIC_CHANNELS:
         edges.append(edges[-1] + c)
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
+def reach_index(d: int) -> int:
+    """The column of a full-width row that holds its reach."""
+    return d + GENERIC_DIM
+
+
 def graph_width(d: int, generic: bool) -> int:
-    """Row width of the plain graph (d, the trained features') or of the generic variant (d + GENERIC_DIM)."""
+    """Row width of the plain graph (d, the trained features') or of the generic variant (d + GENERIC_DIM + 1)."""
+    return d + GENERIC_DIM + 1 if generic else d
+
+
+def features_width(d: int, generic: bool) -> int:
+    """Channels of the graph's `features` output: d, or d + GENERIC_DIM from the generic variant (no reach)."""
     return d + GENERIC_DIM if generic else d
 
 
 def uses_generic(prototypes: np.ndarray, d: int) -> bool:
-    """True when some row of (K, W) prototypes has a non-zero generic part (the graph's generic variant is needed)."""
+    """True when some row of (K, W) prototypes has a non-zero generic part or reach (the generic variant is needed)."""
     prototypes = np.asarray(prototypes)
     return prototypes.shape[1] > d and bool(np.any(prototypes[:, d:] != 0))
 

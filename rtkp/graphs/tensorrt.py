@@ -41,7 +41,7 @@ class EngineKey:
     clutter: tuple[int, int] | None = None  # (S, D) the profile is optimised for; None for heatmap models
     max_keypoints: int | None = None  # K_max prototype rows (rtkp.graphs.prototypes); None for heatmap models
     graph: int = 1  # rtkp.graphs.exports_index.GRAPH_VERSION of the ONNX graph it was built from
-    generic: bool = False  # built from the generic variant (rtkp.graphs.prototypes)
+    generic: int = 0  # built from the generic variant: its GENERIC_VERSION (rtkp.graphs.exports_index); 0 plain
 
     def digest(self) -> str:
         fields = asdict(self)

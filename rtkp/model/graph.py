@@ -5,8 +5,9 @@ on training crops; evaluation goes through a backend, so it measures exactly wha
 
   inputs   images      (B, H, W, 3) uint8 RGB at the model size (normalisation is inside the graph)
            prototypes  (K_max, D) float32 (CoKe only: keypoints can be swapped, added and removed at run time);
-                       (K_max, D + G) in the generic variant: each row's generic part is matched against frozen
-                       ImageNet taps (rtkp.model.generic; keypoints taught from shots), the scores adding up
+                       (K_max, D + G + 1) in the generic variant: each row's generic part is matched against
+                       frozen ImageNet taps (rtkp.model.generic; keypoints taught from shots), the scores adding up,
+                       and its reach keeps it near the trained keypoints (rtkp.graphs.prototypes)
            clutter     (S, D) float32   (CoKe only: the clutter summary)
            active      (K_max,) float32 (CoKe only: 1 for a prototype row in use, 0 for a free one)
   outputs  keypoints   (B, K_max, 4) float32 = x, y (model-input pixels, sub-pixel refined), score, clutter_score;
@@ -37,7 +38,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rtkp.model.generic import GenericBranch, generic_features, generic_similarity
+from rtkp.model.generic import GenericBranch, generic_features, generic_similarity, within_reach
 from rtkp.model.network import STRIDE, KeypointNet
 from rtkp.model.peaks import coke_instance_peaks, coke_keypoints, heatmap_keypoints, similarity
 
@@ -121,8 +122,10 @@ class InferenceGraph(nn.Module):
         if self.generic is not None:
             d, size = out.shape[1], out.shape[-2:]
             masked = prototypes if active is None else prototypes * active.unsqueeze(1)
-            generic = self.generic(taps[0])
-            sim = similarity(out, masked[:, :d]) + generic_similarity(generic, masked[:, d:], size)
+            generic, reach = self.generic(taps[0]), masked[:, -1]
+            sim = similarity(out, masked[:, :d]) + generic_similarity(generic, masked[:, d:-1], size)
+            anchors = (masked[:, d:].abs().sum(1) == 0) & (masked[:, :d].abs().sum(1) > 0)  # trained rows in use
+            sim = within_reach(sim, anchors, reach, STRIDE, self.instances or 1)
             if self.features:
                 out_features = torch.cat([out, generic_features(generic, size)], 1)
         trained = prototypes[:, : out.shape[1]]  # the peaks' clutter scores read the trained features only

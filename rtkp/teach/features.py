@@ -79,6 +79,7 @@ def keypoint_rows(features: np.ndarray, prototype: np.ndarray, clutter: np.ndarr
     (weighed by its share), as the graph computes them; rtkp.visibility.evidence(rows) is the evidence there.
     """
     d = clutter.shape[1]
+    prototype = np.asarray(prototype)[..., : features.shape[-1]]  # a full row's reach is not a feature
     score = (features * prototype).sum(-1)
     # weighed by the trained part's length, as the graph's generic variant does (rtkp.model.graph): 1 for trained
     # prototypes, the trained features' share for taught ones

@@ -40,15 +40,21 @@ class Taught:
     """What an added keypoint was taught from. views: (N, V, W) features of each shot's views (each part unit,
     rtkp.teach.features.sample_features); lookalikes: (N, M, W) features of the strongest other cells in each
     shot's frame (W = D + G with the generic parts, rtkp.graphs.prototypes; D for keypoints taught before them);
-    source: "live" (clicks) or "data" (labelled frames, `rtkp keypoints add --data`)."""
+    source: "live" (clicks) or "data" (labelled frames, `rtkp keypoints add --data`); anchors: (N,) model-input px
+    from each click to the nearest trained keypoint found in its frame (NaN: none found, or not measured), what the
+    keypoint's reach is set from (rtkp.teach.shots.teach)."""
 
     views: np.ndarray
     lookalikes: np.ndarray
     source: str = "live"
+    anchors: np.ndarray | None = None
 
     @property
     def shots(self) -> int:
         return len(self.views)
+
+    def anchor_distances(self) -> np.ndarray:
+        return np.full(self.shots, np.nan, np.float32) if self.anchors is None else self.anchors
 
     def plus(self, other: Taught) -> Taught:
         """These shots and another's, in that order. Shots of a keypoint taught without generic parts (saved before
@@ -56,10 +62,12 @@ class Taught:
         m = min(self.lookalikes.shape[1], other.lookalikes.shape[1])
         w = min(self.views.shape[-1], other.views.shape[-1])
         looks = np.concatenate([self.lookalikes[:, :m, :w], other.lookalikes[:, :m, :w]])
-        return Taught(np.concatenate([self.views[..., :w], other.views[..., :w]]), looks, self.source)
+        views = np.concatenate([self.views[..., :w], other.views[..., :w]])
+        anchors = np.concatenate([self.anchor_distances(), other.anchor_distances()])
+        return Taught(views, looks, self.source, anchors)
 
     def minus_last(self) -> Taught:
-        return Taught(self.views[:-1], self.lookalikes[:-1], self.source)
+        return Taught(self.views[:-1], self.lookalikes[:-1], self.source, self.anchor_distances()[:-1])
 
 
 class KeypointSet:

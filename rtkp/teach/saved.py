@@ -48,7 +48,8 @@ def read_taught(model_dir: str | Path, manifest: Manifest) -> dict[str, Taught]:
         t = entry.get("tensors") or {}
         if t.get("views") in tensors and t.get("lookalikes") in tensors:
             views, looks = tensors[t["views"]], tensors[t["lookalikes"]]
-            out[entry["name"]] = Taught(views.astype(np.float32), looks.astype(np.float32), entry["source"])
+            anchors = tensors[t["anchors"]].astype(np.float32) if t.get("anchors") in tensors else None
+            out[entry["name"]] = Taught(views.astype(np.float32), looks.astype(np.float32), entry["source"], anchors)
     return out
 
 
@@ -90,9 +91,10 @@ def save_keypoint_set(
     added = []
     for i, name in enumerate(n for n in kset.names if n in kset.taught):
         taught = kset.taught[name]
-        keys = {"views": f"taught.{i}.views", "lookalikes": f"taught.{i}.lookalikes"}
+        keys = {"views": f"taught.{i}.views", "lookalikes": f"taught.{i}.lookalikes", "anchors": f"taught.{i}.anchors"}
         tensors[keys["views"]] = np.ascontiguousarray(taught.views, np.float32)
         tensors[keys["lookalikes"]] = np.ascontiguousarray(taught.lookalikes, np.float32)
+        tensors[keys["anchors"]] = np.ascontiguousarray(taught.anchor_distances(), np.float32)
         k = kset.names.index(name)
         margin = round(float(kset.margins[k]), 5)
         entry = {"name": name, "shots": taught.shots, "margin": margin, "source": taught.source}

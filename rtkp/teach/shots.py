@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtkp.errors import ControlError
+from rtkp.graphs.prototypes import ANCHOR_SCORE
 from rtkp.teach.features import compose, keypoint_rows, sample_features
 from rtkp.teach.keypoint_set import KeypointSet, Taught
 from rtkp.visibility import evidence
@@ -39,18 +40,23 @@ VIEWS = tuple((float(a), 1.0) for a in range(0, 360, 45)) + ((0.0, 0.85), (0.0, 
 LOOKALIKES = 16  # strongest other cells kept per shot (enough to recompute the look-alike after more shots)
 EXCLUDE_CELLS = 3.0  # cells this close to the click are the keypoint itself, not look-alikes
 VISIBLE_QUANTILE = 0.2
+# reach = REACH_FACTOR × the farthest shot's distance from its click to the nearest trained keypoint + REACH_PAD_CELLS
+REACH_FACTOR = 1.5
+REACH_PAD_CELLS = 4
 
 
 @dataclass(frozen=True)
 class Lesson:
-    """A taught keypoint: prototype (D,) unit; margin; visible and lookalike evidence (see the module docstring);
-    warning: a sentence when the two do not separate, else None."""
+    """A taught keypoint: prototype (W,) its row (rtkp.graphs.prototypes: trained and generic parts, then its reach);
+    margin; visible and lookalike evidence (see the module docstring); warning: a sentence when the two do not
+    separate, else None; reach: model-input px (0: anywhere)."""
 
     prototype: np.ndarray
     margin: float
     visible: float
     lookalike: float
     warning: str | None = None
+    reach: float = 0.0
 
 
 def shot_views(image: np.ndarray, point, views=VIEWS, pad_value: int = 114) -> tuple[np.ndarray, np.ndarray]:
@@ -96,8 +102,26 @@ def lookalikes(
     return flat[order].astype(np.float32)
 
 
-def teach(taught: Taught, clutter: np.ndarray) -> Lesson:
-    """The prototype and margin of a keypoint taught from these shots (see the module docstring)."""
+def nearest_anchor(features: np.ndarray, point, trained: np.ndarray | None, stride: int) -> float:
+    """Model px from `point` to the nearest trained keypoint found in this frame: the best cell of each (T, D)
+    prototype in the (D, h, w) features, where it reaches ANCHOR_SCORE (what the graph anchors on,
+    rtkp.model.generic.within_reach); NaN when none does."""
+    if trained is None or not len(trained):
+        return float("nan")
+    d, h, w = features.shape
+    sim = np.asarray(trained, np.float32) @ features.reshape(d, h * w)  # (T, h·w)
+    best = sim.argmax(1)
+    found = sim[np.arange(len(sim)), best] >= ANCHOR_SCORE
+    if not found.any():
+        return float("nan")
+    cy, cx = np.divmod(best[found], w)
+    xy = np.stack([(cx + 0.5) * stride - 0.5, (cy + 0.5) * stride - 0.5], 1)
+    return float(np.linalg.norm(xy - np.asarray(point, np.float64), axis=1).min())
+
+
+def teach(taught: Taught, clutter: np.ndarray, stride: int = 4) -> Lesson:
+    """The prototype, margin and reach of a keypoint taught from these shots (see the module docstring); stride: the
+    features' (the reach's margin is REACH_PAD_CELLS of them)."""
     views = taught.views.astype(np.float64)  # (N, V, W)
     n, v, _ = views.shape
     d = clutter.shape[1]
@@ -117,6 +141,12 @@ def teach(taught: Taught, clutter: np.ndarray) -> Lesson:
         margin = min(max((visible + lookalike) / 2, visible / 2), 0.75 * visible)
     else:
         margin = visible  # no better than the clutter on its own views: the keypoint shows where it scores best
+    reach = 0.0
+    if views.shape[-1] > d:  # with generic parts: the row carries its reach (rtkp.graphs.prototypes)
+        anchors = taught.anchor_distances()
+        if np.isfinite(anchors).any():
+            reach = float(REACH_FACTOR * np.nanmax(anchors) + REACH_PAD_CELLS * stride)
+        prototype = np.append(prototype, reach)
     warning = None
     if visible <= 0:
         warning = f"the keypoint's own evidence is {visible:.2f}: its features are no closer to it than to the clutter"
@@ -125,7 +155,9 @@ def teach(taught: Taught, clutter: np.ndarray) -> Lesson:
             f"a look-alike in the shots' frames scores as high as the keypoint (evidence {lookalike:.2f} against "
             f"{visible:.2f}): it may be reported hidden or found on the look-alike; add shots from other frames"
         )
-    return Lesson(prototype.astype(np.float32), round(margin, 5), round(visible, 5), round(lookalike, 5), warning)
+    return Lesson(
+        prototype.astype(np.float32), round(margin, 5), round(visible, 5), round(lookalike, 5), warning, round(reach, 2)
+    )
 
 
 class ShotReader:
@@ -138,9 +170,17 @@ class ShotReader:
     def __init__(self, backend, stride: int, views=VIEWS):
         self.backend, self.stride, self.views = backend, stride, views
 
-    def read(self, images: list[np.ndarray], points: np.ndarray, clutter: np.ndarray, source: str = "live") -> Taught:
-        """images: N model inputs (h, w, 3) uint8; points: (N, 2) model px -> Taught with N shots."""
-        all_views, all_looks = [], []
+    def read(
+        self,
+        images: list[np.ndarray],
+        points: np.ndarray,
+        clutter: np.ndarray,
+        source: str = "live",
+        trained: np.ndarray | None = None,
+    ) -> Taught:
+        """images: N model inputs (h, w, 3) uint8; points: (N, 2) model px -> Taught with N shots. trained: (T, D)
+        prototypes of the trained keypoints in use, which anchor the taught one (its reach)."""
+        all_views, all_looks, anchors = [], [], []
         for image, point in zip(images, np.asarray(points, np.float32)):
             batch, pts = shot_views(image, point, self.views)
             feats = self.backend.features(batch, generic=True)  # one graph run for the shot's views
@@ -148,8 +188,10 @@ class ShotReader:
             v = sample_features(feats, pts, self.stride, d)  # (V, W)
             all_views.append(v)
             all_looks.append(lookalikes(feats[0], point, compose(v.sum(0), d), clutter, self.stride))
+            anchors.append(nearest_anchor(feats[0, :d], point, trained, self.stride))
         m = min(len(x) for x in all_looks)
-        return Taught(np.stack(all_views), np.stack([x[:m] for x in all_looks]), source)
+        looks = np.stack([x[:m] for x in all_looks])
+        return Taught(np.stack(all_views), looks, source, np.asarray(anchors, np.float32))
 
 
 def teach_keypoint(
@@ -164,10 +206,12 @@ def teach_keypoint(
             raise ControlError("bad_request", f"{name!r} was trained, not added from shots: it takes no more shots")
     else:
         kset.check_new(name)  # before the graph runs: a full set or a taken name costs nothing
-    taught = reader.read(images, points, kset.clutter, source)
+    d = kset.clutter.shape[1]
+    trained = kset.prototypes[[i for i, n in enumerate(kset.names) if n not in kset.taught], :d]
+    taught = reader.read(images, points, kset.clutter, source, trained)
     if extend:
         taught = kset.taught[name].plus(taught)
-    lesson = teach(taught, kset.clutter)
+    lesson = teach(taught, kset.clutter, reader.stride)
     if extend:
         return kset.update(name, lesson.prototype, lesson.margin, taught), lesson
     return kset.add(name, lesson.prototype, lesson.margin, taught), lesson
