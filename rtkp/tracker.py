@@ -358,7 +358,7 @@ class Tracker:
         return [self.keypoints.finish(r) for r in self.model.run(batch)]
 
     def change_keypoints(self, prototypes: np.ndarray, clutter: np.ndarray, names, margins, previous) -> int:
-        """A new keypoint set, for every frame tracked from now on: the graph's bank (prototypes (K, D) and clutter,
+        """A new keypoint set, for every frame tracked from now on: the graph's bank (prototypes (K, W) and clutter,
         K up to the graph's K_max; no rebuild) and the reading of its rows (names (K,), margins (K,); previous (K,):
         each keypoint's row before, −1 for a new one, so a keypoint that stays keeps its smoothing track). Returns
         the new bank version."""

@@ -22,7 +22,7 @@ class Backend(Protocol):
     infer: images (B, H, W, 3) uint8 RGB at `input_size` -> (B, K, 4) float32 (x, y, score, clutter_score) in
     model-input pixels, one row per keypoint in use. set_prototypes swaps the keypoint prototypes (K, D), any
     K <= max_keypoints, and the clutter summary (S, D) without rebuilding anything (the graph has K_max prototype rows
-    and a mask of those in use); rows (K, D + G) with a generic part (keypoints taught from shots) switch it to the
+    and a mask of those in use); rows (K, D + G + 1) with a generic part (keypoints taught from shots) switch it to the
     graph's generic variant, and back when none is left (rtkp.graphs.prototypes). features (CoKe): images ->
     (B, D, H/4, W/4) float32, the unit features the prototypes are matched against, from the same graph run;
     (B, D + G, H/4, W/4) from the generic variant, in use or asked for (generic=True: what teaching reads).
@@ -49,7 +49,8 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A model folder's manifest plus its CoKe banks as numpy (prototypes (K, D), clutter (S, D); None for heatmap).
+    """A model folder's manifest plus its CoKe banks as numpy (prototypes (K, D), or (K, D + G + 1) for a saved set
+    with taught keypoints (rtkp.graphs.prototypes); clutter (S, D); None for heatmap).
 
     weights_bytes: the weights file's bytes as read and checked against the manifest's sha256 (read_model_info), so
     a backend that needs the whole network (PyTorch) builds it from them instead of reading and hashing the file again.

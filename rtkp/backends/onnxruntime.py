@@ -31,6 +31,7 @@ class OnnxRuntimeBackend:
         self.info = info
         self.threads, self.device, self.fp16 = threads, device, fp16
         self.sessions: dict[bool, object] = {}  # by variant: False the plain graph, True the generic one
+        self.generic = False
         self.session = self._session(False)
         self.name = f"onnxruntime-{device}{'-fp16' if fp16 else ''}"
         self.precision = "fp16" if fp16 else "fp32"
@@ -100,3 +101,4 @@ class OnnxRuntimeBackend:
 
     def close(self) -> None:
         self.session = None
+        self.sessions.clear()

@@ -2,9 +2,10 @@
 
 A prototype is what CoKe matches every frame's features against (rtkp.model.graph), so a keypoint can be added by
 reading the features at the clicked points through the same graph the tracker runs (the backend's `features` output)
-and averaging them. Each shot is seen in a few views (small rotations and scalings about the clicked point, which
-stays put), so that the prototype averages over the appearance changes the tracker will meet, like the training
-prototypes do over augmented crops.
+and averaging them. Each shot is seen in a few views (a full turn of rotations and two scalings about the clicked
+point, which stays put), so that the prototype averages over the appearance changes the tracker will meet, like the
+training prototypes do over augmented crops. A taught keypoint is matched on the trained features and on generic
+ImageNet taps (rtkp.teach.features), and kept within a reach of the trained keypoints (teach, nearest_anchor).
 
 The margin (a keypoint is visible when score − clutter_score > margin, rtkp.visibility) is set from two evidences,
 both measured with the clutter summary exactly as the graph measures them:
