@@ -20,6 +20,22 @@ def test_the_fly_model_is_a_multi_instance_model():
     assert len(manifest.keypoint_names) == 13 and manifest.pose_template["lateral_pairs"]
 
 
+def test_a_saved_set_of_other_keypoints_has_no_pose_template_of_the_trained_ones(tmp_path):
+    """The pose template's rows are the trained keypoints': a folder saved with keypoints added or removed drops it, and
+    one saved before that (a template of other rows) is not used, so grouping never mixes the two (it crashed)."""
+    from rtkp.cli import main
+    from rtkp.instances.stage import InstanceStage
+    from rtkp.smoothing import SmoothingConfig
+
+    out = tmp_path / "without_wingL"
+    assert main(["keypoints", "remove", "wingL", "--model", MODEL, "--out", str(out)]) == 0
+    saved = read_manifest(out)
+    assert len(saved.keypoint_names) == 12 and saved.pose_template is None
+    older = saved.updated(pose_template=read_manifest(MODEL).pose_template)
+    assert InstanceStage(older, 0.0, 2, SmoothingConfig()).body is None
+    assert InstanceStage(read_manifest(MODEL), 0.0, 2, SmoothingConfig()).body is not None
+
+
 @pytest.mark.skipif(not CLIP.is_file(), reason="../shared/data not present")
 def test_the_fly_model_finds_both_flies_and_keeps_the_node_names():
     import sleap_io as sio

@@ -52,7 +52,9 @@ class InstanceStage:
         self.identities = IdentityTracker(max_instances, self.instance_size)
         self.smoothers: dict[int, KeypointSmoother] = {}
         self.clock = SteadyClock()
-        self.body = BodyFrame(manifest.pose_template) if manifest.pose_template else None
+        template = manifest.pose_template
+        # a template of other keypoints (a folder saved with a changed set before such folders dropped it) is not used
+        self.body = BodyFrame(template) if template and len(template["mean"]) == self.k else None
 
     def change_keypoints(self, margin, previous: list[int]) -> None:
         """A new keypoint set (see KeypointStage.change_keypoints): every track's smoother follows it; the identity

@@ -112,6 +112,8 @@ def save_keypoint_set(
             prototypes=kset.prototypes.tolist(),
             clutter_summary={"tensor": "clutter_summary", "shape": list(kset.clutter.shape)},
             max_keypoints=kset.k_max,
+            # the pose template's rows are the trained keypoints' (rtkp.instances.pose): another set no longer has them
+            pose_template=manifest.pose_template if list(kset.names) == list(manifest.keypoint_names) else None,
             added_keypoints=added,
             derived_from=dict(note or {}, model=manifest.weights_sha256[:12], path=str(model_dir)),
             manifest_version=MANIFEST_VERSION,
