@@ -22,8 +22,9 @@ from rtkp.graphs.exports_index import GENERIC_VERSION
 from rtkp.graphs.tensorrt import EngineKey
 from rtkp.model import generic
 from rtkp.teach.features import compose, keypoint_rows, shares
-from rtkp.teach.keypoint_set import KeypointSet
-from rtkp.teach.shots import ShotReader, teach_keypoint
+from rtkp.teach.keypoint_set import KeypointSet, Taught
+from rtkp.teach.saved import read_taught, save_keypoint_set
+from rtkp.teach.shots import ShotReader, teach, teach_keypoint
 
 SIZE = (128, 96)
 D = 32  # the tiny model's feature width
@@ -43,7 +44,8 @@ def images():
 def test_the_row_layout_is_the_branch_s():
     assert layout.GENERIC_CHANNELS == generic.GENERIC_CHANNELS and layout.ANCHOR_SCORE == generic.ANCHOR_SCORE
     assert layout.GENERIC_DIM == sum(generic.GENERIC_CHANNELS) == 448
-    assert layout.graph_width(D, True) == D + 448 + 1 and layout.reach_index(D) == D + 448
+    assert layout.reach_index(D) == D + 448 and layout.ring_columns(D) == slice(D + 449, D + 461)
+    assert layout.graph_width(D, True) == D + 448 + 1 + 12 and layout.graph_width(D, False) == D
     parts = layout.row_parts(D)
     assert [(p.start, p.stop) for p in parts] == [(0, 32), (32, 64), (64, 160), (160, 480)]
     assert abs(shares(D + layout.GENERIC_DIM, D).sum() - 1) < 1e-12 and list(shares(D, D)) == [1.0]
@@ -88,8 +90,8 @@ def test_a_row_with_a_generic_part_runs_the_generic_graph_and_trained_rows_stay_
         assert norms.max() < 1.0 + 1e-3 and np.median(norms) > 0.5
     # a row taught at one cell of frame 0: the generic parts of the feature there, a quarter of the trained part
     y, x = 10, 20
-    row = np.append(compose(feats[0, :, y, x].astype(np.float64), D), 0.0).astype(np.float32)  # reach 0: anywhere
-    rows = np.concatenate([layout.with_width(info.prototypes, width + 1), row[None]])
+    row = layout.with_width(compose(feats[0, :, y, x].astype(np.float64), D)[None], layout.graph_width(D, True))[0]
+    rows = np.concatenate([layout.with_width(info.prototypes, len(row)), row[None]])  # reach 0, no rings: anywhere
     backend.set_prototypes(rows, info.clutter)
     assert backend.generic
     out = backend.infer(images)
@@ -103,6 +105,22 @@ def test_a_row_with_a_generic_part_runs_the_generic_graph_and_trained_rows_stay_
     taught = keypoint_rows(mine[:, py, px], row, info.clutter)
     np.testing.assert_allclose(out[0, 3, 2:], taught[2:], atol=2e-3)
     assert abs(taught[3] - shares(width, D)[0] * (feats[0, :D, py, px] @ info.clutter.T).max()) < 1e-3
+    # a ring: an anchor (a trained row: the taught cell's own trained feature, similarity 1 there) and the taught row
+    # kept 70 ± 6 px from it: its peak is found at that distance from wherever the anchor's peak is
+    full = layout.graph_width(D, True)
+    ringed = layout.with_width(row[None], full)[0]
+    cols = layout.ring_columns(D)
+    ringed[cols.start : cols.start + 3] = (4, 70.0, 6.0)  # anchored on row 4
+    anchor = feats[0, :D, y, x] / np.linalg.norm(feats[0, :D, y, x])
+    ring_rows = np.concatenate(
+        [layout.with_width(info.prototypes, full), ringed[None], layout.with_width(anchor[None], full)]
+    )
+    backend.set_prototypes(ring_rows, info.clutter)
+    out = backend.infer(images)
+    assert out[0, 4, 2] >= layout.ANCHOR_SCORE  # the anchor is found (where the tiny model's features match best)
+    assert 70 - 6 - 6 <= np.linalg.norm(out[0, 3, :2] - out[0, 4, :2]) <= 70 + 6 + 6  # a cell's play either side
+    assert not 70 - 6 - 6 <= np.linalg.norm(cell - out[0, 4, :2]) <= 70 + 6 + 6  # where it was without the ring
+    np.testing.assert_allclose(out[:, :3], before, atol=1e-4)
     if kind == "onnxruntime":
         index = json.loads((model_dir / "exports.json").read_text())["exports"]
         assert any(e["generic"] == GENERIC_VERSION and e["file"].endswith("_generic.onnx") for e in index)
@@ -124,7 +142,7 @@ def test_plain_engines_keep_their_cache_digest():
     assert replace(plain, generic=1).digest() != plain.digest()
 
 
-def test_teaching_reads_the_generic_taps_and_the_set_widens_and_narrows(model_dir, images):
+def test_teaching_reads_the_generic_taps_and_the_set_widens_and_narrows(model_dir, images, tmp_path):
     info = read_model_info(model_dir)
     backend = OnnxRuntimeBackend(info, threads=1)
     kset = KeypointSet.from_model(info.manifest, info.prototypes, info.clutter)
@@ -132,20 +150,117 @@ def test_teaching_reads_the_generic_taps_and_the_set_widens_and_narrows(model_di
     points = np.array([[50.0, 40.0], [52.0, 41.0]], np.float32)
     index, lesson = teach_keypoint(kset, ShotReader(backend, 4), "new", list(images[:2]), points)
     width = D + layout.GENERIC_DIM
-    assert index == 3 and kset.prototypes.shape == (4, width + 1) and kset.taught["new"].views.shape[-1] == width
-    np.testing.assert_array_equal(kset.prototypes[:3, D:], 0)  # trained rows: a zero generic part and reach
+    assert index == 3 and kset.prototypes.shape == (4, layout.graph_width(D, True))
+    assert kset.taught["new"].views.shape[-1] == width
+    np.testing.assert_array_equal(kset.prototypes[:3, D:], 0)  # trained rows: a zero generic part, reach and rings
     np.testing.assert_array_equal(kset.prototypes[:3, :D], info.prototypes)
     lengths = [np.linalg.norm(lesson.prototype[p]) for p in layout.row_parts(D)]
     np.testing.assert_allclose(lengths, shares(width, D), atol=1e-5)  # each part's share of the score
     # its reach: from the farthest click to the nearest trained keypoint found in its frame (NaN: none found)
-    anchors = kset.taught["new"].anchors
-    assert anchors.shape == (2,)
-    expected = 1.5 * np.nanmax(anchors) + 16 if np.isfinite(anchors).any() else 0.0
-    assert lesson.prototype[-1] == pytest.approx(expected, abs=0.01) and lesson.reach == pytest.approx(
-        expected, abs=0.01
-    )
+    taught = kset.taught["new"]
+    assert taught.anchors.shape == (2, 3, 2) and taught.anchor_names == tuple(info.manifest.keypoint_names)
+    nearest = taught.nearest_anchor()
+    expected = 1.5 * np.nanmax(nearest) + 16 if np.isfinite(nearest).any() else 0.0
+    assert lesson.prototype[layout.reach_index(D)] == pytest.approx(expected, abs=0.01)
+    assert lesson.reach == pytest.approx(expected, abs=0.01)
+    # saved and read back: the offsets and the names they belong to (so that more shots can join them)
+    out = save_keypoint_set(model_dir, info.manifest, kset, tmp_path / "saved")
+    back = read_taught(out, read_model_info(out).manifest)["new"]
+    np.testing.assert_array_equal(back.anchors, taught.anchors)
+    assert back.anchor_names == taught.anchor_names
     kset.remove("new")
     assert kset.prototypes.shape == (3, D)  # nothing generic left: the plain graph serves the set
+
+
+def test_rings_come_from_the_nearest_trained_keypoints_in_the_shots():
+    """teach: the three trained keypoints nearest on average among those found in at least half of the shots, each
+    at its mean distance, tolerance 0.25 × it + 1 cell + half the shots' spread; a removed anchor drops its ring and
+    the rows after it are renumbered; a rename keeps the anchor."""
+    rng = np.random.default_rng(0)
+    d, width = D, D + layout.GENERIC_DIM
+    views = np.stack([compose(rng.normal(size=(10, width)), d) for _ in range(3)]).astype(np.float32)  # (3, 10, W)
+    names = ("snout", "tail", "ear", "paw", "eye")
+    nan = np.nan
+    table = np.array(
+        [
+            [10.0, 40.0, 20.0, 5.0, nan],  # paw nearest, but found in 1 of 3 shots only: no ring
+            [12.0, 44.0, 22.0, nan, 30.0],
+            [14.0, 42.0, 24.0, nan, nan],  # eye found in 1 of 3: no ring
+        ],
+        np.float32,
+    )
+    offsets = np.stack([table, np.zeros_like(table)], 2)  # every anchor along +x of the click ...
+    offsets[:, 2] = np.stack([np.zeros(3), -table[:, 2]], 1)  # ... but the ear, along −y
+    taught = Taught(views, views[:, :4], "data", offsets, names)
+    clutter = compose(rng.normal(size=(8, d)), d).astype(np.float32)
+    rows = {"snout": 0, "tail": 1, "ear": 2, "paw": 3, "eye": 4}
+    lesson = teach(taught, clutter, 4, rows)
+    rings = lesson.prototype[layout.ring_columns(d)]
+    rings, scale = rings[:-3].reshape(3, 3), rings[-3:]
+    # the scale: the ring anchors farthest apart in the shots, ear (row 2) and tail (row 1)
+    np.testing.assert_allclose(scale, [2, 1, np.hypot(table[:, 1], table[:, 2]).mean()], rtol=1e-6)
+    np.testing.assert_allclose(rings[:, 0], [0, 2, 1])  # snout 12, ear 22, tail 42 px on average
+    np.testing.assert_allclose(rings[:, 1], [12, 22, 42], rtol=1e-6)
+    np.testing.assert_allclose(rings[:, 2], [0.25 * 12 + 4 + 2, 0.25 * 22 + 4 + 2, 0.25 * 42 + 4 + 2], rtol=1e-6)
+    assert [r[0] for r in lesson.rings] == ["snout", "ear", "tail"]
+    assert lesson.reach == pytest.approx(1.5 * 14 + 16)  # the farthest shot's nearest anchor: 14 px
+    assert not teach(taught, clutter, 4, {"tail": 1}).prototype[layout.ring_columns(d)][3:].any()  # one ring only
+    # the set keeps the rings' rows right when a trained keypoint leaves it
+    kset = KeypointSet(list(names), np.eye(5, d, dtype=np.float32), np.zeros(5), clutter, 8)
+    kset.add("new", lesson.prototype, lesson.margin, taught)
+    kset.remove("snout")  # anchored ring 0: dropped; ear (2 -> 1) and tail (1 -> 0) move up, in the scale too
+    rings = kset.prototypes[-1, layout.ring_columns(d)]
+    np.testing.assert_allclose(rings[:-3].reshape(3, 3), [[0, 0, 0], [1, 22, 11.5], [0, 42, 16.5]], rtol=1e-6)
+    np.testing.assert_allclose(rings[-3:-1], [1, 0])
+    kset.remove("tail")  # the scale's keypoint: the scale is not measured any more
+    assert not kset.prototypes[-1, layout.ring_columns(d)][-3:].any()
+    kset.rename("ear", "left ear")
+    assert kset.taught["new"].anchor_names == ("snout", "tail", "left ear", "paw", "eye")
+    assert [r[0] for r in teach(kset.taught["new"], clutter, 4, kset.anchor_rows()).rings] == ["left ear"]
+
+
+def test_a_taught_row_keeps_its_distances_to_the_trained_keypoints():
+    """within_reach with rings: the taught row's best cell at the wrong distance from its anchor (a mirror twin,
+    the anchor itself) loses to a weaker one at the right distance; an anchor not found changes nothing."""
+    sim = torch.full((1, 2, 20, 20), -0.5)
+    sim[0, 0, 5, 5] = 0.9  # row 0, trained: its peak (anchor) at cell (5, 5)
+    sim[0, 1, 5, 6] = 0.8  # row 1, taught: its best cell is right beside the anchor ...
+    sim[0, 1, 5, 10] = 0.6  # ... the weaker one 5 cells (20 px) from it, where the shots put it
+    trained, no_reach = torch.tensor([True, False]), torch.zeros(2)
+    rings = torch.zeros(2, 12)
+    rings[1, :3] = torch.tensor([0.0, 20.0, 6.0])  # anchored on row 0, 20 ± 6 px; no scale measured: 1
+    out = generic.within_reach(sim, trained, no_reach, 4, 1, rings)
+    assert int(out[0, 1].argmax()) == 5 * 20 + 10 and torch.equal(out[0, 0], sim[0, 0])
+    assert float(out[0, 1, 5, 6]) == pytest.approx(0.8 - generic.OFF_RING)
+    assert int(generic.within_reach(sim, trained, no_reach, 4, 1, torch.zeros(2, 12))[0, 1].argmax()) == 5 * 20 + 6
+    weak = sim.clone()
+    weak[0, 0, 5, 5] = 0.4  # the anchor is not found: nothing changes where the row peaks
+    assert int(generic.within_reach(weak, trained, no_reach, 4, 1, rings)[0, 1].argmax()) == 5 * 20 + 6
+    # several animals: a ring is kept when some animal's anchor is at the distance
+    two = sim.clone()
+    two[0, 0, 15, 15] = 0.85  # a second animal's anchor
+    two[0, 1, 15, 16] = 0.7  # beside it: off the ring for both animals
+    out = generic.within_reach(two, trained, no_reach, 4, 2, rings)
+    assert float(out[0, 1, 5, 10]) == pytest.approx(0.6) and float(out[0, 1, 15, 16]) == pytest.approx(0.2)
+
+
+def test_rings_scale_with_the_animal():
+    """The rings' distances scale with the distance between the row's two scale keypoints now against the shots';
+    the tolerance grows by the ring's distance times a cell over that distance (how well the scale is known)."""
+    sim = torch.full((1, 3, 30, 30), -0.5)
+    sim[0, 0, 5, 5] = 0.9  # anchors: rows 0 and 1, 16 cells (64 px) apart now; 32 px apart in the shots
+    sim[0, 1, 5, 21] = 0.9
+    sim[0, 2, 5, 8] = 0.8  # taught row 2: 3 cells (12 px) from row 0, what the shots showed at their scale ...
+    sim[0, 2, 11, 5] = 0.6  # ... 6 cells (24 px) from it, twice that: where the shots put it at this scale
+    trained = torch.tensor([True, True, False])
+    rings = torch.zeros(3, 12)
+    rings[2, :3] = torch.tensor([0.0, 12.0, 3.0])  # 12 ± 3 px from row 0 in the shots
+    rings[2, 9:] = torch.tensor([0.0, 1.0, 32.0])  # rows 0 and 1 were 32 px apart in the shots
+    out = generic.within_reach(sim, trained, torch.zeros(3), 4, 1, rings)
+    # scale 2: 24 ± (3 + 12 × 4/32) × 2 = 24 ± 9 px: the far cell (24 px) in, the near one (12 px) out
+    assert int(out[0, 2].argmax()) == 11 * 30 + 5 and float(out[0, 2, 5, 8]) == pytest.approx(0.8 - generic.OFF_RING)
+    rings[2, 11] = 64.0  # at the shots' scale: the nearer cell is at the ring
+    assert int(generic.within_reach(sim, trained, torch.zeros(3), 4, 1, rings)[0, 2].argmax()) == 5 * 30 + 8
 
 
 def test_a_taught_row_stays_within_its_reach_of_a_trained_keypoint():

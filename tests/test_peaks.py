@@ -63,6 +63,26 @@ def test_softargmax_is_not_pulled_to_a_distant_second_peak():
     assert 5.0 < pos[0, 0, 0].item() < 5.5 and pos[0, 0, 1].item() == pytest.approx(5.0)
 
 
+def test_a_penalty_chooses_the_peak_but_does_not_pull_its_position():
+    """The placement penalty (taught keypoints' rings) picks the cell; the window reads the similarity itself, so a
+    ring's edge beside the peak does not move it, and the score is the penalised one."""
+    t = 0.07
+    sim = torch.full((1, 1, 12, 12), -0.5)
+    sim[0, 0, 2, 2] = 0.95  # the best cell, penalised away
+    sim[0, 0, 5, 5] = 0.9
+    sim[0, 0, 5, 6] = 0.9 - t * 0.5  # its shoulder, just beyond the ring's edge
+    penalty = torch.zeros_like(sim)
+    penalty[0, 0, :, 6:] = 0.5
+    penalty[0, 0, 2, 2] = 0.5
+    pos, score = softargmax_peaks(sim, t, penalty=penalty)
+    plain, _ = softargmax_peaks(sim[..., 3:, 3:], t)  # the same peak, unpenalised, without the better cell
+    assert pos[0, 0, 1].item() == pytest.approx(5.0) and 5.0 < pos[0, 0, 0].item() < 5.5
+    assert pos[0, 0, 0].item() == pytest.approx(plain[0, 0, 0].item() + 3)
+    assert score.item() == pytest.approx(0.9)
+    pos, score = softargmax_peaks(sim - penalty, t)  # what penalising the map itself would do: pulled inwards
+    assert pos[0, 0, 0].item() < 5.01
+
+
 def test_the_graph_refines_by_softargmax_only_for_models_trained_for_it():
     d, h, w = 4, 10, 10
     protos = F.normalize(torch.randn(1, d, generator=torch.Generator().manual_seed(0)), dim=1)

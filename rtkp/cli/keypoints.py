@@ -88,6 +88,10 @@ def _print(args, reply: dict) -> None:
             f"{reply['name']}: keypoint {reply['index']}, {reply['shots']} shot(s), margin {reply['margin']:.3f} "
             f"(own evidence {reply['visible_evidence']:.3f}, strongest look-alike {reply['lookalike_evidence']:.3f})"
         )
+        rings = (reply.get("placement") or {}).get("rings") or []
+        if rings:
+            at = ", ".join(f"{r['distance_px']:.0f} ± {r['tolerance_px']:.0f} px from {r['anchor']}" for r in rings)
+            print(f"  kept at {at} (model-input px, scaled with the animal)")
         if reply.get("warning"):
             print(f"rtkp keypoints: warning: {reply['warning']}", file=sys.stderr)
     elif args.action == "save":
@@ -190,6 +194,7 @@ def _offline_add(args, info, kset) -> tuple[dict, dict]:
         "margin": lesson.margin,
         "visible_evidence": lesson.visible,
         "lookalike_evidence": lesson.lookalike,
+        "placement": lesson.placement(),
         "warning": lesson.warning,
         "keypoints": kset.names,
     }

@@ -68,6 +68,7 @@ class KeypointEditor:
             k, lesson = teach_keypoint(self.kset, self.reader, r.name, images, points, "live", r.extend)
             fields = {"name": r.name, "index": k, "shots": self.kset.taught[r.name].shots, "margin": lesson.margin}
             fields.update(visible_evidence=lesson.visible, lookalike_evidence=lesson.lookalike)
+            fields.update(placement=lesson.placement())
             if lesson.warning:
                 fields["warning"] = lesson.warning
         elif isinstance(r, protocol.Remove):
@@ -90,7 +91,7 @@ class KeypointEditor:
         if taught is None or taught.shots < 2:
             raise ControlError("bad_request", f"{name!r} has no shot to spare (remove the keypoint instead)")
         rest = taught.minus_last()
-        lesson = teach(rest, self.kset.clutter, self.reader.stride)
+        lesson = teach(rest, self.kset.clutter, self.reader.stride, self.kset.anchor_rows())
         self.kset.update(name, lesson.prototype, lesson.margin, rest)
 
     def _commit(self, before: list[str]) -> KeypointsChanged:

@@ -18,8 +18,9 @@ EXPORTS = "exports.json"
 # of version 2 still works but keeps the slow op). Exports recorded with another version (or none: version 1) are
 # stale and made again.
 GRAPH_VERSION = 3
-# The generic variant's own contract (rtkp.model.generic): recorded as the entry's `generic`; 1: centred taps
-GENERIC_VERSION = 1
+# The generic variant's own contract (rtkp.model.generic): recorded as the entry's `generic`; 1: centred taps; 2: rows
+# with rings (rtkp.graphs.prototypes)
+GENERIC_VERSION = 2
 
 
 def onnx_name(input_size: tuple[int, int], fp16: bool, debug: bool = False, generic: bool = False) -> str:

@@ -4,13 +4,18 @@ K_max is a shape of the graph, fixed when it is exported or built into an engine
 (manifest `max_keypoints`) and every backend pads the K prototypes in use to it. numpy only: the inference stages of
 `rtkp run` use it without importing torch.
 
-A row is [trained part (D) | generic part (GENERIC_DIM) | reach (1)]: the trained part is matched against the model's
-unit features, the generic part against frozen ImageNet taps (rtkp.model.generic; keypoints taught from shots use
-it), and the reach, in model-input px, keeps a taught keypoint within that distance of a keypoint the network was
-trained on (0: anywhere). A trained keypoint's row is its prototype with zeros after it, and a set of such rows may be
-given D wide. The graph with the generic branch (the `generic` variant) takes rows of width D + GENERIC_DIM + 1; the
-plain graph, width D, runs whenever no row in use has more than a trained part (uses_generic), so models without
-taught keypoints pay nothing.
+A row is [trained part (D) | generic part (GENERIC_DIM) | reach (1) | rings (RING_ANCHORS × 3) | scale (3)]:
+- the trained part is matched against the model's unit features, the generic part against frozen ImageNet taps
+  (rtkp.model.generic; keypoints taught from shots use it);
+- the reach, in model-input px, keeps a taught keypoint within that distance of a keypoint the network was trained on
+  (0: anywhere);
+- each ring (anchor row, distance px, tolerance px) keeps it at the distance from that trained keypoint that its shots
+  showed (tolerance 0: no ring), scaled by the animal's size: the distance between two trained keypoints now against
+  their distance in the shots (scale: row a, row b, distance px; 0: not measured, scale 1).
+A trained keypoint's row is its prototype with zeros after it, and a set of such rows may be given D wide. The graph
+with the generic branch (the `generic` variant) takes rows of width graph_width(D, True); the plain graph, width D,
+runs whenever no row in use has more than a trained part (uses_generic), so models without taught keypoints pay
+nothing.
 """
 
 from __future__ import annotations
@@ -26,11 +31,15 @@ GENERIC_CHANNELS = (32, 96, 320)
 GENERIC_DIM = sum(GENERIC_CHANNELS)
 # a trained keypoint's peak anchors taught ones when its similarity reaches this (rtkp.model.generic.ANCHOR_SCORE)
 ANCHOR_SCORE = 0.5
+# a taught keypoint keeps its distance to this many trained keypoints (the nearest in its shots; rtkp.teach.shots)
+RING_ANCHORS = 3
+RING_FIELDS = 3  # anchor row, distance px, tolerance px
+SCALE_FIELDS = 3  # row a, row b, their distance in the shots px
 
 
 def row_parts(d: int) -> list[slice]:
     """The feature parts of a full-width row for trained features of width d: [trained, generic tap 1, 2, 3] (the
-    reach follows them, at reach_index)."""
+    reach and the rings follow them, at reach_index and ring_columns)."""
     edges = [0, d]
     for c in GENERIC_CHANNELS:
         edges.append(edges[-1] + c)
@@ -42,18 +51,49 @@ def reach_index(d: int) -> int:
     return d + GENERIC_DIM
 
 
+def ring_columns(d: int) -> slice:
+    """The columns of a full-width row that hold its rings: RING_ANCHORS × (anchor row, distance px, tolerance px),
+    then its scale (row a, row b, their distance in the shots px)."""
+    start = reach_index(d) + 1
+    return slice(start, start + RING_ANCHORS * RING_FIELDS + SCALE_FIELDS)
+
+
 def graph_width(d: int, generic: bool) -> int:
-    """Row width of the plain graph (d, the trained features') or of the generic variant (d + GENERIC_DIM + 1)."""
-    return d + GENERIC_DIM + 1 if generic else d
+    """Row width of the plain graph (d, the trained features') or of the generic variant (d + GENERIC_DIM + 1 +
+    RING_ANCHORS × 3 + 3)."""
+    return ring_columns(d).stop if generic else d
+
+
+def renumber_rings(prototypes: np.ndarray, d: int, removed: int) -> np.ndarray:
+    """(K, W) rows after row `removed` left the set: rings anchored on it are dropped (zeros), those on a later row
+    point one row earlier. Rows without rings are returned unchanged."""
+    prototypes = np.array(prototypes, np.float32)
+    cols = ring_columns(d)
+    if prototypes.shape[1] < cols.stop:
+        return prototypes
+    fields = prototypes[:, cols].reshape(len(prototypes), RING_ANCHORS + 1, 3)  # rings, then the scale
+    rings, scale = fields[:, :-1], fields[:, -1]
+    on = rings[..., 2] > 0
+    row = np.round(rings[..., 0])
+    rings[on & (row == removed)] = 0
+    rings[..., 0] -= (on & (row > removed)).astype(np.float32)
+    pair = np.round(scale[:, :2])
+    gone = (pair == removed).any(1)
+    scale[:, :2] -= ((scale[:, 2:] > 0) & (pair > removed)).astype(np.float32)
+    scale[gone] = 0  # one of its keypoints left: the scale is not measured
+    prototypes[:, cols] = fields.reshape(len(prototypes), -1)
+    return prototypes
 
 
 def features_width(d: int, generic: bool) -> int:
-    """Channels of the graph's `features` output: d, or d + GENERIC_DIM from the generic variant (no reach)."""
+    """Channels of the graph's `features` output: d, or d + GENERIC_DIM from the generic variant (no reach, no
+    rings)."""
     return d + GENERIC_DIM if generic else d
 
 
 def uses_generic(prototypes: np.ndarray, d: int) -> bool:
-    """True when some row of (K, W) prototypes has a non-zero generic part or reach (the generic variant is needed)."""
+    """True when some row of (K, W) prototypes has a non-zero generic part, reach or ring (the generic variant is
+    needed)."""
     prototypes = np.asarray(prototypes)
     return prototypes.shape[1] > d and bool(np.any(prototypes[:, d:] != 0))
 

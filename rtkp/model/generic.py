@@ -83,22 +83,51 @@ def generic_features(taps: list[torch.Tensor], size: tuple[int, int]) -> torch.T
 ANCHOR_SCORE = 0.5  # a trained keypoint's peak anchors taught ones when its similarity reaches this (must match
 # rtkp.graphs.prototypes.ANCHOR_SCORE, which teaching reads)
 OUT_OF_REACH = 2.0  # subtracted from a taught keypoint's similarity beyond its reach (similarities span [-1, 1])
+# subtracted for each ring a cell is off: half the similarity span of a taught keypoint's peak over its look-alikes,
+# so a cell at the right distances wins over a better-scoring one at the wrong distances unless that one scores far
+# higher; set beforehand, not tuned (docs/FEWSHOT.md)
+OFF_RING = 0.5
 
 
 def within_reach(
-    sim: torch.Tensor, trained: torch.Tensor, reach: torch.Tensor, stride: int, peaks: int = 1
+    sim: torch.Tensor,
+    trained: torch.Tensor,
+    reach: torch.Tensor,
+    stride: int,
+    peaks: int = 1,
+    rings: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Similarity maps with each taught keypoint kept near the keypoints the network was trained on.
+    """sim less placement_penalty (same arguments): the maps a taught keypoint's peak is chosen on. -> (B, K, h, w)"""
+    return sim - placement_penalty(sim, trained, reach, stride, peaks, rings)
+
+
+def placement_penalty(
+    sim: torch.Tensor,
+    trained: torch.Tensor,
+    reach: torch.Tensor,
+    stride: int,
+    peaks: int = 1,
+    rings: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """What each cell loses for a taught keypoint to be kept where its shots put it relative to the trained keypoints.
 
     sim: (B, K, h, w); trained: (K,) bool, the rows that anchor (trained keypoints in use); reach: (K,) model-input
-    px, > 0 for the rows it limits. The anchors are the `peaks` best local maxima of each trained row (several animals:
-    one per animal) whose similarity reaches ANCHOR_SCORE; a limited row loses OUT_OF_REACH on every cell farther than
-    its reach from all of them, so its peak stays on an animal (a keypoint taught from shots is matched on generic
-    ImageNet features, and the arena holds look-alikes: on the reaching mouse, a spot 200 px from the paw).
-    A frame with no anchor changes nothing (every cell loses the same). -> (B, K, h, w).
+    px, > 0 for the rows it limits; rings: (K, R·3 + 3) per row R × (anchor row, distance px, tolerance px),
+    tolerance 0 for none, then its scale (row a, row b, their distance in the shots px; rtkp.graphs.prototypes).
+    The anchors are the `peaks` best local maxima of each trained row (several animals: one per animal) whose
+    similarity reaches ANCHOR_SCORE.
+      reach: a limited row loses OUT_OF_REACH on every cell farther than its reach from all anchors, so its peak stays
+        on an animal (a keypoint taught from shots is matched on generic ImageNet features, and the arena holds
+        look-alikes: on the reaching mouse, a spot 200 px from the paw).
+      rings: a cell loses OFF_RING for each ring whose anchor is found but none of whose peaks lies at the ring's
+        distance ± tolerance from it, both scaled by the animal's size now against the shots' (off_rings). Generic
+        features do not tell a left ear from a right one, nor one fly leg from another; the distances to three
+        trained keypoints do (the mouse's left ear from 5 shots: 6 of its 9 test misses landed on or beside the
+        trained right ear).
+    An anchor not found changes nothing (every cell loses the same). The penalty chooses the peak; the peak's position
+    is refined on the similarity itself (rtkp.model.peaks), so a ring's edge never pulls it. -> (B, K, h, w) ≥ 0.
     """
     b, k, h, w = sim.shape
-    flat = sim.reshape(b, k, h * w)
     local_max = sim >= F.max_pool2d(sim, 3, stride=1, padding=1)
     score, idx = torch.where(local_max, sim, sim - 4.0).reshape(b, k, h * w).topk(peaks, dim=2)  # (B, K, P)
     valid = (score >= ANCHOR_SCORE) & trained.view(1, k, 1)
@@ -111,4 +140,51 @@ def within_reach(
     nearest = d2.amin(dim=2)  # (B, h·w)
     limit = (reach / stride) ** 2  # (K,) cells²
     outside = (nearest.unsqueeze(1) > limit.view(1, k, 1)) & (reach > 0).view(1, k, 1)
-    return (flat - OUT_OF_REACH * outside.to(sim.dtype)).reshape(b, k, h, w)
+    penalty = OUT_OF_REACH * outside.to(sim.dtype)
+    if rings is not None:
+        penalty = penalty + OFF_RING * off_rings(d2, valid, ax, ay, rings, stride)
+    return penalty.reshape(b, k, h, w)
+
+
+def off_rings(
+    d2: torch.Tensor, valid: torch.Tensor, ax: torch.Tensor, ay: torch.Tensor, rings: torch.Tensor, stride: int
+) -> torch.Tensor:
+    """How many of each row's rings each cell is off (within_reach): d2 (B, h·w, K·P) cells² from every cell to every
+    anchor peak, valid (B, K, P) the peaks found, ax, ay (B, K, P) their cells, rings (K, R·3 + 3) -> (B, K, h·w).
+
+    The rings' distances were measured in the shots; the animal may be nearer the camera now. Its scale is the
+    distance between the row's two scale keypoints now against the same distance in the shots (several animals: the
+    closest pair of their peaks); 1 when either is not found or the scale was not measured. Their peaks are grid cells,
+    so the scale is known to about one cell over that distance, and a ring's tolerance grows by its distance times
+    that (a tail base 100 px from ears 18 px apart: ± 22 px more).
+    """
+    b, n, _ = d2.shape
+    k = rings.shape[0]
+    p = valid.shape[2]
+    scale_rows = rings[:, -3:-1].round().long().clamp(0, k - 1)  # (K, 2)
+    bar = rings[:, -1]  # (K,) px between them in the shots (0: not measured)
+    rings = rings[:, :-3].reshape(k, -1, 3)
+    r = rings.shape[1]
+    row = rings[..., 0].round().long().clamp(0, k - 1)  # (K, R) the anchor rows
+    found = valid.index_select(1, row.reshape(k * r)).reshape(b, k, r, p).to(d2.dtype)  # (B, K, R, P)
+    # scale: the closest pair of found peaks of the two scale keypoints, against the shots
+    pick = lambda t, i: t.index_select(1, scale_rows[:, i]).reshape(b, k, p)  # noqa: E731  (B, K, P)
+    gap2 = (pick(ax, 0).unsqueeze(3) - pick(ax, 1).unsqueeze(2)) ** 2 + (
+        pick(ay, 0).unsqueeze(3) - pick(ay, 1).unsqueeze(2)
+    ) ** 2  # (B, K, P, P) cells²
+    both = pick(valid, 0).unsqueeze(3) & pick(valid, 1).unsqueeze(2)
+    gap = torch.where(both, gap2, torch.full_like(gap2, 1e12)).reshape(b, k, p * p).amin(2).sqrt()  # (B, K)
+    known = both.reshape(b, k, p * p).any(2) & (bar > 0).view(1, k)
+    scale = torch.where(known, gap * stride / bar.clamp(min=1e-6).view(1, k), torch.ones_like(gap))  # (B, K)
+    centre = rings[..., 1].view(1, k, r) * scale.unsqueeze(2) / stride  # (B, K, R) cells
+    # the scale is measured to about a cell over the bar's length: a ring that far out widens by as much
+    unsure = torch.where(known, stride / bar.clamp(min=1e-6).view(1, k), torch.zeros_like(gap))  # (B, K)
+    tol = rings[..., 2].view(1, k, r) + rings[..., 1].view(1, k, r) * unsure.unsqueeze(2)
+    tol = tol * scale.unsqueeze(2) / stride
+    dist = d2.reshape(b, n, k, p).index_select(2, row.reshape(k * r)).reshape(b, n, k, r, p).sqrt()  # cells
+    near = ((dist - centre.unsqueeze(1).unsqueeze(4)).abs() <= tol.unsqueeze(1).unsqueeze(4)).to(d2.dtype)
+    near = near * found.unsqueeze(1)  # (B, h·w, K, R, P)
+    on = (rings[..., 2] > 0).to(d2.dtype).view(1, 1, k, r)
+    # off a ring: the ring is on, its anchor found (some peak), and no found peak at the ring's distance
+    off = on * found.amax(dim=3).unsqueeze(1) * (1 - near.amax(dim=4))  # (B, h·w, K, R)
+    return off.sum(dim=3).permute(0, 2, 1)  # (B, K, h·w)

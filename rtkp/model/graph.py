@@ -5,9 +5,10 @@ on training crops; evaluation goes through a backend, so it measures exactly wha
 
   inputs   images      (B, H, W, 3) uint8 RGB at the model size (normalisation is inside the graph)
            prototypes  (K_max, D) float32 (CoKe only: keypoints can be swapped, added and removed at run time);
-                       (K_max, D + G + 1) in the generic variant: each row's generic part is matched against
+                       (K_max, D + G + 1 + 10) in the generic variant: each row's generic part is matched against
                        frozen ImageNet taps (rtkp.model.generic; keypoints taught from shots), the scores adding up,
-                       and its reach keeps it near the trained keypoints (rtkp.graphs.prototypes)
+                       and its reach and rings keep it where its shots put it relative to the trained keypoints
+                       (rtkp.graphs.prototypes)
            clutter     (S, D) float32   (CoKe only: the clutter summary)
            active      (K_max,) float32 (CoKe only: 1 for a prototype row in use, 0 for a free one)
   outputs  keypoints   (B, K_max, 4) float32 = x, y (model-input pixels, sub-pixel refined), score, clutter_score;
@@ -38,7 +39,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rtkp.model.generic import GenericBranch, generic_features, generic_similarity, within_reach
+from rtkp.graphs.prototypes import reach_index, ring_columns
+from rtkp.model.generic import GenericBranch, generic_features, generic_similarity, placement_penalty
 from rtkp.model.network import STRIDE, KeypointNet
 from rtkp.model.peaks import coke_instance_peaks, coke_keypoints, heatmap_keypoints, similarity
 
@@ -118,25 +120,25 @@ class InferenceGraph(nn.Module):
         if self.net.head == "heatmap":
             kp = heatmap_keypoints(out, STRIDE)
             return (kp, out) if self.debug else kp
-        sim, out_features = None, out
+        sim, penalty, out_features = None, None, out
         if self.generic is not None:
             d, size = out.shape[1], out.shape[-2:]
             masked = prototypes if active is None else prototypes * active.unsqueeze(1)
-            generic, reach = self.generic(taps[0]), masked[:, -1]
-            sim = similarity(out, masked[:, :d]) + generic_similarity(generic, masked[:, d:-1], size)
+            generic, reach, rings = self.generic(taps[0]), masked[:, reach_index(d)], masked[:, ring_columns(d)]
+            sim = similarity(out, masked[:, :d]) + generic_similarity(generic, masked[:, d : reach_index(d)], size)
             anchors = (masked[:, d:].abs().sum(1) == 0) & (masked[:, :d].abs().sum(1) > 0)  # trained rows in use
-            sim = within_reach(sim, anchors, reach, STRIDE, self.instances or 1)
+            penalty = placement_penalty(sim, anchors, reach, STRIDE, self.instances or 1, rings)
             if self.features:
                 out_features = torch.cat([out, generic_features(generic, size)], 1)
         trained = prototypes[:, : out.shape[1]]  # the peaks' clutter scores read the trained features only
         if self.instances:
             t = self.softargmax_t or DEFAULT_TEMPERATURE
             centres = self.net.centre(merged)
-            kp = coke_instance_peaks(out, centres, trained, clutter, STRIDE, self.instances, t, active, sim)
+            kp = coke_instance_peaks(out, centres, trained, clutter, STRIDE, self.instances, t, active, sim, penalty)
             kp = self._weigh_clutter(kp, trained, active)
             outputs = (kp,) + ((out_features,) if self.features else ())
             return outputs if len(outputs) > 1 else kp
-        kp, sim = coke_keypoints(out, trained, clutter, STRIDE, self.softargmax_t, active, sim)
+        kp, sim = coke_keypoints(out, trained, clutter, STRIDE, self.softargmax_t, active, sim, penalty)
         kp = self._weigh_clutter(kp, trained, active)
         outputs = (kp,) + ((out_features,) if self.features else ()) + ((sim,) if self.debug else ())
         return outputs if len(outputs) > 1 else kp

@@ -38,7 +38,9 @@ def refine_peaks(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return pos, c
 
 
-def softargmax_peaks(maps: torch.Tensor, temperature: float, radius: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+def softargmax_peaks(
+    maps: torch.Tensor, temperature: float, radius: int = 2, penalty: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Arg-max of each map refined by a local soft-argmax: the mean position under softmax(map / T) in the
     (2r+1)² window around the winning cell (cells outside the map excluded).
 
@@ -46,10 +48,13 @@ def softargmax_peaks(maps: torch.Tensor, temperature: float, radius: int = 2) ->
     CoKe's localisation loss (rtkp.model.loss.localisation_loss) trains softmax(similarity / T) over the crop to match
     a Gaussian around the label, so the window's expected position is the label: this reads the position the loss
     taught, with the same T. Unlike the 3×3 quadratic fit it cannot be pushed to a wrong cell by a near-tie.
+    penalty: (B, K, h, w) subtracted to choose the winning cell (rtkp.model.generic.placement_penalty); the peak value
+    is the penalised one, the window reads the maps themselves.
     """
     b, k, h, w = maps.shape
     flat = maps.reshape(b, k, h * w)
-    idx = flat.argmax(dim=2)
+    ranked = flat if penalty is None else flat - penalty.reshape(b, k, h * w)
+    idx = ranked.argmax(dim=2)
     iy = torch.div(idx, w, rounding_mode="floor")
     ix = idx - iy * w
     span = torch.arange(-radius, radius + 1, device=maps.device)
@@ -64,6 +69,8 @@ def softargmax_peaks(maps: torch.Tensor, temperature: float, radius: int = 2) ->
     weights = torch.softmax(logits, dim=2)
     x = (weights * xx.to(maps.dtype)).sum(2)
     y = (weights * yy.to(maps.dtype)).sum(2)
+    if penalty is not None:
+        peak = ranked.gather(2, idx.unsqueeze(2)).squeeze(2)
     return torch.stack([x, y], dim=-1), peak
 
 
@@ -115,6 +122,7 @@ def coke_keypoints(
     softargmax_temperature: float | None = None,
     active: torch.Tensor | None = None,
     sim: torch.Tensor | None = None,
+    penalty: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CoKe inference.
 
@@ -126,7 +134,8 @@ def coke_keypoints(
     (models trained with the localisation loss), else by the 3×3 quadratic fit (older models). Each keypoint is
     decided on its own, which is what lets CoKe report some keypoints as occluded while keeping the others.
     sim: (B, K, h, w) the similarity maps when the caller computed them (the graph's generic variant adds the
-    generic parts' similarity, rtkp.model.generic); by default similarity(features, prototypes).
+    generic parts' similarity, rtkp.model.generic); by default similarity(features, prototypes). penalty: (B, K, h, w)
+    what each cell loses when the peak is chosen (rtkp.model.generic.placement_penalty; the score includes it).
     A free row's prototype is zeroed (whatever the buffer holds) and its row reads score −1, clutter_score 1: evidence
     −2, below any margin, so a consumer that reads all K rows never sees a free one as visible.
     """
@@ -135,11 +144,11 @@ def coke_keypoints(
         masked = prototypes if active is None else prototypes * active.unsqueeze(1)
         sim = similarity(features, masked)
     if softargmax_temperature:
-        pos, score = softargmax_peaks(sim, softargmax_temperature)
+        pos, score = softargmax_peaks(sim, softargmax_temperature, penalty=penalty)
     else:
-        pos, score = refine_peaks(sim)
+        pos, score = refine_peaks(sim if penalty is None else sim - penalty)
     k = prototypes.shape[0]
-    flat_idx = sim.reshape(b, k, h * w).argmax(dim=2)
+    flat_idx = (sim if penalty is None else sim - penalty).reshape(b, k, h * w).argmax(dim=2)
     feat_flat = features.reshape(b, d, h * w)
     peak_feat = feat_flat.gather(2, flat_idx.unsqueeze(1).expand(b, d, k))
     clutter_score = torch.matmul(clutter, peak_feat).amax(dim=1)  # (S, D) @ (B, D, K) -> (B, S, K) -> (B, K)
@@ -172,11 +181,13 @@ def coke_instance_peaks(
     temperature: float,
     active: torch.Tensor | None = None,
     sim: torch.Tensor | None = None,
+    penalty: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CoKe inference for several animals: the `peaks` best local maxima of each keypoint's similarity map.
 
     features: (B, D, h, w) unit features; centres: (B, 2, h, w) centre offsets in input px (rtkp.model.network.
-    CentreHead); prototypes (K, D), clutter (S, D), active (K,), sim: as coke_keypoints.
+    CentreHead); prototypes (K, D), clutter (S, D), active (K,), sim, penalty: as coke_keypoints (the maxima and
+    their scores are the penalised map's, their refinement reads the similarity).
     Returns (B, K, P, 6) = x, y (input px, local soft-argmax at `temperature`), score, clutter_score, and the centre
     of the animal the peak belongs to (x, y input px: the peak plus the offset read at its cell), best peak first.
     Every animal is a local maximum of the same map (D2-Net's local-max detection); a 3×3 max-pool keeps the cells
@@ -187,11 +198,12 @@ def coke_instance_peaks(
     k = prototypes.shape[0]
     if sim is None:
         sim = similarity(features, prototypes if active is None else prototypes * active.unsqueeze(1))
-    local_max = sim >= torch.nn.functional.max_pool2d(sim, 3, stride=1, padding=1)
-    ranked = torch.where(local_max, sim, sim - 4.0).reshape(b, k, h * w)  # non-maxima rank after every maximum
+    chosen = sim if penalty is None else sim - penalty
+    local_max = chosen >= torch.nn.functional.max_pool2d(chosen, 3, stride=1, padding=1)
+    ranked = torch.where(local_max, chosen, chosen - 4.0).reshape(b, k, h * w)  # non-maxima rank after every maximum
     _, idx = ranked.topk(peaks, dim=2)  # (B, K, P)
     flat = sim.reshape(b, k, h * w)
-    score = flat.gather(2, idx)
+    score = chosen.reshape(b, k, h * w).gather(2, idx)
     pos = grid_to_pixels(softargmax_at(flat, idx, (h, w), temperature), stride)  # (B, K, P, 2)
     cells = idx.reshape(b, 1, k * peaks)
     peak_feat = features.reshape(b, d, h * w).gather(2, cells.expand(b, d, k * peaks))  # (B, D, K·P)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtkp.errors import ControlError
-from rtkp.graphs.prototypes import max_keypoints, pad_prototypes, uses_generic, with_width
+from rtkp.graphs.prototypes import max_keypoints, pad_prototypes, renumber_rings, uses_generic, with_width
 from rtkp.manifest import Manifest
 from rtkp.visibility import manifest_margin
 
@@ -40,21 +40,41 @@ class Taught:
     """What an added keypoint was taught from. views: (N, V, W) features of each shot's views (each part unit,
     rtkp.teach.features.sample_features); lookalikes: (N, M, W) features of the strongest other cells in each
     shot's frame (W = D + G with the generic parts, rtkp.graphs.prototypes; D for keypoints taught before them);
-    source: "live" (clicks) or "data" (labelled frames, `rtkp keypoints add --data`); anchors: (N,) model-input px
-    from each click to the nearest trained keypoint found in its frame (NaN: none found, or not measured), what the
-    keypoint's reach is set from (rtkp.teach.shots.teach)."""
+    source: "live" (clicks) or "data" (labelled frames, `rtkp keypoints add --data`); anchors: (N, T, 2) model-input
+    px from each click to each trained keypoint of `anchor_names` (T) found in its frame (NaN: not found), what the
+    keypoint's reach and rings are set from (rtkp.teach.shots.teach). Shots saved before the names were kept have
+    (N,) anchors, the nearest one's distance (reach only); None: not measured."""
 
     views: np.ndarray
     lookalikes: np.ndarray
     source: str = "live"
     anchors: np.ndarray | None = None
+    anchor_names: tuple[str, ...] | None = None
 
     @property
     def shots(self) -> int:
         return len(self.views)
 
-    def anchor_distances(self) -> np.ndarray:
-        return np.full(self.shots, np.nan, np.float32) if self.anchors is None else self.anchors
+    def anchor_offsets(self) -> tuple[np.ndarray, tuple[str, ...]]:
+        """((N, T, 2) px from each click to each named trained keypoint, NaN where not found; the T names). Older
+        shots' nearest distances come as one column named "" (as an offset along x)."""
+        if self.anchors is None:
+            return np.full((self.shots, 0, 2), np.nan, np.float32), ()
+        a = np.asarray(self.anchors, np.float32)
+        if a.ndim == 1:
+            return np.stack([a, np.zeros_like(a)], 1)[:, None], ("",)
+        return a, tuple(self.anchor_names or ())
+
+    def anchor_table(self) -> tuple[np.ndarray, tuple[str, ...]]:
+        """((N, T) px from each click to each named trained keypoint, NaN where not found; the T names)."""
+        offsets, names = self.anchor_offsets()
+        return np.linalg.norm(offsets, axis=2), names
+
+    def nearest_anchor(self) -> np.ndarray:
+        """(N,) px from each click to the nearest trained keypoint found in its frame (NaN: none found)."""
+        table, _ = self.anchor_table()
+        found = np.isfinite(table)
+        return np.where(found.any(1), np.where(found, table, np.inf).min(1, initial=np.inf), np.nan).astype(np.float32)
 
     def plus(self, other: Taught) -> Taught:
         """These shots and another's, in that order. Shots of a keypoint taught without generic parts (saved before
@@ -63,11 +83,21 @@ class Taught:
         w = min(self.views.shape[-1], other.views.shape[-1])
         looks = np.concatenate([self.lookalikes[:, :m, :w], other.lookalikes[:, :m, :w]])
         views = np.concatenate([self.views[..., :w], other.views[..., :w]])
-        anchors = np.concatenate([self.anchor_distances(), other.anchor_distances()])
-        return Taught(views, looks, self.source, anchors)
+        (a, an), (b, bn) = self.anchor_offsets(), other.anchor_offsets()
+        names = an + tuple(n for n in bn if n not in an)
+        table = np.full((len(a) + len(b), len(names), 2), np.nan, np.float32)  # the same keypoint, the same column
+        table[: len(a), [names.index(n) for n in an]] = a
+        table[len(a) :, [names.index(n) for n in bn]] = b
+        return Taught(views, looks, self.source, table, names)
 
     def minus_last(self) -> Taught:
-        return Taught(self.views[:-1], self.lookalikes[:-1], self.source, self.anchor_distances()[:-1])
+        table, names = self.anchor_offsets()
+        return Taught(self.views[:-1], self.lookalikes[:-1], self.source, table[:-1], names)
+
+    def renamed(self, name: str, to: str) -> Taught:
+        """The same shots with trained keypoint `name` (an anchor) now called `to`."""
+        table, names = self.anchor_offsets()
+        return Taught(self.views, self.lookalikes, self.source, table, tuple(to if n == name else n for n in names))
 
 
 class KeypointSet:
@@ -160,7 +190,7 @@ class KeypointSet:
         if len(self.names) == 1:
             raise ControlError("bad_request", f"{name!r} is the last keypoint; a model tracks at least one")
         del self.names[k]
-        self.prototypes = np.delete(self.prototypes, k, axis=0)
+        self.prototypes = renumber_rings(np.delete(self.prototypes, k, axis=0), self.clutter.shape[1], k)
         if not uses_generic(self.prototypes, self.clutter.shape[1]):
             self.prototypes = with_width(self.prototypes, self.clutter.shape[1])  # the plain graph serves the rest
         self.margins = np.delete(self.margins, k)
@@ -178,7 +208,12 @@ class KeypointSet:
         self.names[k] = to
         if name in self.taught:
             self.taught[to] = self.taught.pop(name)
+        self.taught = {n: t.renamed(name, to) for n, t in self.taught.items()}  # a trained one may anchor them
         self.flip_pairs = [tuple(to if n == name else n for n in p) for p in self.flip_pairs]
+
+    def anchor_rows(self) -> dict[str, int]:
+        """{name: row} of the trained keypoints in use: what a taught keypoint's rings anchor on."""
+        return {n: k for k, n in enumerate(self.names) if n not in self.taught}
 
     def shots(self) -> dict[str, int]:
         """{name: number of shots} of the added keypoints, in keypoint order."""

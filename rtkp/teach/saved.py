@@ -3,9 +3,10 @@
 A saved folder is an ordinary model folder (`rtkp run --model`, `rtkp export --model`, `rtkp eval --model` load it):
 the network weights are copied unchanged, the prototypes, clutter summary and margins are the set's, and the manifest
 lists under `added_keypoints` which keypoints were added, from how many shots, with what margin. Each added keypoint's
-shots (keypoint_set.Taught) are stored as tensors `taught.<i>.views` and `taught.<i>.lookalikes`, so it can be
-given more shots after a reload. ONNX exports of the source folder are copied too: the graph holds the network only
-(prototypes are an input), so the saved folder runs without torch and without exporting again.
+shots (keypoint_set.Taught) are stored as tensors `taught.<i>.views`, `taught.<i>.lookalikes` and
+`taught.<i>.anchors` (the offsets from each click to the trained keypoints named by the entry's `anchor_names`), so it
+can be given more shots after a reload. ONNX exports of the source folder are copied too: the graph holds the network
+only (prototypes are an input), so the saved folder runs without torch and without exporting again.
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def read_taught(model_dir: str | Path, manifest: Manifest) -> dict[str, Taught]:
         if t.get("views") in tensors and t.get("lookalikes") in tensors:
             views, looks = tensors[t["views"]], tensors[t["lookalikes"]]
             anchors = tensors[t["anchors"]].astype(np.float32) if t.get("anchors") in tensors else None
-            out[entry["name"]] = Taught(views.astype(np.float32), looks.astype(np.float32), entry["source"], anchors)
+            names = tuple(entry.get("anchor_names", ())) if anchors is not None and anchors.ndim == 3 else None
+            out[entry["name"]] = Taught(
+                views.astype(np.float32), looks.astype(np.float32), entry["source"], anchors, names
+            )
     return out
 
 
@@ -94,10 +98,15 @@ def save_keypoint_set(
         keys = {"views": f"taught.{i}.views", "lookalikes": f"taught.{i}.lookalikes", "anchors": f"taught.{i}.anchors"}
         tensors[keys["views"]] = np.ascontiguousarray(taught.views, np.float32)
         tensors[keys["lookalikes"]] = np.ascontiguousarray(taught.lookalikes, np.float32)
-        tensors[keys["anchors"]] = np.ascontiguousarray(taught.anchor_distances(), np.float32)
+        table, anchor_names = taught.anchor_offsets()
+        if anchor_names == ("",):  # shots saved before the names were kept: their nearest distances, as they were
+            table = table[:, 0, 0]
+        tensors[keys["anchors"]] = np.ascontiguousarray(table, np.float32)
         k = kset.names.index(name)
         margin = round(float(kset.margins[k]), 5)
         entry = {"name": name, "shots": taught.shots, "margin": margin, "source": taught.source}
+        if table.ndim == 3 and anchor_names:
+            entry["anchor_names"] = list(anchor_names)
         added.append(dict(entry, tensors=keys))
     try:
         out.mkdir(parents=True, exist_ok=True)

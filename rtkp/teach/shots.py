@@ -5,7 +5,8 @@ reading the features at the clicked points through the same graph the tracker ru
 and averaging them. Each shot is seen in a few views (a full turn of rotations and two scalings about the clicked
 point, which stays put), so that the prototype averages over the appearance changes the tracker will meet, like the
 training prototypes do over augmented crops. A taught keypoint is matched on the trained features and on generic
-ImageNet taps (rtkp.teach.features), and kept within a reach of the trained keypoints (teach, nearest_anchor).
+ImageNet taps (rtkp.teach.features), kept within a reach of the trained keypoints and at the distances from the
+nearest of them that its shots showed (teach, rings).
 
 The margin (a keypoint is visible when score − clutter_score > margin, rtkp.visibility) is set from two evidences,
 both measured with the clutter summary exactly as the graph measures them:
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtkp.errors import ControlError
-from rtkp.graphs.prototypes import ANCHOR_SCORE
+from rtkp.graphs.prototypes import ANCHOR_SCORE, RING_ANCHORS, RING_FIELDS
 from rtkp.teach.features import compose, keypoint_rows, sample_features
 from rtkp.teach.keypoint_set import KeypointSet, Taught
 from rtkp.visibility import evidence
@@ -44,13 +45,17 @@ VISIBLE_QUANTILE = 0.2
 # reach = REACH_FACTOR × the farthest shot's distance from its click to the nearest trained keypoint + REACH_PAD_CELLS
 REACH_FACTOR = 1.5
 REACH_PAD_CELLS = 4
+# a ring's tolerance = RING_SLACK × its distance + RING_PAD_CELLS cells + half the shots' spread (rings); set
+# beforehand, not tuned: the mouse bends (ear to tail base varies by ~20 % between frames) and peaks sit on a grid
+RING_SLACK = 0.25
+RING_PAD_CELLS = 1
 
 
 @dataclass(frozen=True)
 class Lesson:
-    """A taught keypoint: prototype (W,) its row (rtkp.graphs.prototypes: trained and generic parts, then its reach);
-    margin; visible and lookalike evidence (see the module docstring); warning: a sentence when the two do not
-    separate, else None; reach: model-input px (0: anywhere)."""
+    """A taught keypoint: prototype (W,) its row (rtkp.graphs.prototypes: trained and generic parts, then its reach
+    and rings); margin; visible and lookalike evidence (see the module docstring); warning: a sentence when the two do
+    not separate, else None; reach: model-input px (0: anywhere); rings: see `rings`."""
 
     prototype: np.ndarray
     margin: float
@@ -58,6 +63,13 @@ class Lesson:
     lookalike: float
     warning: str | None = None
     reach: float = 0.0
+    rings: tuple[tuple[str, float, float], ...] = ()  # (anchor name, distance px, tolerance px) of each ring
+
+    def placement(self) -> dict:
+        """Where the keypoint may be found, as replies give it: {"reach_px", "rings": [{"anchor", "distance_px",
+        "tolerance_px"}]} (model-input px at the shots' scale)."""
+        rings = [{"anchor": a, "distance_px": d, "tolerance_px": t} for a, d, t in self.rings]
+        return {"reach_px": self.reach, "rings": rings}
 
 
 def shot_views(image: np.ndarray, point, views=VIEWS, pad_value: int = 114) -> tuple[np.ndarray, np.ndarray]:
@@ -103,26 +115,54 @@ def lookalikes(
     return flat[order].astype(np.float32)
 
 
-def nearest_anchor(features: np.ndarray, point, trained: np.ndarray | None, stride: int) -> float:
-    """Model px from `point` to the nearest trained keypoint found in this frame: the best cell of each (T, D)
+def anchor_offsets(features: np.ndarray, point, trained: np.ndarray | None, stride: int) -> np.ndarray:
+    """(T, 2) model px from `point` to each trained keypoint found in this frame: the best cell of each (T, D)
     prototype in the (D, h, w) features, where it reaches ANCHOR_SCORE (what the graph anchors on,
-    rtkp.model.generic.within_reach); NaN when none does."""
+    rtkp.model.generic.within_reach); NaN where it does not."""
     if trained is None or not len(trained):
-        return float("nan")
+        return np.zeros((0, 2), np.float32)
     d, h, w = features.shape
     sim = np.asarray(trained, np.float32) @ features.reshape(d, h * w)  # (T, h·w)
     best = sim.argmax(1)
     found = sim[np.arange(len(sim)), best] >= ANCHOR_SCORE
-    if not found.any():
-        return float("nan")
-    cy, cx = np.divmod(best[found], w)
-    xy = np.stack([(cx + 0.5) * stride - 0.5, (cy + 0.5) * stride - 0.5], 1)
-    return float(np.linalg.norm(xy - np.asarray(point, np.float64), axis=1).min())
+    cy, cx = np.divmod(best, w)
+    xy = np.stack([(cx + 0.5) * stride - 0.5, (cy + 0.5) * stride - 0.5], 1) - np.asarray(point, np.float64)
+    return np.where(found[:, None], xy, np.nan).astype(np.float32)
 
 
-def teach(taught: Taught, clutter: np.ndarray, stride: int = 4) -> Lesson:
-    """The prototype, margin and reach of a keypoint taught from these shots (see the module docstring); stride: the
-    features' (the reach's margin is REACH_PAD_CELLS of them)."""
+def rings(taught: Taught, rows: dict[str, int] | None, stride: int) -> tuple[list, tuple[int, int, float]]:
+    """The taught keypoint's rings and scale (rtkp.graphs.prototypes).
+
+    Rings: [(anchor name, row, distance px, tolerance px)] for the RING_ANCHORS trained keypoints nearest to it on
+    average among those found in at least half of its shots and in use (`rows`: {name: row}); tolerance =
+    RING_SLACK × distance (the animal bends and turns) + RING_PAD_CELLS cells (the peaks' grid) + half the spread of
+    the shots' distances. Scale: (row a, row b, distance px) of the two ring anchors farthest apart on average in the
+    shots that found both (the longest bar measures the animal's size best on the peaks' grid); (0, 0, 0.0): fewer
+    than two rings."""
+    offsets, names = taught.anchor_offsets()
+    table = np.linalg.norm(offsets, axis=2)
+    out = []
+    for j, name in enumerate(names):
+        seen = table[np.isfinite(table[:, j]), j]
+        if name not in (rows or {}) or not len(seen) or 2 * len(seen) < len(table):
+            continue
+        centre = float(seen.mean())
+        tolerance = RING_SLACK * centre + RING_PAD_CELLS * stride + float(np.ptp(seen)) / 2
+        out.append((j, name, rows[name], centre, tolerance))
+    out = sorted(out, key=lambda r: r[3])[:RING_ANCHORS]
+    scale = (0, 0, 0.0)
+    for i, a in enumerate(out):
+        for b in out[i + 1 :]:
+            gaps = np.linalg.norm(offsets[:, a[0]] - offsets[:, b[0]], axis=1)
+            if np.isfinite(gaps).any() and float(np.nanmean(gaps)) > scale[2]:
+                scale = (a[2], b[2], float(np.nanmean(gaps)))
+    return [r[1:] for r in out], scale
+
+
+def teach(taught: Taught, clutter: np.ndarray, stride: int = 4, rows: dict[str, int] | None = None) -> Lesson:
+    """The prototype, margin, reach and rings of a keypoint taught from these shots (see the module docstring);
+    stride: the features' (the reach's margin is REACH_PAD_CELLS of them); rows: {name: row} of the trained keypoints
+    in use (KeypointSet.anchor_rows), which its rings anchor on (None: no rings)."""
     views = taught.views.astype(np.float64)  # (N, V, W)
     n, v, _ = views.shape
     d = clutter.shape[1]
@@ -142,12 +182,16 @@ def teach(taught: Taught, clutter: np.ndarray, stride: int = 4) -> Lesson:
         margin = min(max((visible + lookalike) / 2, visible / 2), 0.75 * visible)
     else:
         margin = visible  # no better than the clutter on its own views: the keypoint shows where it scores best
-    reach = 0.0
-    if views.shape[-1] > d:  # with generic parts: the row carries its reach (rtkp.graphs.prototypes)
-        anchors = taught.anchor_distances()
-        if np.isfinite(anchors).any():
-            reach = float(REACH_FACTOR * np.nanmax(anchors) + REACH_PAD_CELLS * stride)
-        prototype = np.append(prototype, reach)
+    reach, kept = 0.0, []
+    if views.shape[-1] > d:  # with generic parts: the row carries its reach and rings (rtkp.graphs.prototypes)
+        nearest = taught.nearest_anchor()
+        if np.isfinite(nearest).any():
+            reach = float(REACH_FACTOR * np.nanmax(nearest) + REACH_PAD_CELLS * stride)
+        kept, scale = rings(taught, rows, stride)
+        fields = np.zeros((RING_ANCHORS, RING_FIELDS))
+        for i, (_, row, centre, tolerance) in enumerate(kept):
+            fields[i] = row, centre, tolerance
+        prototype = np.concatenate([prototype, [reach], fields.ravel(), scale])
     warning = None
     if visible <= 0:
         warning = f"the keypoint's own evidence is {visible:.2f}: its features are no closer to it than to the clutter"
@@ -156,8 +200,15 @@ def teach(taught: Taught, clutter: np.ndarray, stride: int = 4) -> Lesson:
             f"a look-alike in the shots' frames scores as high as the keypoint (evidence {lookalike:.2f} against "
             f"{visible:.2f}): it may be reported hidden or found on the look-alike; add shots from other frames"
         )
+    kept = tuple((name, round(centre, 2), round(tol, 2)) for name, _, centre, tol in kept)
     return Lesson(
-        prototype.astype(np.float32), round(margin, 5), round(visible, 5), round(lookalike, 5), warning, round(reach, 2)
+        prototype.astype(np.float32),
+        round(margin, 5),
+        round(visible, 5),
+        round(lookalike, 5),
+        warning,
+        round(reach, 2),
+        kept,
     )
 
 
@@ -178,9 +229,10 @@ class ShotReader:
         clutter: np.ndarray,
         source: str = "live",
         trained: np.ndarray | None = None,
+        names: tuple[str, ...] = (),
     ) -> Taught:
         """images: N model inputs (h, w, 3) uint8; points: (N, 2) model px -> Taught with N shots. trained: (T, D)
-        prototypes of the trained keypoints in use, which anchor the taught one (its reach)."""
+        prototypes of the trained keypoints in use, named `names`, which anchor the taught one (reach, rings)."""
         all_views, all_looks, anchors = [], [], []
         for image, point in zip(images, np.asarray(points, np.float32)):
             batch, pts = shot_views(image, point, self.views)
@@ -189,10 +241,11 @@ class ShotReader:
             v = sample_features(feats, pts, self.stride, d)  # (V, W)
             all_views.append(v)
             all_looks.append(lookalikes(feats[0], point, compose(v.sum(0), d), clutter, self.stride))
-            anchors.append(nearest_anchor(feats[0, :d], point, trained, self.stride))
+            anchors.append(anchor_offsets(feats[0, :d], point, trained, self.stride))
         m = min(len(x) for x in all_looks)
         looks = np.stack([x[:m] for x in all_looks])
-        return Taught(np.stack(all_views), looks, source, np.asarray(anchors, np.float32))
+        table = np.asarray(anchors, np.float32).reshape(len(anchors), -1, 2)
+        return Taught(np.stack(all_views), looks, source, table, tuple(names) if table.shape[1] else ())
 
 
 def teach_keypoint(
@@ -208,11 +261,12 @@ def teach_keypoint(
     else:
         kset.check_new(name)  # before the graph runs: a full set or a taken name costs nothing
     d = kset.clutter.shape[1]
-    trained = kset.prototypes[[i for i, n in enumerate(kset.names) if n not in kset.taught], :d]
-    taught = reader.read(images, points, kset.clutter, source, trained)
+    rows = kset.anchor_rows()
+    trained = kset.prototypes[list(rows.values()), :d]
+    taught = reader.read(images, points, kset.clutter, source, trained, tuple(rows))
     if extend:
         taught = kset.taught[name].plus(taught)
-    lesson = teach(taught, kset.clutter, reader.stride)
+    lesson = teach(taught, kset.clutter, reader.stride, rows)
     if extend:
         return kset.update(name, lesson.prototype, lesson.margin, taught), lesson
     return kset.add(name, lesson.prototype, lesson.margin, taught), lesson
