@@ -44,8 +44,8 @@ def images():
 def test_the_row_layout_is_the_branch_s():
     assert layout.GENERIC_CHANNELS == generic.GENERIC_CHANNELS and layout.ANCHOR_SCORE == generic.ANCHOR_SCORE
     assert layout.GENERIC_DIM == sum(generic.GENERIC_CHANNELS) == 448
-    assert layout.reach_index(D) == D + 448 and layout.ring_columns(D) == slice(D + 449, D + 461)
-    assert layout.graph_width(D, True) == D + 448 + 1 + 12 and layout.graph_width(D, False) == D
+    assert layout.reach_index(D) == D + 448 and layout.ring_columns(D) == slice(D + 449, D + 462)
+    assert layout.graph_width(D, True) == D + 448 + 1 + 13 and layout.graph_width(D, False) == D
     parts = layout.row_parts(D)
     assert [(p.start, p.stop) for p in parts] == [(0, 32), (32, 64), (64, 160), (160, 480)]
     assert abs(shares(D + layout.GENERIC_DIM, D).sum() - 1) < 1e-12 and list(shares(D, D)) == [1.0]
@@ -196,9 +196,10 @@ def test_rings_come_from_the_nearest_trained_keypoints_in_the_shots():
     rows = {"snout": 0, "tail": 1, "ear": 2, "paw": 3, "eye": 4}
     lesson = teach(taught, clutter, 4, rows)
     rings = lesson.prototype[layout.ring_columns(d)]
-    rings, scale = rings[:-3].reshape(3, 3), rings[-3:]
-    # the scale: the ring anchors farthest apart in the shots, ear (row 2) and tail (row 1)
-    np.testing.assert_allclose(scale, [2, 1, np.hypot(table[:, 1], table[:, 2]).mean()], rtol=1e-6)
+    rings, axis = rings[:-4].reshape(3, 3), rings[-4:]
+    # the axis: the ring anchors farthest apart in the shots, ear (row 2) and tail (row 1); the click lies on the
+    # +1 side of the line ear → tail: (tail − ear) × (click − ear) = t·e > 0 in image coordinates
+    np.testing.assert_allclose(axis, [2, 1, np.hypot(table[:, 1], table[:, 2]).mean(), 1], rtol=1e-6)
     np.testing.assert_allclose(rings[:, 0], [0, 2, 1])  # snout 12, ear 22, tail 42 px on average
     np.testing.assert_allclose(rings[:, 1], [12, 22, 42], rtol=1e-6)
     np.testing.assert_allclose(rings[:, 2], [0.25 * 12 + 4 + 2, 0.25 * 22 + 4 + 2, 0.25 * 42 + 4 + 2], rtol=1e-6)
@@ -210,10 +211,10 @@ def test_rings_come_from_the_nearest_trained_keypoints_in_the_shots():
     kset.add("new", lesson.prototype, lesson.margin, taught)
     kset.remove("snout")  # anchored ring 0: dropped; ear (2 -> 1) and tail (1 -> 0) move up, in the scale too
     rings = kset.prototypes[-1, layout.ring_columns(d)]
-    np.testing.assert_allclose(rings[:-3].reshape(3, 3), [[0, 0, 0], [1, 22, 11.5], [0, 42, 16.5]], rtol=1e-6)
-    np.testing.assert_allclose(rings[-3:-1], [1, 0])
-    kset.remove("tail")  # the scale's keypoint: the scale is not measured any more
-    assert not kset.prototypes[-1, layout.ring_columns(d)][-3:].any()
+    np.testing.assert_allclose(rings[:-4].reshape(3, 3), [[0, 0, 0], [1, 22, 11.5], [0, 42, 16.5]], rtol=1e-6)
+    np.testing.assert_allclose(rings[-4:-2], [1, 0])
+    kset.remove("tail")  # the axis's keypoint: no scale, no side any more
+    assert not kset.prototypes[-1, layout.ring_columns(d)][-4:].any()
     kset.rename("ear", "left ear")
     assert kset.taught["new"].anchor_names == ("snout", "tail", "left ear", "paw", "eye")
     assert [r[0] for r in teach(kset.taught["new"], clutter, 4, kset.anchor_rows()).rings] == ["left ear"]
@@ -227,12 +228,12 @@ def test_a_taught_row_keeps_its_distances_to_the_trained_keypoints():
     sim[0, 1, 5, 6] = 0.8  # row 1, taught: its best cell is right beside the anchor ...
     sim[0, 1, 5, 10] = 0.6  # ... the weaker one 5 cells (20 px) from it, where the shots put it
     trained, no_reach = torch.tensor([True, False]), torch.zeros(2)
-    rings = torch.zeros(2, 12)
-    rings[1, :3] = torch.tensor([0.0, 20.0, 6.0])  # anchored on row 0, 20 ± 6 px; no scale measured: 1
+    rings = torch.zeros(2, 13)
+    rings[1, :3] = torch.tensor([0.0, 20.0, 6.0])  # anchored on row 0, 20 ± 6 px; no axis: scale 1
     out = generic.within_reach(sim, trained, no_reach, 4, 1, rings)
     assert int(out[0, 1].argmax()) == 5 * 20 + 10 and torch.equal(out[0, 0], sim[0, 0])
     assert float(out[0, 1, 5, 6]) == pytest.approx(0.8 - generic.OFF_RING)
-    assert int(generic.within_reach(sim, trained, no_reach, 4, 1, torch.zeros(2, 12))[0, 1].argmax()) == 5 * 20 + 6
+    assert int(generic.within_reach(sim, trained, no_reach, 4, 1, torch.zeros(2, 13))[0, 1].argmax()) == 5 * 20 + 6
     weak = sim.clone()
     weak[0, 0, 5, 5] = 0.4  # the anchor is not found: nothing changes where the row peaks
     assert int(generic.within_reach(weak, trained, no_reach, 4, 1, rings)[0, 1].argmax()) == 5 * 20 + 6
@@ -253,9 +254,9 @@ def test_rings_scale_with_the_animal():
     sim[0, 2, 5, 8] = 0.8  # taught row 2: 3 cells (12 px) from row 0, what the shots showed at their scale ...
     sim[0, 2, 11, 5] = 0.6  # ... 6 cells (24 px) from it, twice that: where the shots put it at this scale
     trained = torch.tensor([True, True, False])
-    rings = torch.zeros(3, 12)
+    rings = torch.zeros(3, 13)
     rings[2, :3] = torch.tensor([0.0, 12.0, 3.0])  # 12 ± 3 px from row 0 in the shots
-    rings[2, 9:] = torch.tensor([0.0, 1.0, 32.0])  # rows 0 and 1 were 32 px apart in the shots
+    rings[2, 9:] = torch.tensor([0.0, 1.0, 32.0, 0.0])  # rows 0 and 1 were 32 px apart in the shots; no side
     out = generic.within_reach(sim, trained, torch.zeros(3), 4, 1, rings)
     # scale 2: 24 ± (3 + 12 × 4/32) × 2 = 24 ± 9 px: the far cell (24 px) in, the near one (12 px) out
     assert int(out[0, 2].argmax()) == 11 * 30 + 5 and float(out[0, 2, 5, 8]) == pytest.approx(0.8 - generic.OFF_RING)
@@ -276,3 +277,29 @@ def test_a_taught_row_stays_within_its_reach_of_a_trained_keypoint():
     weak = sim.clone()
     weak[0, 0, 5, 5] = 0.4  # no anchor reaches ANCHOR_SCORE: nothing changes where the row peaks
     assert int(generic.within_reach(weak, trained, reach, 4)[0, 1].argmax()) == 15 * 20 + 15
+
+
+def test_a_taught_row_keeps_to_its_side_of_the_axis():
+    """A mirror twin: two cells as far from both axis keypoints, on either side of the line between them; the side
+    from the shots decides, per animal (the line of the animal whose first axis keypoint is nearest)."""
+    sim = torch.full((1, 3, 30, 30), -0.5)
+    sim[0, 0, 5, 5] = 0.9  # animal 1's axis: row 0 at (y 5, x 5) -> row 1 at (5, 15), along +x
+    sim[0, 1, 5, 15] = 0.9
+    sim[0, 2, 2, 10] = 0.8  # taught row 2: the twin above the line (y < 5) scores higher ...
+    sim[0, 2, 8, 10] = 0.6  # ... than the cell below it
+    trained = torch.tensor([True, True, False])
+    rings = torch.zeros(3, 13)
+    rings[2, 9:] = torch.tensor([0.0, 1.0, 40.0, 1.0])  # side +1: (b − a) × (p − a) > 0, below a line along +x
+    best = lambda r, peaks=1, m=sim: int(generic.within_reach(m, trained, torch.zeros(3), 4, peaks, r)[0, 2].argmax())  # noqa: E731
+    assert best(rings) == 8 * 30 + 10
+    rings[2, 12] = -1.0
+    assert best(rings) == 2 * 30 + 10
+    rings[2, 12] = 0.0  # no side: the better cell
+    assert best(rings) == 2 * 30 + 10
+    # two animals: animal 2's axis at y 20; cell (17, 10) is below animal 1's line but above animal 2's, its own
+    two = sim.clone()
+    two[0, 0, 20, 5], two[0, 1, 20, 15] = 0.85, 0.85
+    two[0, 2, 2, 10], two[0, 2, 8, 10] = -0.5, -0.5
+    two[0, 2, 17, 10], two[0, 2, 23, 10] = 0.8, 0.6
+    rings[2, 12] = 1.0
+    assert best(rings, 2, two) == 23 * 30 + 10

@@ -4,14 +4,17 @@ K_max is a shape of the graph, fixed when it is exported or built into an engine
 (manifest `max_keypoints`) and every backend pads the K prototypes in use to it. numpy only: the inference stages of
 `rtkp run` use it without importing torch.
 
-A row is [trained part (D) | generic part (GENERIC_DIM) | reach (1) | rings (RING_ANCHORS × 3) | scale (3)]:
+A row is [trained part (D) | generic part (GENERIC_DIM) | reach (1) | rings (RING_ANCHORS × 3) | axis (4)]:
 - the trained part is matched against the model's unit features, the generic part against frozen ImageNet taps
   (rtkp.model.generic; keypoints taught from shots use it);
 - the reach, in model-input px, keeps a taught keypoint within that distance of a keypoint the network was trained on
   (0: anywhere);
 - each ring (anchor row, distance px, tolerance px) keeps it at the distance from that trained keypoint that its shots
   showed (tolerance 0: no ring), scaled by the animal's size: the distance between two trained keypoints now against
-  their distance in the shots (scale: row a, row b, distance px; 0: not measured, scale 1).
+  their distance in the shots;
+- the axis (row a, row b, their distance in the shots px, side) holds those two keypoints (distance 0: not measured,
+  scale 1), and the side of the line from a to b the keypoint lies on in every shot (+1 or −1 as the sign of
+  (b − a) × (p − a) in image coordinates; 0: none kept), which tells a left ear from a right one.
 A trained keypoint's row is its prototype with zeros after it, and a set of such rows may be given D wide. The graph
 with the generic branch (the `generic` variant) takes rows of width graph_width(D, True); the plain graph, width D,
 runs whenever no row in use has more than a trained part (uses_generic), so models without taught keypoints pay
@@ -34,7 +37,7 @@ ANCHOR_SCORE = 0.5
 # a taught keypoint keeps its distance to this many trained keypoints (the nearest in its shots; rtkp.teach.shots)
 RING_ANCHORS = 3
 RING_FIELDS = 3  # anchor row, distance px, tolerance px
-SCALE_FIELDS = 3  # row a, row b, their distance in the shots px
+AXIS_FIELDS = 4  # row a, row b, their distance in the shots px, side
 
 
 def row_parts(d: int) -> list[slice]:
@@ -53,14 +56,14 @@ def reach_index(d: int) -> int:
 
 def ring_columns(d: int) -> slice:
     """The columns of a full-width row that hold its rings: RING_ANCHORS × (anchor row, distance px, tolerance px),
-    then its scale (row a, row b, their distance in the shots px)."""
+    then its axis (row a, row b, their distance in the shots px, side)."""
     start = reach_index(d) + 1
-    return slice(start, start + RING_ANCHORS * RING_FIELDS + SCALE_FIELDS)
+    return slice(start, start + RING_ANCHORS * RING_FIELDS + AXIS_FIELDS)
 
 
 def graph_width(d: int, generic: bool) -> int:
     """Row width of the plain graph (d, the trained features') or of the generic variant (d + GENERIC_DIM + 1 +
-    RING_ANCHORS × 3 + 3)."""
+    RING_ANCHORS × 3 + 4)."""
     return ring_columns(d).stop if generic else d
 
 
@@ -71,17 +74,17 @@ def renumber_rings(prototypes: np.ndarray, d: int, removed: int) -> np.ndarray:
     cols = ring_columns(d)
     if prototypes.shape[1] < cols.stop:
         return prototypes
-    fields = prototypes[:, cols].reshape(len(prototypes), RING_ANCHORS + 1, 3)  # rings, then the scale
-    rings, scale = fields[:, :-1], fields[:, -1]
+    rings = prototypes[:, cols.start : cols.stop - AXIS_FIELDS].reshape(len(prototypes), RING_ANCHORS, RING_FIELDS)
+    axis = prototypes[:, cols.stop - AXIS_FIELDS : cols.stop]
     on = rings[..., 2] > 0
     row = np.round(rings[..., 0])
     rings[on & (row == removed)] = 0
     rings[..., 0] -= (on & (row > removed)).astype(np.float32)
-    pair = np.round(scale[:, :2])
+    pair = np.round(axis[:, :2])
     gone = (pair == removed).any(1)
-    scale[:, :2] -= ((scale[:, 2:] > 0) & (pair > removed)).astype(np.float32)
-    scale[gone] = 0  # one of its keypoints left: the scale is not measured
-    prototypes[:, cols] = fields.reshape(len(prototypes), -1)
+    axis[:, :2] -= ((axis[:, 2:3] > 0) & (pair > removed)).astype(np.float32)
+    axis[gone] = 0  # one of its keypoints left: no scale, no side
+    prototypes[:, cols] = np.concatenate([rings.reshape(len(prototypes), -1), axis], 1)
     return prototypes
 
 

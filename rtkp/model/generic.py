@@ -112,18 +112,18 @@ def placement_penalty(
     """What each cell loses for a taught keypoint to be kept where its shots put it relative to the trained keypoints.
 
     sim: (B, K, h, w); trained: (K,) bool, the rows that anchor (trained keypoints in use); reach: (K,) model-input
-    px, > 0 for the rows it limits; rings: (K, R·3 + 3) per row R × (anchor row, distance px, tolerance px),
-    tolerance 0 for none, then its scale (row a, row b, their distance in the shots px; rtkp.graphs.prototypes).
+    px, > 0 for the rows it limits; rings: (K, R·3 + 4) per row R × (anchor row, distance px, tolerance px),
+    tolerance 0 for none, then its axis (row a, row b, their distance in the shots px, side; rtkp.graphs.prototypes).
     The anchors are the `peaks` best local maxima of each trained row (several animals: one per animal) whose
     similarity reaches ANCHOR_SCORE.
       reach: a limited row loses OUT_OF_REACH on every cell farther than its reach from all anchors, so its peak stays
         on an animal (a keypoint taught from shots is matched on generic ImageNet features, and the arena holds
         look-alikes: on the reaching mouse, a spot 200 px from the paw).
       rings: a cell loses OFF_RING for each ring whose anchor is found but none of whose peaks lies at the ring's
-        distance ± tolerance from it, both scaled by the animal's size now against the shots' (off_rings). Generic
-        features do not tell a left ear from a right one, nor one fly leg from another; the distances to three
-        trained keypoints do (the mouse's left ear from 5 shots: 6 of its 9 test misses landed on or beside the
-        trained right ear).
+        distance ± tolerance from it, both scaled by the animal's size now against the shots' (off_rings), and
+        OFF_RING more on the other side of its axis than the shots. Generic features do not tell a left ear from a
+        right one, nor one fly leg from another; distances to trained keypoints and a side do (the mouse's left ear
+        from 5 shots: 6 of its 9 test misses landed on or beside the trained right ear).
     An anchor not found changes nothing (every cell loses the same). The penalty chooses the peak; the peak's position
     is refined on the similarity itself (rtkp.model.peaks), so a ring's edge never pulls it. -> (B, K, h, w) ≥ 0.
     """
@@ -142,38 +142,49 @@ def placement_penalty(
     outside = (nearest.unsqueeze(1) > limit.view(1, k, 1)) & (reach > 0).view(1, k, 1)
     penalty = OUT_OF_REACH * outside.to(sim.dtype)
     if rings is not None:
-        penalty = penalty + OFF_RING * off_rings(d2, valid, ax, ay, rings, stride)
+        penalty = penalty + OFF_RING * off_rings(d2, valid, ax, ay, xs, ys, rings, stride)
     return penalty.reshape(b, k, h, w)
 
 
 def off_rings(
-    d2: torch.Tensor, valid: torch.Tensor, ax: torch.Tensor, ay: torch.Tensor, rings: torch.Tensor, stride: int
+    d2: torch.Tensor,
+    valid: torch.Tensor,
+    ax: torch.Tensor,
+    ay: torch.Tensor,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    rings: torch.Tensor,
+    stride: int,
 ) -> torch.Tensor:
-    """How many of each row's rings each cell is off (within_reach): d2 (B, h·w, K·P) cells² from every cell to every
-    anchor peak, valid (B, K, P) the peaks found, ax, ay (B, K, P) their cells, rings (K, R·3 + 3) -> (B, K, h·w).
+    """How many of each row's rings (and its side) each cell is off (within_reach): d2 (B, h·w, K·P) cells² from every
+    cell to every anchor peak, valid (B, K, P) the peaks found, ax, ay (B, K, P) their cells, xs, ys (1, h·w, 1) the
+    cells', rings (K, R·3 + 4) -> (B, K, h·w).
 
     The rings' distances were measured in the shots; the animal may be nearer the camera now. Its scale is the
-    distance between the row's two scale keypoints now against the same distance in the shots (several animals: the
+    distance between the row's two axis keypoints now against the same distance in the shots (several animals: the
     closest pair of their peaks); 1 when either is not found or the scale was not measured. Their peaks are grid cells,
     so the scale is known to about one cell over that distance, and a ring's tolerance grows by its distance times
-    that (a tail base 100 px from ears 18 px apart: ± 22 px more).
+    that (a tail base 100 px from ears 18 px apart: ± 22 px more). The side: a cell on the other side of the line from
+    axis keypoint a to b than the shots is off by one more (several animals: the line of the animal whose a is nearest
+    the cell, with its nearest b).
     """
     b, n, _ = d2.shape
     k = rings.shape[0]
     p = valid.shape[2]
-    scale_rows = rings[:, -3:-1].round().long().clamp(0, k - 1)  # (K, 2)
-    bar = rings[:, -1]  # (K,) px between them in the shots (0: not measured)
-    rings = rings[:, :-3].reshape(k, -1, 3)
+    axis_rows = rings[:, -4:-2].round().long().clamp(0, k - 1)  # (K, 2)
+    bar, side = rings[:, -2], rings[:, -1]  # (K,) px between them in the shots (0: not measured); ±1 or 0
+    rings = rings[:, :-4].reshape(k, -1, 3)
     r = rings.shape[1]
     row = rings[..., 0].round().long().clamp(0, k - 1)  # (K, R) the anchor rows
     found = valid.index_select(1, row.reshape(k * r)).reshape(b, k, r, p).to(d2.dtype)  # (B, K, R, P)
-    # scale: the closest pair of found peaks of the two scale keypoints, against the shots
-    pick = lambda t, i: t.index_select(1, scale_rows[:, i]).reshape(b, k, p)  # noqa: E731  (B, K, P)
-    gap2 = (pick(ax, 0).unsqueeze(3) - pick(ax, 1).unsqueeze(2)) ** 2 + (
-        pick(ay, 0).unsqueeze(3) - pick(ay, 1).unsqueeze(2)
-    ) ** 2  # (B, K, P, P) cells²
+    # the axis: for each peak of a, the nearest found peak of b
+    pick = lambda t, i: t.index_select(1, axis_rows[:, i]).reshape(b, k, p)  # noqa: E731  (B, K, P) of a or b
+    a_x, a_y, b_x, b_y = pick(ax, 0), pick(ay, 0), pick(ax, 1), pick(ay, 1)
+    gap2 = (a_x.unsqueeze(3) - b_x.unsqueeze(2)) ** 2 + (a_y.unsqueeze(3) - b_y.unsqueeze(2)) ** 2  # (B, K, P, P)
     both = pick(valid, 0).unsqueeze(3) & pick(valid, 1).unsqueeze(2)
-    gap = torch.where(both, gap2, torch.full_like(gap2, 1e12)).reshape(b, k, p * p).amin(2).sqrt()  # (B, K)
+    gap2 = torch.where(both, gap2, torch.full_like(gap2, 1e12))
+    partner = gap2.argmin(dim=3)  # (B, K, P) b's peak nearest each of a's peaks
+    gap = gap2.reshape(b, k, p * p).amin(2).sqrt()  # (B, K) the closest pair: this animal's axis length
     known = both.reshape(b, k, p * p).any(2) & (bar > 0).view(1, k)
     scale = torch.where(known, gap * stride / bar.clamp(min=1e-6).view(1, k), torch.ones_like(gap))  # (B, K)
     centre = rings[..., 1].view(1, k, r) * scale.unsqueeze(2) / stride  # (B, K, R) cells
@@ -186,5 +197,16 @@ def off_rings(
     near = near * found.unsqueeze(1)  # (B, h·w, K, R, P)
     on = (rings[..., 2] > 0).to(d2.dtype).view(1, 1, k, r)
     # off a ring: the ring is on, its anchor found (some peak), and no found peak at the ring's distance
-    off = on * found.amax(dim=3).unsqueeze(1) * (1 - near.amax(dim=4))  # (B, h·w, K, R)
-    return off.sum(dim=3).permute(0, 2, 1)  # (B, K, h·w)
+    off = (on * found.amax(dim=3).unsqueeze(1) * (1 - near.amax(dim=4))).sum(dim=3)  # (B, h·w, K)
+    # the side, against the line of the animal whose a is nearest each cell
+    to_a = d2.reshape(b, n, k, p).index_select(2, axis_rows[:, 0])  # (B, h·w, K, P) cells² to a's peaks
+    to_a = torch.where(pick(valid, 0).unsqueeze(1), to_a, torch.full_like(to_a, 1e12))
+    nearest = to_a.argmin(dim=3, keepdim=True)  # (B, h·w, K, 1)
+    at = lambda t: t.unsqueeze(1).expand(b, n, k, p).gather(3, nearest).squeeze(3)  # noqa: E731  (B, h·w, K)
+    bx_for_a = b_x.gather(2, partner)  # (B, K, P) the partner b of each a peak
+    by_for_a = b_y.gather(2, partner)
+    ox, oy, bx, by = at(a_x), at(a_y), at(bx_for_a), at(by_for_a)
+    cross = (bx - ox) * (ys - oy) - (by - oy) * (xs - ox)  # (B, h·w, K) (b − a) × (cell − a)
+    sided = (side != 0).view(1, 1, k) & known.unsqueeze(1)
+    off = off + (sided & (cross * side.view(1, 1, k) < 0)).to(d2.dtype)
+    return off.permute(0, 2, 1)  # (B, K, h·w)

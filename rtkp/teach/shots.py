@@ -49,6 +49,9 @@ REACH_PAD_CELLS = 4
 # beforehand, not tuned: the mouse bends (ear to tail base varies by ~20 % between frames) and peaks sit on a grid
 RING_SLACK = 0.25
 RING_PAD_CELLS = 1
+# a side is kept when the keypoint lies at least this far off its axis in every shot (sine of the angle at a: ~12°);
+# set beforehand, not tuned: nearer the line, a bent animal may cross it
+SIDE_MIN_SIN = 0.2
 
 
 @dataclass(frozen=True)
@@ -130,15 +133,16 @@ def anchor_offsets(features: np.ndarray, point, trained: np.ndarray | None, stri
     return np.where(found[:, None], xy, np.nan).astype(np.float32)
 
 
-def rings(taught: Taught, rows: dict[str, int] | None, stride: int) -> tuple[list, tuple[int, int, float]]:
-    """The taught keypoint's rings and scale (rtkp.graphs.prototypes).
+def rings(taught: Taught, rows: dict[str, int] | None, stride: int) -> tuple[list, tuple[int, int, float, float]]:
+    """The taught keypoint's rings and axis (rtkp.graphs.prototypes).
 
     Rings: [(anchor name, row, distance px, tolerance px)] for the RING_ANCHORS trained keypoints nearest to it on
     average among those found in at least half of its shots and in use (`rows`: {name: row}); tolerance =
     RING_SLACK × distance (the animal bends and turns) + RING_PAD_CELLS cells (the peaks' grid) + half the spread of
-    the shots' distances. Scale: (row a, row b, distance px) of the two ring anchors farthest apart on average in the
-    shots that found both (the longest bar measures the animal's size best on the peaks' grid); (0, 0, 0.0): fewer
-    than two rings."""
+    the shots' distances. Axis: (row a, row b, distance px, side) of the two ring anchors farthest apart on average in
+    the shots that found both (the longest bar measures the animal's size best on the peaks' grid), and the side of
+    the line a → b the keypoint lies on in every such shot, at least SIDE_MIN_SIN off it (0: not in all);
+    (0, 0, 0.0, 0.0) with fewer than two rings."""
     offsets, names = taught.anchor_offsets()
     table = np.linalg.norm(offsets, axis=2)
     out = []
@@ -150,13 +154,24 @@ def rings(taught: Taught, rows: dict[str, int] | None, stride: int) -> tuple[lis
         tolerance = RING_SLACK * centre + RING_PAD_CELLS * stride + float(np.ptp(seen)) / 2
         out.append((j, name, rows[name], centre, tolerance))
     out = sorted(out, key=lambda r: r[3])[:RING_ANCHORS]
-    scale = (0, 0, 0.0)
-    for i, a in enumerate(out):
-        for b in out[i + 1 :]:
-            gaps = np.linalg.norm(offsets[:, a[0]] - offsets[:, b[0]], axis=1)
-            if np.isfinite(gaps).any() and float(np.nanmean(gaps)) > scale[2]:
-                scale = (a[2], b[2], float(np.nanmean(gaps)))
-    return [r[1:] for r in out], scale
+    axis = (0, 0, 0.0, 0.0)
+    for i, first in enumerate(out):
+        for second in out[i + 1 :]:
+            a, b = offsets[:, first[0]], offsets[:, second[0]]  # (N, 2) from the click to each
+            both = np.isfinite(a).all(1) & np.isfinite(b).all(1)
+            if not both.any() or float(np.linalg.norm(a - b, axis=1)[both].mean()) <= axis[2]:
+                continue
+            a, b = a[both].astype(np.float64), b[both].astype(np.float64)
+            # sine of the angle at a between a → b and a → the click: (b − a) × (click − a) / lengths
+            cross = (b[:, 0] - a[:, 0]) * -a[:, 1] - (b[:, 1] - a[:, 1]) * -a[:, 0]
+            sine = cross / np.maximum(np.linalg.norm(b - a, axis=1) * np.linalg.norm(a, axis=1), 1e-9)
+            side = (
+                float(np.sign(sine[0]))
+                if (np.abs(sine) >= SIDE_MIN_SIN).all() and len(set(np.sign(sine))) == 1
+                else 0.0
+            )
+            axis = (first[2], second[2], float(np.linalg.norm(a - b, axis=1).mean()), side)
+    return [r[1:] for r in out], axis
 
 
 def teach(taught: Taught, clutter: np.ndarray, stride: int = 4, rows: dict[str, int] | None = None) -> Lesson:
@@ -187,11 +202,11 @@ def teach(taught: Taught, clutter: np.ndarray, stride: int = 4, rows: dict[str, 
         nearest = taught.nearest_anchor()
         if np.isfinite(nearest).any():
             reach = float(REACH_FACTOR * np.nanmax(nearest) + REACH_PAD_CELLS * stride)
-        kept, scale = rings(taught, rows, stride)
+        kept, axis = rings(taught, rows, stride)
         fields = np.zeros((RING_ANCHORS, RING_FIELDS))
         for i, (_, row, centre, tolerance) in enumerate(kept):
             fields[i] = row, centre, tolerance
-        prototype = np.concatenate([prototype, [reach], fields.ravel(), scale])
+        prototype = np.concatenate([prototype, [reach], fields.ravel(), axis])
     warning = None
     if visible <= 0:
         warning = f"the keypoint's own evidence is {visible:.2f}: its features are no closer to it than to the clutter"
