@@ -25,7 +25,6 @@ from rtkp.teach.features import compose, keypoint_rows, shares
 from rtkp.teach.keypoint_set import KeypointSet, Taught
 from rtkp.teach.saved import read_taught, save_keypoint_set
 from rtkp.teach.shots import ShotReader, teach, teach_keypoint
-from rtkp.visibility import evidence
 
 SIZE = (128, 96)
 D = 32  # the tiny model's feature width
@@ -169,8 +168,6 @@ def test_teaching_reads_the_generic_taps_and_the_set_widens_and_narrows(model_di
     back = read_taught(out, read_model_info(out).manifest)["new"]
     np.testing.assert_array_equal(back.anchors, taught.anchors)
     assert back.anchor_names == taught.anchor_names
-    assert taught.lookalike_offsets.shape == taught.lookalikes.shape[:2] + (2,)
-    np.testing.assert_array_equal(back.lookalike_offsets, taught.lookalike_offsets)
     kset.remove("new")
     assert kset.prototypes.shape == (3, D)  # nothing generic left: the plain graph serves the set
 
@@ -306,31 +303,3 @@ def test_a_taught_row_keeps_to_its_side_of_the_axis():
     two[0, 2, 17, 10], two[0, 2, 23, 10] = 0.8, 0.6
     rings[2, 12] = 1.0
     assert best(rings, 2, two) == 23 * 30 + 10
-
-
-def test_the_margin_weighs_only_the_look_alikes_the_placement_allows():
-    """H (the strongest look-alike) is taken over the cells the graph could still pick in the shots' frames: a
-    look-alike that scores like the keypoint but lies on the wrong side of the axis, or off a ring, or beyond the
-    reach, no longer raises the margin; shots kept without the look-alikes' places weigh all of them."""
-    rng = np.random.default_rng(3)
-    d, width = D, D + layout.GENERIC_DIM
-    views = np.stack([compose(rng.normal(size=(10, width)), d) for _ in range(2)]).astype(np.float32)  # (2, 10, W)
-    clutter = compose(rng.normal(size=(8, d)), d).astype(np.float32)
-    twin = compose(views.reshape(20, -1).sum(0), d)  # scores like the keypoint itself
-    other = compose(rng.normal(size=width), d)
-    looks = np.stack([np.stack([twin, other])] * 2).astype(np.float32)  # (2 shots, 2 look-alikes, W)
-    # anchors: a 20 px left of the click, b 20 px right of it, 10 px up; the click lies below the line a → b (+1)
-    offsets = np.array([[[-20.0, -10.0], [20.0, -10.0]]] * 2, np.float32)
-    names, rows = ("a", "b"), {"a": 0, "b": 1}
-    mirror = [[0.0, -20.0], [5.0, 5.0]]  # the twin mirrored above the line; the other below it, on both rings
-    taught = Taught(views, looks, "data", offsets, names, np.array([mirror] * 2, np.float32))
-    lesson = teach(taught, clutter, 4, rows)
-    assert lesson.prototype[layout.ring_columns(d)][-1] == 1  # the side is kept
-    ev = lambda f: float(evidence(keypoint_rows(f, compose(views.reshape(20, -1).sum(0), d), clutter)))  # noqa: E731
-    assert lesson.lookalike == pytest.approx(ev(other), abs=1e-4)
-    everywhere = teach(Taught(views, looks, "data", offsets, names), clutter, 4, rows)  # places not kept
-    assert everywhere.lookalike == pytest.approx(ev(twin), abs=1e-4) and everywhere.lookalike > lesson.lookalike
-    far = np.array([[[0.0, 400.0], [5.0, 5.0]]] * 2, np.float32)  # the twin beyond the reach (and off the rings)
-    assert teach(Taught(views, looks, "data", offsets, names, far), clutter, 4, rows).lookalike == pytest.approx(
-        ev(other), abs=1e-4
-    )

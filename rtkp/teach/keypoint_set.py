@@ -43,16 +43,13 @@ class Taught:
     source: "live" (clicks) or "data" (labelled frames, `rtkp keypoints add --data`); anchors: (N, T, 2) model-input
     px from each click to each trained keypoint of `anchor_names` (T) found in its frame (NaN: not found), what the
     keypoint's reach and rings are set from (rtkp.teach.shots.teach). Shots saved before the names were kept have
-    (N,) anchors, the nearest one's distance (reach only); None: not measured. lookalike_offsets: (N, M, 2) model px
-    from each click to each look-alike cell (None: not kept), so that the margin weighs only the look-alikes the
-    keypoint's placement allows."""
+    (N,) anchors, the nearest one's distance (reach only); None: not measured."""
 
     views: np.ndarray
     lookalikes: np.ndarray
     source: str = "live"
     anchors: np.ndarray | None = None
     anchor_names: tuple[str, ...] | None = None
-    lookalike_offsets: np.ndarray | None = None
 
     @property
     def shots(self) -> int:
@@ -85,27 +82,22 @@ class Taught:
         m = min(self.lookalikes.shape[1], other.lookalikes.shape[1])
         w = min(self.views.shape[-1], other.views.shape[-1])
         looks = np.concatenate([self.lookalikes[:, :m, :w], other.lookalikes[:, :m, :w]])
-        places = None
-        if self.lookalike_offsets is not None and other.lookalike_offsets is not None:
-            places = np.concatenate([self.lookalike_offsets[:, :m], other.lookalike_offsets[:, :m]])
         views = np.concatenate([self.views[..., :w], other.views[..., :w]])
         (a, an), (b, bn) = self.anchor_offsets(), other.anchor_offsets()
         names = an + tuple(n for n in bn if n not in an)
         table = np.full((len(a) + len(b), len(names), 2), np.nan, np.float32)  # the same keypoint, the same column
         table[: len(a), [names.index(n) for n in an]] = a
         table[len(a) :, [names.index(n) for n in bn]] = b
-        return Taught(views, looks, self.source, table, names, places)
+        return Taught(views, looks, self.source, table, names)
 
     def minus_last(self) -> Taught:
         table, names = self.anchor_offsets()
-        places = None if self.lookalike_offsets is None else self.lookalike_offsets[:-1]
-        return Taught(self.views[:-1], self.lookalikes[:-1], self.source, table[:-1], names, places)
+        return Taught(self.views[:-1], self.lookalikes[:-1], self.source, table[:-1], names)
 
     def renamed(self, name: str, to: str) -> Taught:
         """The same shots with trained keypoint `name` (an anchor) now called `to`."""
         table, names = self.anchor_offsets()
-        names = tuple(to if n == name else n for n in names)
-        return Taught(self.views, self.lookalikes, self.source, table, names, self.lookalike_offsets)
+        return Taught(self.views, self.lookalikes, self.source, table, tuple(to if n == name else n for n in names))
 
 
 class KeypointSet:

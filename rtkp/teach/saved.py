@@ -3,11 +3,10 @@
 A saved folder is an ordinary model folder (`rtkp run --model`, `rtkp export --model`, `rtkp eval --model` load it):
 the network weights are copied unchanged, the prototypes, clutter summary and margins are the set's, and the manifest
 lists under `added_keypoints` which keypoints were added, from how many shots, with what margin. Each added keypoint's
-shots (keypoint_set.Taught) are stored as tensors `taught.<i>.views`, `taught.<i>.lookalikes`,
-`taught.<i>.anchors` (the offsets from each click to the trained keypoints named by the entry's `anchor_names`) and
-`taught.<i>.lookalike_offsets` (from each click to each look-alike), so it can be given more shots after a reload.
-ONNX exports of the source folder are copied too: the graph holds the network only (prototypes are an input), so the
-saved folder runs without torch and without exporting again.
+shots (keypoint_set.Taught) are stored as tensors `taught.<i>.views`, `taught.<i>.lookalikes` and
+`taught.<i>.anchors` (the offsets from each click to the trained keypoints named by the entry's `anchor_names`), so it
+can be given more shots after a reload. ONNX exports of the source folder are copied too: the graph holds the network
+only (prototypes are an input), so the saved folder runs without torch and without exporting again.
 """
 
 from __future__ import annotations
@@ -52,9 +51,8 @@ def read_taught(model_dir: str | Path, manifest: Manifest) -> dict[str, Taught]:
             views, looks = tensors[t["views"]], tensors[t["lookalikes"]]
             anchors = tensors[t["anchors"]].astype(np.float32) if t.get("anchors") in tensors else None
             names = tuple(entry.get("anchor_names", ())) if anchors is not None and anchors.ndim == 3 else None
-            places = tensors[t["places"]].astype(np.float32) if t.get("places") in tensors else None
             out[entry["name"]] = Taught(
-                views.astype(np.float32), looks.astype(np.float32), entry["source"], anchors, names, places
+                views.astype(np.float32), looks.astype(np.float32), entry["source"], anchors, names
             )
     return out
 
@@ -104,9 +102,6 @@ def save_keypoint_set(
         if anchor_names == ("",):  # shots saved before the names were kept: their nearest distances, as they were
             table = table[:, 0, 0]
         tensors[keys["anchors"]] = np.ascontiguousarray(table, np.float32)
-        if taught.lookalike_offsets is not None:
-            keys["places"] = f"taught.{i}.lookalike_offsets"
-            tensors[keys["places"]] = np.ascontiguousarray(taught.lookalike_offsets, np.float32)
         k = kset.names.index(name)
         margin = round(float(kset.margins[k]), 5)
         entry = {"name": name, "shots": taught.shots, "margin": margin, "source": taught.source}

@@ -105,9 +105,9 @@ def lookalikes(
     stride: int,
     m: int = LOOKALIKES,
     exclude_cells: float = EXCLUDE_CELLS,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """The m strongest cells of one frame's features (W, h, w) for `prototype`, away from the clicked point (model
-    px): ((m, W) features, (m, 2) model px from the point to each) (fewer when the map is smaller)."""
+    px): (m, W) features (fewer when the map is smaller)."""
     d, h, w = features.shape
     flat = features.reshape(d, h * w).T  # (h·w, D)
     ev = evidence(keypoint_rows(flat, prototype, clutter))
@@ -115,8 +115,7 @@ def lookalikes(
     cx, cy = (float(point[0]) + 0.5) / stride - 0.5, (float(point[1]) + 0.5) / stride - 0.5
     ev[(gx - cx) ** 2 + (gy - cy) ** 2 <= exclude_cells**2] = -np.inf
     order = np.argsort(-ev)[: min(m, int(np.isfinite(ev).sum()))]
-    xy = np.stack([(gx[order] + 0.5) * stride - 0.5, (gy[order] + 0.5) * stride - 0.5], 1) - np.asarray(point)
-    return flat[order].astype(np.float32), xy.astype(np.float32)
+    return flat[order].astype(np.float32)
 
 
 def anchor_offsets(features: np.ndarray, point, trained: np.ndarray | None, stride: int) -> np.ndarray:
@@ -134,12 +133,11 @@ def anchor_offsets(features: np.ndarray, point, trained: np.ndarray | None, stri
     return np.where(found[:, None], xy, np.nan).astype(np.float32)
 
 
-def rings(taught: Taught, rows: dict[str, int] | None, stride: int) -> tuple[list, tuple, tuple[int, int] | None]:
-    """The taught keypoint's rings and axis (rtkp.graphs.prototypes): (rings, axis, the axis's columns in
-    Taught.anchor_offsets, None without an axis).
+def rings(taught: Taught, rows: dict[str, int] | None, stride: int) -> tuple[list, tuple[int, int, float, float]]:
+    """The taught keypoint's rings and axis (rtkp.graphs.prototypes).
 
-    Rings: [(column, anchor name, row, distance px, tolerance px)] for the RING_ANCHORS trained keypoints nearest to it
-    on average among those found in at least half of its shots and in use (`rows`: {name: row}); tolerance =
+    Rings: [(anchor name, row, distance px, tolerance px)] for the RING_ANCHORS trained keypoints nearest to it on
+    average among those found in at least half of its shots and in use (`rows`: {name: row}); tolerance =
     RING_SLACK × distance (the animal bends and turns) + RING_PAD_CELLS cells (the peaks' grid) + half the spread of
     the shots' distances. Axis: (row a, row b, distance px, side) of the two ring anchors farthest apart on average in
     the shots that found both (the longest bar measures the animal's size best on the peaks' grid), and the side of
@@ -156,7 +154,7 @@ def rings(taught: Taught, rows: dict[str, int] | None, stride: int) -> tuple[lis
         tolerance = RING_SLACK * centre + RING_PAD_CELLS * stride + float(np.ptp(seen)) / 2
         out.append((j, name, rows[name], centre, tolerance))
     out = sorted(out, key=lambda r: r[3])[:RING_ANCHORS]
-    axis, columns = (0, 0, 0.0, 0.0), None
+    axis = (0, 0, 0.0, 0.0)
     for i, first in enumerate(out):
         for second in out[i + 1 :]:
             a, b = offsets[:, first[0]], offsets[:, second[0]]  # (N, 2) from the click to each
@@ -173,36 +171,7 @@ def rings(taught: Taught, rows: dict[str, int] | None, stride: int) -> tuple[lis
                 else 0.0
             )
             axis = (first[2], second[2], float(np.linalg.norm(a - b, axis=1).mean()), side)
-            columns = (first[0], second[0])
-    return out, axis, columns
-
-
-def placed(taught: Taught, kept: list, axis: tuple, columns: tuple | None, reach: float, stride: int) -> np.ndarray:
-    """(N, M) bool: which of the shots' look-alike cells the graph could still pick for this keypoint in their own
-    frames (within its reach of a found anchor, on every ring whose anchor is found, on its side), at the shots' scale.
-    All True for shots saved without the look-alikes' places. `kept`, `axis`, `columns`: from rings."""
-    looks = taught.lookalike_offsets
-    n, m = taught.lookalikes.shape[:2]
-    if looks is None:
-        return np.ones((n, m), bool)
-    offsets, _ = taught.anchor_offsets()  # (N, T, 2) from each click to each anchor
-    gaps = np.linalg.norm(looks[:, :, None] - offsets[:, None], axis=3)  # (N, M, T) px, NaN: anchor not found
-    ok = np.ones((n, m), bool)
-    if reach > 0 and offsets.shape[1]:
-        found = np.isfinite(gaps)
-        near = np.where(found, gaps, np.inf).min(2) <= reach
-        ok &= near | ~found.any(2)
-    unsure = stride / axis[2] if axis[2] > 0 else 0.0
-    for j, _, _, centre, tolerance in kept:
-        gap = gaps[:, :, j]
-        ok &= ~np.isfinite(gap) | (np.abs(gap - centre) <= tolerance + centre * unsure)
-    if columns is not None and axis[3] != 0:
-        a, b = offsets[:, columns[0]][:, None], offsets[:, columns[1]][:, None]  # (N, 1, 2)
-        cross = (b[..., 0] - a[..., 0]) * (looks[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (
-            looks[..., 0] - a[..., 0]
-        )
-        ok &= ~np.isfinite(cross) | (cross * axis[3] >= 0)
-    return ok
+    return [r[1:] for r in out], axis
 
 
 def teach(taught: Taught, clutter: np.ndarray, stride: int = 4, rows: dict[str, int] | None = None) -> Lesson:
@@ -222,22 +191,20 @@ def teach(taught: Taught, clutter: np.ndarray, stride: int = 4, rows: dict[str, 
         held_out = views  # one view of one shot: nothing held out; its self-similarity (optimistic)
     visible_ev = evidence(keypoint_rows(views, held_out, clutter))  # (N, V)
     visible = float(np.quantile(visible_ev, VISIBLE_QUANTILE))
-    reach, kept, axis, columns = 0.0, [], (0, 0, 0.0, 0.0), None
-    if views.shape[-1] > d:  # with generic parts: the row carries its reach, rings and axis (rtkp.graphs.prototypes)
-        nearest = taught.nearest_anchor()
-        if np.isfinite(nearest).any():
-            reach = float(REACH_FACTOR * np.nanmax(nearest) + REACH_PAD_CELLS * stride)
-        kept, axis, columns = rings(taught, rows, stride)
-    # H: the look-alikes the graph could pick instead, i.e. those where the keypoint's placement allows it
-    looks = taught.lookalikes[placed(taught, kept, axis, columns, reach, stride)].reshape(-1, views.shape[-1])
+    looks = taught.lookalikes.reshape(-1, views.shape[-1])
     lookalike = float(evidence(keypoint_rows(looks, prototype, clutter)).max()) if len(looks) else -1.0
     if visible > 0:
         margin = min(max((visible + lookalike) / 2, visible / 2), 0.75 * visible)
     else:
         margin = visible  # no better than the clutter on its own views: the keypoint shows where it scores best
-    if views.shape[-1] > d:
+    reach, kept = 0.0, []
+    if views.shape[-1] > d:  # with generic parts: the row carries its reach and rings (rtkp.graphs.prototypes)
+        nearest = taught.nearest_anchor()
+        if np.isfinite(nearest).any():
+            reach = float(REACH_FACTOR * np.nanmax(nearest) + REACH_PAD_CELLS * stride)
+        kept, axis = rings(taught, rows, stride)
         fields = np.zeros((RING_ANCHORS, RING_FIELDS))
-        for i, (_, _, row, centre, tolerance) in enumerate(kept):
+        for i, (_, row, centre, tolerance) in enumerate(kept):
             fields[i] = row, centre, tolerance
         prototype = np.concatenate([prototype, [reach], fields.ravel(), axis])
     warning = None
@@ -248,7 +215,7 @@ def teach(taught: Taught, clutter: np.ndarray, stride: int = 4, rows: dict[str, 
             f"a look-alike in the shots' frames scores as high as the keypoint (evidence {lookalike:.2f} against "
             f"{visible:.2f}): it may be reported hidden or found on the look-alike; add shots from other frames"
         )
-    kept = tuple((name, round(centre, 2), round(tol, 2)) for _, name, _, centre, tol in kept)
+    kept = tuple((name, round(centre, 2), round(tol, 2)) for name, _, centre, tol in kept)
     return Lesson(
         prototype.astype(np.float32),
         round(margin, 5),
@@ -281,22 +248,19 @@ class ShotReader:
     ) -> Taught:
         """images: N model inputs (h, w, 3) uint8; points: (N, 2) model px -> Taught with N shots. trained: (T, D)
         prototypes of the trained keypoints in use, named `names`, which anchor the taught one (reach, rings)."""
-        all_views, all_looks, look_offsets, anchors = [], [], [], []
+        all_views, all_looks, anchors = [], [], []
         for image, point in zip(images, np.asarray(points, np.float32)):
             batch, pts = shot_views(image, point, self.views)
             feats = self.backend.features(batch, generic=True)  # one graph run for the shot's views
             d = clutter.shape[1]
             v = sample_features(feats, pts, self.stride, d)  # (V, W)
             all_views.append(v)
-            looks, places = lookalikes(feats[0], point, compose(v.sum(0), d), clutter, self.stride)
-            all_looks.append(looks)
-            look_offsets.append(places)
+            all_looks.append(lookalikes(feats[0], point, compose(v.sum(0), d), clutter, self.stride))
             anchors.append(anchor_offsets(feats[0, :d], point, trained, self.stride))
         m = min(len(x) for x in all_looks)
         looks = np.stack([x[:m] for x in all_looks])
-        places = np.stack([x[:m] for x in look_offsets])
         table = np.asarray(anchors, np.float32).reshape(len(anchors), -1, 2)
-        return Taught(np.stack(all_views), looks, source, table, tuple(names) if table.shape[1] else (), places)
+        return Taught(np.stack(all_views), looks, source, table, tuple(names) if table.shape[1] else ())
 
 
 def teach_keypoint(
