@@ -43,6 +43,7 @@ def images():
 
 def test_the_row_layout_is_the_branch_s():
     assert layout.GENERIC_CHANNELS == generic.GENERIC_CHANNELS and layout.ANCHOR_SCORE == generic.ANCHOR_SCORE
+    assert layout.ANCHOR_EVIDENCE == generic.ANCHOR_EVIDENCE
     assert layout.GENERIC_DIM == sum(generic.GENERIC_CHANNELS) == 448
     assert layout.reach_index(D) == D + 448 and layout.ring_columns(D) == slice(D + 449, D + 462)
     assert layout.graph_width(D, True) == D + 448 + 1 + 13 and layout.graph_width(D, False) == D

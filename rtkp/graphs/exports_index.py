@@ -19,8 +19,8 @@ EXPORTS = "exports.json"
 # stale and made again.
 GRAPH_VERSION = 3
 # The generic variant's own contract (rtkp.model.generic): recorded as the entry's `generic`; 1: centred taps; 2: rows
-# with rings (rtkp.graphs.prototypes)
-GENERIC_VERSION = 2
+# with rings and an axis (rtkp.graphs.prototypes); 3: anchors need evidence too (rtkp.model.generic.ANCHOR_EVIDENCE)
+GENERIC_VERSION = 3
 
 
 def onnx_name(input_size: tuple[int, int], fp16: bool, debug: bool = False, generic: bool = False) -> str:

@@ -34,6 +34,7 @@ GENERIC_CHANNELS = (32, 96, 320)
 GENERIC_DIM = sum(GENERIC_CHANNELS)
 # a trained keypoint's peak anchors taught ones when its similarity reaches this (rtkp.model.generic.ANCHOR_SCORE)
 ANCHOR_SCORE = 0.5
+ANCHOR_EVIDENCE = 0.0  # ... and its evidence this (rtkp.model.generic.ANCHOR_EVIDENCE)
 # a taught keypoint keeps its distance to this many trained keypoints (the nearest in its shots; rtkp.teach.shots)
 RING_ANCHORS = 3
 RING_FIELDS = 3  # anchor row, distance px, tolerance px

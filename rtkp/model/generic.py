@@ -82,6 +82,9 @@ def generic_features(taps: list[torch.Tensor], size: tuple[int, int]) -> torch.T
 
 ANCHOR_SCORE = 0.5  # a trained keypoint's peak anchors taught ones when its similarity reaches this (must match
 # rtkp.graphs.prototypes.ANCHOR_SCORE, which teaching reads)
+# ... and its evidence (similarity − best clutter similarity at the peak) this: a covered keypoint's peak lands
+# somewhere, often with a fair similarity; anchoring on it moved taught keypoints whenever another was covered
+ANCHOR_EVIDENCE = 0.0
 OUT_OF_REACH = 2.0  # subtracted from a taught keypoint's similarity beyond its reach (similarities span [-1, 1])
 # subtracted for each ring a cell is off: half the similarity span of a taught keypoint's peak over its look-alikes,
 # so a cell at the right distances wins over a better-scoring one at the wrong distances unless that one scores far
@@ -96,9 +99,11 @@ def within_reach(
     stride: int,
     peaks: int = 1,
     rings: torch.Tensor | None = None,
+    features: torch.Tensor | None = None,
+    clutter: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """sim less placement_penalty (same arguments): the maps a taught keypoint's peak is chosen on. -> (B, K, h, w)"""
-    return sim - placement_penalty(sim, trained, reach, stride, peaks, rings)
+    return sim - placement_penalty(sim, trained, reach, stride, peaks, rings, features, clutter)
 
 
 def placement_penalty(
@@ -108,6 +113,8 @@ def placement_penalty(
     stride: int,
     peaks: int = 1,
     rings: torch.Tensor | None = None,
+    features: torch.Tensor | None = None,
+    clutter: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """What each cell loses for a taught keypoint to be kept where its shots put it relative to the trained keypoints.
 
@@ -115,7 +122,8 @@ def placement_penalty(
     px, > 0 for the rows it limits; rings: (K, R·3 + 4) per row R × (anchor row, distance px, tolerance px),
     tolerance 0 for none, then its axis (row a, row b, their distance in the shots px, side; rtkp.graphs.prototypes).
     The anchors are the `peaks` best local maxima of each trained row (several animals: one per animal) whose
-    similarity reaches ANCHOR_SCORE.
+    similarity reaches ANCHOR_SCORE and, given the trained features (B, D, h, w) and clutter summary (S, D), whose
+    evidence reaches ANCHOR_EVIDENCE (a covered keypoint anchors nothing).
       reach: a limited row loses OUT_OF_REACH on every cell farther than its reach from all anchors, so its peak stays
         on an animal (a keypoint taught from shots is matched on generic ImageNet features, and the arena holds
         look-alikes: on the reaching mouse, a spot 200 px from the paw).
@@ -131,6 +139,11 @@ def placement_penalty(
     local_max = sim >= F.max_pool2d(sim, 3, stride=1, padding=1)
     score, idx = torch.where(local_max, sim, sim - 4.0).reshape(b, k, h * w).topk(peaks, dim=2)  # (B, K, P)
     valid = (score >= ANCHOR_SCORE) & trained.view(1, k, 1)
+    if features is not None and clutter is not None:
+        d = features.shape[1]
+        at = features.reshape(b, d, h * w).gather(2, idx.reshape(b, 1, k * peaks).expand(b, d, k * peaks))
+        clutter_score = torch.matmul(clutter, at).amax(dim=1).reshape(b, k, peaks)  # (B, K, P)
+        valid = valid & (score - clutter_score >= ANCHOR_EVIDENCE)
     ay = torch.div(idx, w, rounding_mode="floor").to(sim.dtype)
     ax = (idx - torch.div(idx, w, rounding_mode="floor") * w).to(sim.dtype)
     ys = torch.arange(h, dtype=sim.dtype, device=sim.device).view(h, 1).expand(h, w).reshape(1, h * w, 1)

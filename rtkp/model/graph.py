@@ -127,7 +127,7 @@ class InferenceGraph(nn.Module):
             generic, reach, rings = self.generic(taps[0]), masked[:, reach_index(d)], masked[:, ring_columns(d)]
             sim = similarity(out, masked[:, :d]) + generic_similarity(generic, masked[:, d : reach_index(d)], size)
             anchors = (masked[:, d:].abs().sum(1) == 0) & (masked[:, :d].abs().sum(1) > 0)  # trained rows in use
-            penalty = placement_penalty(sim, anchors, reach, STRIDE, self.instances or 1, rings)
+            penalty = placement_penalty(sim, anchors, reach, STRIDE, self.instances or 1, rings, out, clutter)
             if self.features:
                 out_features = torch.cat([out, generic_features(generic, size)], 1)
         trained = prototypes[:, : out.shape[1]]  # the peaks' clutter scores read the trained features only

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtkp.errors import ControlError
-from rtkp.graphs.prototypes import ANCHOR_SCORE, RING_ANCHORS, RING_FIELDS
+from rtkp.graphs.prototypes import ANCHOR_EVIDENCE, ANCHOR_SCORE, RING_ANCHORS, RING_FIELDS
 from rtkp.teach.features import compose, keypoint_rows, sample_features
 from rtkp.teach.keypoint_set import KeypointSet, Taught
 from rtkp.visibility import evidence
@@ -118,16 +118,22 @@ def lookalikes(
     return flat[order].astype(np.float32)
 
 
-def anchor_offsets(features: np.ndarray, point, trained: np.ndarray | None, stride: int) -> np.ndarray:
+def anchor_offsets(
+    features: np.ndarray, point, trained: np.ndarray | None, stride: int, clutter: np.ndarray | None = None
+) -> np.ndarray:
     """(T, 2) model px from `point` to each trained keypoint found in this frame: the best cell of each (T, D)
-    prototype in the (D, h, w) features, where it reaches ANCHOR_SCORE (what the graph anchors on,
-    rtkp.model.generic.within_reach); NaN where it does not."""
+    prototype in the (D, h, w) features, where it reaches ANCHOR_SCORE and (given the (S, D) clutter summary) its
+    evidence ANCHOR_EVIDENCE (what the graph anchors on, rtkp.model.generic.placement_penalty); NaN where not."""
     if trained is None or not len(trained):
         return np.zeros((0, 2), np.float32)
     d, h, w = features.shape
-    sim = np.asarray(trained, np.float32) @ features.reshape(d, h * w)  # (T, h·w)
+    flat = features.reshape(d, h * w)
+    sim = np.asarray(trained, np.float32) @ flat  # (T, h·w)
     best = sim.argmax(1)
-    found = sim[np.arange(len(sim)), best] >= ANCHOR_SCORE
+    score = sim[np.arange(len(sim)), best]
+    found = score >= ANCHOR_SCORE
+    if clutter is not None:
+        found &= score - (np.asarray(clutter, np.float32) @ flat[:, best]).max(0) >= ANCHOR_EVIDENCE
     cy, cx = np.divmod(best, w)
     xy = np.stack([(cx + 0.5) * stride - 0.5, (cy + 0.5) * stride - 0.5], 1) - np.asarray(point, np.float64)
     return np.where(found[:, None], xy, np.nan).astype(np.float32)
@@ -256,7 +262,7 @@ class ShotReader:
             v = sample_features(feats, pts, self.stride, d)  # (V, W)
             all_views.append(v)
             all_looks.append(lookalikes(feats[0], point, compose(v.sum(0), d), clutter, self.stride))
-            anchors.append(anchor_offsets(feats[0, :d], point, trained, self.stride))
+            anchors.append(anchor_offsets(feats[0, :d], point, trained, self.stride, clutter))
         m = min(len(x) for x in all_looks)
         looks = np.stack([x[:m] for x in all_looks])
         table = np.asarray(anchors, np.float32).reshape(len(anchors), -1, 2)
