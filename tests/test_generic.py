@@ -238,6 +238,13 @@ def test_a_taught_row_keeps_its_distances_to_the_trained_keypoints():
     weak = sim.clone()
     weak[0, 0, 5, 5] = 0.4  # the anchor is not found: nothing changes where the row peaks
     assert int(generic.within_reach(weak, trained, no_reach, 4, 1, rings)[0, 1].argmax()) == 5 * 20 + 6
+    # nor when its peak looks like clutter (a covered or absent keypoint's peak): evidence below ANCHOR_EVIDENCE
+    feats = torch.nn.functional.normalize(torch.randn(1, 8, 20, 20, generator=torch.Generator().manual_seed(0)), dim=1)
+    at_peak = feats[0, :, 5, 5]
+    covered = generic.within_reach(sim, trained, no_reach, 4, 1, rings, feats, at_peak[None])  # clutter score 1
+    assert int(covered[0, 1].argmax()) == 5 * 20 + 6
+    shown = generic.within_reach(sim, trained, no_reach, 4, 1, rings, feats, -at_peak[None])  # clutter score −1
+    assert int(shown[0, 1].argmax()) == 5 * 20 + 10
     # several animals: a ring is kept when some animal's anchor is at the distance
     two = sim.clone()
     two[0, 0, 15, 15] = 0.85  # a second animal's anchor
