@@ -311,3 +311,20 @@ def test_a_taught_row_keeps_to_its_side_of_the_axis():
     two[0, 2, 17, 10], two[0, 2, 23, 10] = 0.8, 0.6
     rings[2, 12] = 1.0
     assert best(rings, 2, two) == 23 * 30 + 10
+
+
+def test_each_animal_scales_its_own_rings():
+    """Several animals of different sizes: a cell's rings scale with the animal whose axis keypoint a is nearest it
+    (not with the closest pair of a and b across animals)."""
+    sim = torch.full((1, 3, 32, 32), -0.5)
+    sim[0, 0, 5, 5], sim[0, 1, 5, 21] = 0.9, 0.9  # animal 1: a → b 16 cells, twice the shots' 8: scale 2
+    sim[0, 0, 22, 5], sim[0, 1, 22, 13] = 0.85, 0.85  # animal 2: 8 cells: scale 1
+    sim[0, 2, 5, 8], sim[0, 2, 5, 11] = 0.8, 0.6  # taught row near animal 1: 3 and 6 cells from its a
+    sim[0, 2, 28, 5], sim[0, 2, 25, 5] = 0.8, 0.6  # near animal 2: 6 and 3 cells from its a
+    trained = torch.tensor([True, True, False])
+    rings = torch.zeros(3, 13)
+    rings[2, :3] = torch.tensor([0.0, 12.0, 3.0])  # 12 ± 3 px (3 cells) from a in the shots
+    rings[2, 9:] = torch.tensor([0.0, 1.0, 32.0, 0.0])  # a and b 32 px (8 cells) apart in the shots
+    out = generic.within_reach(sim, trained, torch.zeros(3), 4, 2, rings)[0, 2]
+    assert float(out[5, 11]) == pytest.approx(0.6) and float(out[5, 8]) == pytest.approx(0.8 - generic.OFF_RING)
+    assert float(out[25, 5]) == pytest.approx(0.6) and float(out[28, 5]) == pytest.approx(0.8 - generic.OFF_RING)

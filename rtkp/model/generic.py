@@ -174,12 +174,12 @@ def off_rings(
     cells', rings (K, R·3 + 4) -> (B, K, h·w).
 
     The rings' distances were measured in the shots; the animal may be nearer the camera now. Its scale is the
-    distance between the row's two axis keypoints now against the same distance in the shots (several animals: the
-    closest pair of their peaks); 1 when either is not found or the scale was not measured. Their peaks are grid cells,
-    so the scale is known to about one cell over that distance, and a ring's tolerance grows by its distance times
-    that (a tail base 100 px from ears 18 px apart: ± 22 px more). The side: a cell on the other side of the line from
-    axis keypoint a to b than the shots is off by one more (several animals: the line of the animal whose a is nearest
-    the cell, with its nearest b).
+    distance between the row's two axis keypoints now against the same distance in the shots; 1 when either is not
+    found or the scale was not measured. Their peaks are grid cells, so the scale is known to about one cell over that
+    distance, and a ring's tolerance grows by its distance times that (a tail base 100 px from ears 18 px apart:
+    ± 22 px more). The side: a cell on the other side of the line from axis keypoint a to b than the shots is off by
+    one more. Several animals: each cell is read against the animal whose a is nearest it, with that a's nearest b
+    (its axis, its scale).
     """
     b, n, _ = d2.shape
     k = rings.shape[0]
@@ -190,36 +190,38 @@ def off_rings(
     r = rings.shape[1]
     row = rings[..., 0].round().long().clamp(0, k - 1)  # (K, R) the anchor rows
     found = valid.index_select(1, row.reshape(k * r)).reshape(b, k, r, p).to(d2.dtype)  # (B, K, R, P)
-    # the axis: for each peak of a, the nearest found peak of b
+    # the axis: for each peak of a (one per animal), the nearest found peak of b: that animal's axis
     pick = lambda t, i: t.index_select(1, axis_rows[:, i]).reshape(b, k, p)  # noqa: E731  (B, K, P) of a or b
     a_x, a_y, b_x, b_y = pick(ax, 0), pick(ay, 0), pick(ax, 1), pick(ay, 1)
     gap2 = (a_x.unsqueeze(3) - b_x.unsqueeze(2)) ** 2 + (a_y.unsqueeze(3) - b_y.unsqueeze(2)) ** 2  # (B, K, P, P)
     both = pick(valid, 0).unsqueeze(3) & pick(valid, 1).unsqueeze(2)
     gap2 = torch.where(both, gap2, torch.full_like(gap2, 1e12))
-    partner = gap2.argmin(dim=3)  # (B, K, P) b's peak nearest each of a's peaks
-    gap = gap2.reshape(b, k, p * p).amin(2).sqrt()  # (B, K) the closest pair: this animal's axis length
-    known = both.reshape(b, k, p * p).any(2) & (bar > 0).view(1, k)
-    scale = torch.where(known, gap * stride / bar.clamp(min=1e-6).view(1, k), torch.ones_like(gap))  # (B, K)
-    centre = rings[..., 1].view(1, k, r) * scale.unsqueeze(2) / stride  # (B, K, R) cells
-    # the scale is measured to about a cell over the bar's length: a ring that far out widens by as much
-    unsure = torch.where(known, stride / bar.clamp(min=1e-6).view(1, k), torch.zeros_like(gap))  # (B, K)
-    tol = rings[..., 2].view(1, k, r) + rings[..., 1].view(1, k, r) * unsure.unsqueeze(2)
-    tol = tol * scale.unsqueeze(2) / stride
+    partner = gap2.argmin(dim=3, keepdim=True)  # (B, K, P, 1) b's peak nearest each of a's peaks
+    gap = gap2.gather(3, partner).squeeze(3).sqrt()  # (B, K, P) cells
+    known = both.any(3) & (bar > 0).view(1, k, 1)  # (B, K, P)
+    bar_cells = (bar / stride).clamp(min=1e-6).view(1, k, 1)
+    scale = torch.where(known, gap / bar_cells, torch.ones_like(gap))  # (B, K, P) each animal's size against the shots'
+    # the scale is measured to about a cell over the axis's length: a ring that far out widens by as much
+    unsure = torch.where(known, 1 / bar_cells, torch.zeros_like(gap))  # (B, K, P)
+    bx_for_a = b_x.gather(2, partner.squeeze(3))  # (B, K, P) the partner b of each a peak
+    by_for_a = b_y.gather(2, partner.squeeze(3))
+    # each cell is read against the animal whose a is nearest it
+    to_a = d2.reshape(b, n, k, p).index_select(2, axis_rows[:, 0])  # (B, h·w, K, P) cells² to a's peaks
+    nearest = to_a.argmin(dim=3, keepdim=True)  # (B, h·w, K, 1)
+    at = lambda t: t.unsqueeze(1).expand(b, n, k, p).gather(3, nearest).squeeze(3)  # noqa: E731  (B, h·w, K)
+    cell_scale, cell_unsure = at(scale), at(unsure)
+    centre = rings[..., 1].view(1, 1, k, r) * cell_scale.unsqueeze(3) / stride  # (B, h·w, K, R) cells
+    tol = rings[..., 2].view(1, 1, k, r) + rings[..., 1].view(1, 1, k, r) * cell_unsure.unsqueeze(3)
+    tol = tol * cell_scale.unsqueeze(3) / stride
     dist = d2.reshape(b, n, k, p).index_select(2, row.reshape(k * r)).reshape(b, n, k, r, p).sqrt()  # cells
-    near = ((dist - centre.unsqueeze(1).unsqueeze(4)).abs() <= tol.unsqueeze(1).unsqueeze(4)).to(d2.dtype)
+    near = ((dist - centre.unsqueeze(4)).abs() <= tol.unsqueeze(4)).to(d2.dtype)
     near = near * found.unsqueeze(1)  # (B, h·w, K, R, P)
     on = (rings[..., 2] > 0).to(d2.dtype).view(1, 1, k, r)
     # off a ring: the ring is on, its anchor found (some peak), and no found peak at the ring's distance
     off = (on * found.amax(dim=3).unsqueeze(1) * (1 - near.amax(dim=4))).sum(dim=3)  # (B, h·w, K)
-    # the side, against the line of the animal whose a is nearest each cell
-    to_a = d2.reshape(b, n, k, p).index_select(2, axis_rows[:, 0])  # (B, h·w, K, P) cells² to a's peaks
-    to_a = torch.where(pick(valid, 0).unsqueeze(1), to_a, torch.full_like(to_a, 1e12))
-    nearest = to_a.argmin(dim=3, keepdim=True)  # (B, h·w, K, 1)
-    at = lambda t: t.unsqueeze(1).expand(b, n, k, p).gather(3, nearest).squeeze(3)  # noqa: E731  (B, h·w, K)
-    bx_for_a = b_x.gather(2, partner)  # (B, K, P) the partner b of each a peak
-    by_for_a = b_y.gather(2, partner)
+    # the side of that animal's line a → b
     ox, oy, bx, by = at(a_x), at(a_y), at(bx_for_a), at(by_for_a)
     cross = (bx - ox) * (ys - oy) - (by - oy) * (xs - ox)  # (B, h·w, K) (b − a) × (cell − a)
-    sided = (side != 0).view(1, 1, k) & known.unsqueeze(1)
+    sided = (side != 0).view(1, 1, k) & at(known.to(d2.dtype)).bool()
     off = off + (sided & (cross * side.view(1, 1, k) < 0)).to(d2.dtype)
     return off.permute(0, 2, 1)  # (B, K, h·w)
