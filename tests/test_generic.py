@@ -173,7 +173,7 @@ def test_teaching_reads_the_generic_taps_and_the_set_widens_and_narrows(model_di
     assert kset.prototypes.shape == (3, D)  # nothing generic left: the plain graph serves the set
 
 
-def test_rings_come_from_the_nearest_trained_keypoints_in_the_shots():
+def test_rings_come_from_the_nearest_trained_keypoints_in_the_shots(model_dir):
     """teach: the three trained keypoints nearest on average among those found in at least half of the shots, each
     at its mean distance, tolerance 0.25 × it + 1 cell + half the shots' spread; a removed anchor drops its ring and
     the rows after it are renumbered; a rename keeps the anchor."""
@@ -216,6 +216,13 @@ def test_rings_come_from_the_nearest_trained_keypoints_in_the_shots():
     np.testing.assert_allclose(rings[-4:-2], [1, 0])
     kset.remove("tail")  # the axis's keypoint: no scale, no side any more
     assert not kset.prototypes[-1, layout.ring_columns(d)][-4:].any()
+    # a multi-instance model's set anchors rings on nothing (its reach stays: anchor_rows)
+    several = KeypointSet(list(names), np.eye(5, d, dtype=np.float32), np.zeros(5), clutter, 8, several=True)
+    assert several.ring_rows() == {} and several.anchor_rows() == rows
+    assert not teach(taught, clutter, 4, several.ring_rows()).prototype[layout.ring_columns(d)].any()
+    manifest = read_model_info(model_dir).manifest
+    assert KeypointSet.from_model(replace(manifest, max_instances=2), np.eye(3, d), clutter).several
+    assert not KeypointSet.from_model(manifest, np.eye(3, d), clutter).several
     kset.rename("ear", "left ear")
     assert kset.taught["new"].anchor_names == ("snout", "tail", "left ear", "paw", "eye")
     assert [r[0] for r in teach(kset.taught["new"], clutter, 4, kset.anchor_rows()).rings] == ["left ear"]

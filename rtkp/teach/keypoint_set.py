@@ -116,6 +116,7 @@ class KeypointSet:
         skeleton=(),
         flip_pairs=(),
         taught: dict[str, Taught] | None = None,
+        several: bool = False,
     ):
         self.names = list(names)
         self.prototypes = np.asarray(prototypes, np.float32).reshape(len(self.names), -1)
@@ -125,6 +126,7 @@ class KeypointSet:
         self.skeleton = [(int(a), int(b)) for a, b in skeleton]
         self.flip_pairs = [(str(a), str(b)) for a, b in flip_pairs]
         self.taught = dict(taught or {})
+        self.several = several  # a multi-instance model's set (ring_rows)
 
     @classmethod
     def from_model(cls, manifest: Manifest, prototypes: np.ndarray, clutter: np.ndarray, taught=None) -> KeypointSet:
@@ -132,7 +134,8 @@ class KeypointSet:
         names = list(manifest.keypoint_names)
         margins = np.broadcast_to(np.asarray(manifest_margin(manifest), np.float32), (len(names),))
         k_max = max_keypoints(manifest)
-        return cls(names, prototypes, margins, clutter, k_max, manifest.skeleton, manifest.flip_pairs, taught)
+        several = manifest.max_instances is not None
+        return cls(names, prototypes, margins, clutter, k_max, manifest.skeleton, manifest.flip_pairs, taught, several)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -212,8 +215,14 @@ class KeypointSet:
         self.flip_pairs = [tuple(to if n == name else n for n in p) for p in self.flip_pairs]
 
     def anchor_rows(self) -> dict[str, int]:
-        """{name: row} of the trained keypoints in use: what a taught keypoint's rings anchor on."""
+        """{name: row} of the trained keypoints in use: what a taught keypoint's reach anchors on."""
         return {n: k for k, n in enumerate(self.names) if n not in self.taught}
+
+    def ring_rows(self) -> dict[str, int]:
+        """The trained keypoints a taught keypoint's rings and side may anchor on: anchor_rows, none for a
+        multi-instance model. On the two flies the rings anchored a wing tip on a foreleg tip, which moves, and hid the
+        wing tip in every validation frame where the reach alone found it in all of them (docs/FEWSHOT.md)."""
+        return {} if self.several else self.anchor_rows()
 
     def shots(self) -> dict[str, int]:
         """{name: number of shots} of the added keypoints, in keypoint order."""

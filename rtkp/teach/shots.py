@@ -183,7 +183,7 @@ def rings(taught: Taught, rows: dict[str, int] | None, stride: int) -> tuple[lis
 def teach(taught: Taught, clutter: np.ndarray, stride: int = 4, rows: dict[str, int] | None = None) -> Lesson:
     """The prototype, margin, reach and rings of a keypoint taught from these shots (see the module docstring);
     stride: the features' (the reach's margin is REACH_PAD_CELLS of them); rows: {name: row} of the trained keypoints
-    in use (KeypointSet.anchor_rows), which its rings anchor on (None: no rings)."""
+    in use that its rings may anchor on (KeypointSet.ring_rows; None or empty: no rings)."""
     views = taught.views.astype(np.float64)  # (N, V, W)
     n, v, _ = views.shape
     d = clutter.shape[1]
@@ -287,7 +287,7 @@ def teach_keypoint(
     taught = reader.read(images, points, kset.clutter, source, trained, tuple(rows))
     if extend:
         taught = kset.taught[name].plus(taught)
-    lesson = teach(taught, kset.clutter, reader.stride, rows)
+    lesson = teach(taught, kset.clutter, reader.stride, kset.ring_rows())
     if extend:
         return kset.update(name, lesson.prototype, lesson.margin, taught), lesson
     return kset.add(name, lesson.prototype, lesson.margin, taught), lesson
