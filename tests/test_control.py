@@ -105,7 +105,7 @@ def test_a_live_run_gains_a_keypoint_and_publishes_it_within_two_frames(live):
         reply = client.call("add", name="paw", samples=samples)
         replied_ns = time.monotonic_ns()
         assert reply["ok"] and reply["index"] == 3 and reply["shots"] == 2 and "margin" in reply
-        assert set(reply["placement"]) == {"reach_px", "rings"} and reply["placement"]["reach_px"] >= 0
+        assert set(reply["placement"]) == {"reach_px", "rings", "side"} and reply["placement"]["reach_px"] >= 0
         new_bank = reply["bank"]
         taught = wait_for(lambda: stream.find(lambda m: m.bank == new_bank), 30, "a message with the new keypoint")
         assert [k.name for k in taught.keypoints] == ["nose", "left_eye", "right_eye", "paw"]

@@ -204,7 +204,8 @@ def test_rings_come_from_the_nearest_trained_keypoints_in_the_shots(model_dir):
     np.testing.assert_allclose(rings[:, 0], [0, 2, 1])  # snout 12, ear 22, tail 42 px on average
     np.testing.assert_allclose(rings[:, 1], [12, 22, 42], rtol=1e-6)
     np.testing.assert_allclose(rings[:, 2], [0.25 * 12 + 4 + 2, 0.25 * 22 + 4 + 2, 0.25 * 42 + 4 + 2], rtol=1e-6)
-    assert [r[0] for r in lesson.rings] == ["snout", "ear", "tail"]
+    assert [r[0] for r in lesson.rings] == ["snout", "ear", "tail"] and lesson.side == ("ear", "tail", 1)
+    assert lesson.placement()["side"] == {"from": "ear", "to": "tail", "sign": 1}
     assert lesson.reach == pytest.approx(1.5 * 14 + 16)  # the farthest shot's nearest anchor: 14 px
     assert not teach(taught, clutter, 4, {"tail": 1}).prototype[layout.ring_columns(d)][3:].any()  # one ring only
     # the set keeps the rings' rows right when a trained keypoint leaves it

@@ -92,6 +92,10 @@ def _print(args, reply: dict) -> None:
         if rings:
             at = ", ".join(f"{r['distance_px']:.0f} ± {r['tolerance_px']:.0f} px from {r['anchor']}" for r in rings)
             print(f"  kept at {at} (model-input px, scaled with the animal)")
+        side = (reply.get("placement") or {}).get("side")
+        if side:
+            way = "right" if side["sign"] > 0 else "left"
+            print(f"  and to the {way} of the line {side['from']} → {side['to']} (as seen in the image)")
         if reply.get("warning"):
             print(f"rtkp keypoints: warning: {reply['warning']}", file=sys.stderr)
     elif args.action == "save":

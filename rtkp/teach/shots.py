@@ -67,12 +67,15 @@ class Lesson:
     warning: str | None = None
     reach: float = 0.0
     rings: tuple[tuple[str, float, float], ...] = ()  # (anchor name, distance px, tolerance px) of each ring
+    side: tuple[str, str, int] | None = None  # (from, to, ±1): the side of the line from → to it keeps to
 
     def placement(self) -> dict:
         """Where the keypoint may be found, as replies give it: {"reach_px", "rings": [{"anchor", "distance_px",
-        "tolerance_px"}]} (model-input px at the shots' scale)."""
+        "tolerance_px"}], "side": {"from", "to", "sign"} or None} (model-input px at the shots' scale; sign +1: the
+        side where (to − from) × (point − from) > 0 in image coordinates, y down: to the right of from → to)."""
         rings = [{"anchor": a, "distance_px": d, "tolerance_px": t} for a, d, t in self.rings]
-        return {"reach_px": self.reach, "rings": rings}
+        side = None if self.side is None else dict(zip(("from", "to", "sign"), self.side))
+        return {"reach_px": self.reach, "rings": rings, "side": side}
 
 
 def shot_views(image: np.ndarray, point, views=VIEWS, pad_value: int = 114) -> tuple[np.ndarray, np.ndarray]:
@@ -221,6 +224,8 @@ def teach(taught: Taught, clutter: np.ndarray, stride: int = 4, rows: dict[str, 
             f"a look-alike in the shots' frames scores as high as the keypoint (evidence {lookalike:.2f} against "
             f"{visible:.2f}): it may be reported hidden or found on the look-alike; add shots from other frames"
         )
+    named = {row: name for name, row in (rows or {}).items()}
+    side = (named[axis[0]], named[axis[1]], int(axis[3])) if kept and axis[3] else None
     kept = tuple((name, round(centre, 2), round(tol, 2)) for name, _, centre, tol in kept)
     return Lesson(
         prototype.astype(np.float32),
@@ -230,6 +235,7 @@ def teach(taught: Taught, clutter: np.ndarray, stride: int = 4, rows: dict[str, 
         warning,
         round(reach, 2),
         kept,
+        side,
     )
 
 
