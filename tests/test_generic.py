@@ -116,16 +116,11 @@ def test_a_row_with_a_generic_part_runs_the_generic_graph_and_trained_rows_stay_
     ring_rows = np.concatenate(
         [layout.with_width(info.prototypes, full), ringed[None], layout.with_width(anchor[None], full)]
     )
-    plain_score = out[0, 3, 2]
     backend.set_prototypes(ring_rows, info.clutter)
     out = backend.infer(images)
     assert out[0, 4, 2] >= layout.ANCHOR_SCORE  # the anchor is found (where the tiny model's features match best)
-    before_ring = np.linalg.norm(cell - out[0, 4, :2])
-    assert not 70 - 6 - 6 <= before_ring <= 70 + 6 + 6  # where it was without the ring is off it
-    moved = np.linalg.norm(out[0, 3, :2] - cell)
-    on_ring = 70 - 6 - 6 <= np.linalg.norm(out[0, 3, :2] - out[0, 4, :2]) <= 70 + 6 + 6  # a cell's play either side
-    # the ring moved it onto the ring, or (no candidate cell of the tiny model's map on it) docked its score
-    assert moved > 8 and on_ring or out[0, 3, 2] <= plain_score - generic.OFF_RING + 1e-4, (moved, on_ring)
+    assert 70 - 6 - 6 <= np.linalg.norm(out[0, 3, :2] - out[0, 4, :2]) <= 70 + 6 + 6  # a cell's play either side
+    assert not 70 - 6 - 6 <= np.linalg.norm(cell - out[0, 4, :2]) <= 70 + 6 + 6  # where it was without the ring
     np.testing.assert_allclose(out[:, :3], before, atol=1e-4)
     if kind == "onnxruntime":
         index = json.loads((model_dir / "exports.json").read_text())["exports"]

@@ -20,9 +20,8 @@ EXPORTS = "exports.json"
 GRAPH_VERSION = 3
 # The generic variant's own contract (rtkp.model.generic): recorded as the entry's `generic`; 1: centred taps; 2: rows
 # with rings and an axis (rtkp.graphs.prototypes); 3: anchors need evidence too (rtkp.model.generic.ANCHOR_EVIDENCE);
-# 4: several animals: each cell is placed against its nearest animal's axis and scale; 5: rings read at each row's best
-# local maxima only (rtkp.model.generic.RING_CANDIDATES)
-GENERIC_VERSION = 5
+# 4: several animals: each cell is placed against its nearest animal's axis and scale
+GENERIC_VERSION = 4
 
 
 def onnx_name(input_size: tuple[int, int], fp16: bool, debug: bool = False, generic: bool = False) -> str:

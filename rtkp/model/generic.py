@@ -90,9 +90,6 @@ OUT_OF_REACH = 2.0  # subtracted from a taught keypoint's similarity beyond its 
 # so a cell at the right distances wins over a better-scoring one at the wrong distances unless that one scores far
 # higher; set beforehand, not tuned (docs/FEWSHOT.md)
 OFF_RING = 0.5
-# rings and the side are read at each row's best local maxima only (after the reach): the peak is one of them, and
-# reading them on every cell of every row cost 40 ms a frame on this CPU (640×480, 32 rows)
-RING_CANDIDATES = 16
 
 
 def within_reach(
@@ -156,37 +153,25 @@ def placement_penalty(
     nearest = d2.amin(dim=2)  # (B, h·w)
     limit = (reach / stride) ** 2  # (K,) cells²
     outside = (nearest.unsqueeze(1) > limit.view(1, k, 1)) & (reach > 0).view(1, k, 1)
-    penalty = OUT_OF_REACH * outside.to(sim.dtype)  # (B, K, h·w)
+    penalty = OUT_OF_REACH * outside.to(sim.dtype)
     if rings is not None:
-        # the candidates: each row's best local maxima within its reach; every other cell of a row with a ring or a
-        # side loses more than any candidate can, so the peak is a candidate
-        chosen = sim - penalty.reshape(b, k, h, w)
-        peak = chosen >= F.max_pool2d(chosen, 3, stride=1, padding=1)
-        ranked = torch.where(peak, chosen, chosen - 4.0).reshape(b, k, h * w)
-        cells = ranked.topk(RING_CANDIDATES, dim=2).indices  # (B, K, C); a map has more cells than that
-        cy = torch.div(cells, w, rounding_mode="floor")
-        cx = (cells - cy * w).to(sim.dtype)
-        off = off_rings(valid, ax, ay, cx, cy.to(sim.dtype), rings, stride)  # (B, K, C)
-        r = (rings.shape[1] - 4) // 3
-        placed = (rings[:, 2 : 3 * r : 3] > 0).any(1) | (rings[:, -1] != 0)  # (K,) rows with a ring or a side
-        placed = placed.to(sim.dtype).view(1, k, 1)
-        rest = (OFF_RING * (r + 2) * placed).expand(b, k, h * w)
-        penalty = penalty + rest.scatter(2, cells, OFF_RING * off * placed)
+        penalty = penalty + OFF_RING * off_rings(d2, valid, ax, ay, xs, ys, rings, stride)
     return penalty.reshape(b, k, h, w)
 
 
 def off_rings(
+    d2: torch.Tensor,
     valid: torch.Tensor,
     ax: torch.Tensor,
     ay: torch.Tensor,
-    cx: torch.Tensor,
-    cy: torch.Tensor,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
     rings: torch.Tensor,
     stride: int,
 ) -> torch.Tensor:
-    """How many of each row's rings (and its side) each candidate cell is off (placement_penalty): valid (B, K, P) the
-    anchor peaks found, ax, ay (B, K, P) their cells, cx, cy (B, K, C) each row's candidate cells, rings (K, R·3 + 4)
-    -> (B, K, C) counts.
+    """How many of each row's rings (and its side) each cell is off (within_reach): d2 (B, h·w, K·P) cells² from every
+    cell to every anchor peak, valid (B, K, P) the peaks found, ax, ay (B, K, P) their cells, xs, ys (1, h·w, 1) the
+    cells', rings (K, R·3 + 4) -> (B, K, h·w).
 
     The rings' distances were measured in the shots; the animal may be nearer the camera now. Its scale is the
     distance between the row's two axis keypoints now against the same distance in the shots; 1 when either is not
@@ -196,14 +181,15 @@ def off_rings(
     one more. Several animals: each cell is read against the animal whose a is nearest it, with that a's nearest b
     (its axis, its scale).
     """
-    b, k, c = cx.shape
+    b, n, _ = d2.shape
+    k = rings.shape[0]
     p = valid.shape[2]
     axis_rows = rings[:, -4:-2].round().long().clamp(0, k - 1)  # (K, 2)
     bar, side = rings[:, -2], rings[:, -1]  # (K,) px between them in the shots (0: not measured); ±1 or 0
     rings = rings[:, :-4].reshape(k, -1, 3)
     r = rings.shape[1]
-    row = rings[..., 0].round().long().clamp(0, k - 1).reshape(k * r)  # the anchor rows
-    found = valid.index_select(1, row).reshape(b, k, r, p).to(cx.dtype)  # (B, K, R, P)
+    row = rings[..., 0].round().long().clamp(0, k - 1)  # (K, R) the anchor rows
+    found = valid.index_select(1, row.reshape(k * r)).reshape(b, k, r, p).to(d2.dtype)  # (B, K, R, P)
     # the axis: for each peak of a (one per animal), the nearest found peak of b: that animal's axis
     pick = lambda t, i: t.index_select(1, axis_rows[:, i]).reshape(b, k, p)  # noqa: E731  (B, K, P) of a or b
     a_x, a_y, b_x, b_y = pick(ax, 0), pick(ay, 0), pick(ax, 1), pick(ay, 1)
@@ -216,26 +202,26 @@ def off_rings(
     bar_cells = (bar / stride).clamp(min=1e-6).view(1, k, 1)
     scale = torch.where(known, gap / bar_cells, torch.ones_like(gap))  # (B, K, P) each animal's size against the shots'
     # the scale is measured to about a cell over the axis's length: a ring that far out widens by as much
-    unsure = torch.where(known, 1 / bar_cells, torch.zeros_like(gap))
+    unsure = torch.where(known, 1 / bar_cells, torch.zeros_like(gap))  # (B, K, P)
     bx_for_a = b_x.gather(2, partner.squeeze(3))  # (B, K, P) the partner b of each a peak
     by_for_a = b_y.gather(2, partner.squeeze(3))
-    # each candidate is read against the animal whose a is nearest it
-    to_a = (cx.unsqueeze(3) - a_x.unsqueeze(2)) ** 2 + (cy.unsqueeze(3) - a_y.unsqueeze(2)) ** 2  # (B, K, C, P)
-    to_a = torch.where(pick(valid, 0).unsqueeze(2), to_a, torch.full_like(to_a, 1e12))
-    nearest = to_a.argmin(dim=3, keepdim=True)  # (B, K, C, 1)
-    at = lambda t: t.unsqueeze(2).expand(b, k, c, p).gather(3, nearest).squeeze(3)  # noqa: E731  (B, K, C)
-    cell_scale, cell_unsure = at(scale).unsqueeze(3), at(unsure).unsqueeze(3)  # (B, K, C, 1)
-    centre = rings[..., 1].view(1, k, 1, r) * cell_scale / stride  # (B, K, C, R) cells
-    tol = (rings[..., 2].view(1, k, 1, r) + rings[..., 1].view(1, k, 1, r) * cell_unsure) * cell_scale / stride
-    rx = ax.index_select(1, row).reshape(b, k, 1, r, p)  # the ring anchors' peaks
-    ry = ay.index_select(1, row).reshape(b, k, 1, r, p)
-    dist = ((cx[..., None, None] - rx) ** 2 + (cy[..., None, None] - ry) ** 2).sqrt()  # (B, K, C, R, P) cells
-    near = ((dist - centre.unsqueeze(4)).abs() <= tol.unsqueeze(4)).to(cx.dtype) * found.unsqueeze(2)
-    on = (rings[..., 2] > 0).to(cx.dtype).view(1, k, 1, r)
+    # each cell is read against the animal whose a is nearest it
+    to_a = d2.reshape(b, n, k, p).index_select(2, axis_rows[:, 0])  # (B, h·w, K, P) cells² to a's peaks
+    nearest = to_a.argmin(dim=3, keepdim=True)  # (B, h·w, K, 1)
+    at = lambda t: t.unsqueeze(1).expand(b, n, k, p).gather(3, nearest).squeeze(3)  # noqa: E731  (B, h·w, K)
+    cell_scale, cell_unsure = at(scale), at(unsure)
+    centre = rings[..., 1].view(1, 1, k, r) * cell_scale.unsqueeze(3) / stride  # (B, h·w, K, R) cells
+    tol = rings[..., 2].view(1, 1, k, r) + rings[..., 1].view(1, 1, k, r) * cell_unsure.unsqueeze(3)
+    tol = tol * cell_scale.unsqueeze(3) / stride
+    dist = d2.reshape(b, n, k, p).index_select(2, row.reshape(k * r)).reshape(b, n, k, r, p).sqrt()  # cells
+    near = ((dist - centre.unsqueeze(4)).abs() <= tol.unsqueeze(4)).to(d2.dtype)
+    near = near * found.unsqueeze(1)  # (B, h·w, K, R, P)
+    on = (rings[..., 2] > 0).to(d2.dtype).view(1, 1, k, r)
     # off a ring: the ring is on, its anchor found (some peak), and no found peak at the ring's distance
-    off = (on * found.amax(dim=3).unsqueeze(2) * (1 - near.amax(dim=4))).sum(dim=3)  # (B, K, C)
+    off = (on * found.amax(dim=3).unsqueeze(1) * (1 - near.amax(dim=4))).sum(dim=3)  # (B, h·w, K)
     # the side of that animal's line a → b
     ox, oy, bx, by = at(a_x), at(a_y), at(bx_for_a), at(by_for_a)
-    cross = (bx - ox) * (cy - oy) - (by - oy) * (cx - ox)  # (B, K, C) (b − a) × (cell − a)
-    sided = (side != 0).view(1, k, 1) & at(known.to(cx.dtype)).bool()
-    return off + (sided & (cross * side.view(1, k, 1) < 0)).to(cx.dtype)
+    cross = (bx - ox) * (ys - oy) - (by - oy) * (xs - ox)  # (B, h·w, K) (b − a) × (cell − a)
+    sided = (side != 0).view(1, 1, k) & at(known.to(d2.dtype)).bool()
+    off = off + (sided & (cross * side.view(1, 1, k) < 0)).to(d2.dtype)
+    return off.permute(0, 2, 1)  # (B, K, h·w)
