@@ -9,9 +9,10 @@ KeypointNet.freeze_stem), which costs exactly those features (the trained backbo
 taps come from a frozen ImageNet copy of layers 4–17 fed with the trained network's stride-4 tap (identical to
 ImageNet's, the layers before it being frozen).
 
-A prototype row is [trained part (D) | generic part (G)] (layout: rtkp.graphs.prototypes): a trained keypoint's
-generic part is zero, so it scores exactly as without this module, and the graph variant that carries the branch is
-only run while some keypoint in use has a generic part (the backends switch).
+A prototype row is [trained part (D) | generic part (G) | reach | rings | axis] (layout: rtkp.graphs.prototypes): a
+trained keypoint's generic part and the rest are zero, so it scores exactly as without this module, and the graph
+variant that carries the branch is only run while some keypoint in use has a generic part (the backends switch).
+placement_penalty keeps a taught keypoint where its shots put it relative to the trained keypoints found in the frame.
 """
 
 from __future__ import annotations
