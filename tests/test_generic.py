@@ -64,6 +64,11 @@ def test_matching_at_the_taps_resolution_equals_matching_the_upsampled_taps():
     torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
 
 
+def within_reach(sim, *placement):
+    """The maps a taught row's peak is chosen on: sim less its placement penalty (the graph's rule)."""
+    return sim - generic.placement_penalty(sim, *placement)
+
+
 def _backend(kind, info, monkeypatch):
     if kind == "onnxruntime":
         return OnnxRuntimeBackend(info, threads=1)
@@ -239,25 +244,25 @@ def test_a_taught_row_keeps_its_distances_to_the_trained_keypoints():
     trained, no_reach = torch.tensor([True, False]), torch.zeros(2)
     rings = torch.zeros(2, 13)
     rings[1, :3] = torch.tensor([0.0, 20.0, 6.0])  # anchored on row 0, 20 ± 6 px; no axis: scale 1
-    out = generic.within_reach(sim, trained, no_reach, 4, 1, rings)
+    out = within_reach(sim, trained, no_reach, 4, 1, rings)
     assert int(out[0, 1].argmax()) == 5 * 20 + 10 and torch.equal(out[0, 0], sim[0, 0])
     assert float(out[0, 1, 5, 6]) == pytest.approx(0.8 - generic.OFF_RING)
-    assert int(generic.within_reach(sim, trained, no_reach, 4, 1, torch.zeros(2, 13))[0, 1].argmax()) == 5 * 20 + 6
+    assert int(within_reach(sim, trained, no_reach, 4, 1, torch.zeros(2, 13))[0, 1].argmax()) == 5 * 20 + 6
     weak = sim.clone()
     weak[0, 0, 5, 5] = 0.4  # the anchor is not found: nothing changes where the row peaks
-    assert int(generic.within_reach(weak, trained, no_reach, 4, 1, rings)[0, 1].argmax()) == 5 * 20 + 6
+    assert int(within_reach(weak, trained, no_reach, 4, 1, rings)[0, 1].argmax()) == 5 * 20 + 6
     # nor when its peak looks like clutter (a covered or absent keypoint's peak): evidence below ANCHOR_EVIDENCE
     feats = torch.nn.functional.normalize(torch.randn(1, 8, 20, 20, generator=torch.Generator().manual_seed(0)), dim=1)
     at_peak = feats[0, :, 5, 5]
-    covered = generic.within_reach(sim, trained, no_reach, 4, 1, rings, feats, at_peak[None])  # clutter score 1
+    covered = within_reach(sim, trained, no_reach, 4, 1, rings, feats, at_peak[None])  # clutter score 1
     assert int(covered[0, 1].argmax()) == 5 * 20 + 6
-    shown = generic.within_reach(sim, trained, no_reach, 4, 1, rings, feats, -at_peak[None])  # clutter score −1
+    shown = within_reach(sim, trained, no_reach, 4, 1, rings, feats, -at_peak[None])  # clutter score −1
     assert int(shown[0, 1].argmax()) == 5 * 20 + 10
     # several animals: a ring is kept when some animal's anchor is at the distance
     two = sim.clone()
     two[0, 0, 15, 15] = 0.85  # a second animal's anchor
     two[0, 1, 15, 16] = 0.7  # beside it: off the ring for both animals
-    out = generic.within_reach(two, trained, no_reach, 4, 2, rings)
+    out = within_reach(two, trained, no_reach, 4, 2, rings)
     assert float(out[0, 1, 5, 10]) == pytest.approx(0.6) and float(out[0, 1, 15, 16]) == pytest.approx(0.2)
 
 
@@ -273,11 +278,11 @@ def test_rings_scale_with_the_animal():
     rings = torch.zeros(3, 13)
     rings[2, :3] = torch.tensor([0.0, 12.0, 3.0])  # 12 ± 3 px from row 0 in the shots
     rings[2, 9:] = torch.tensor([0.0, 1.0, 32.0, 0.0])  # rows 0 and 1 were 32 px apart in the shots; no side
-    out = generic.within_reach(sim, trained, torch.zeros(3), 4, 1, rings)
+    out = within_reach(sim, trained, torch.zeros(3), 4, 1, rings)
     # scale 2: 24 ± (3 + 12 × 4/32) × 2 = 24 ± 9 px: the far cell (24 px) in, the near one (12 px) out
     assert int(out[0, 2].argmax()) == 11 * 30 + 5 and float(out[0, 2, 5, 8]) == pytest.approx(0.8 - generic.OFF_RING)
     rings[2, 11] = 64.0  # at the shots' scale: the nearer cell is at the ring
-    assert int(generic.within_reach(sim, trained, torch.zeros(3), 4, 1, rings)[0, 2].argmax()) == 5 * 30 + 8
+    assert int(within_reach(sim, trained, torch.zeros(3), 4, 1, rings)[0, 2].argmax()) == 5 * 30 + 8
 
 
 def test_a_taught_row_stays_within_its_reach_of_a_trained_keypoint():
@@ -287,12 +292,12 @@ def test_a_taught_row_stays_within_its_reach_of_a_trained_keypoint():
     sim[0, 1, 15, 15] = 0.8  # row 1, taught: its best cell is far from the anchor ...
     sim[0, 1, 6, 7] = 0.6  # ... a weaker one is near it
     trained, reach = torch.tensor([True, False]), torch.tensor([0.0, 12.0])  # 12 px = 3 cells at stride 4
-    out = generic.within_reach(sim, trained, reach, 4)
+    out = within_reach(sim, trained, reach, 4)
     assert int(out[0, 1].argmax()) == 6 * 20 + 7 and torch.equal(out[0, 0], sim[0, 0])
-    assert int(generic.within_reach(sim, trained, torch.zeros(2), 4)[0, 1].argmax()) == 15 * 20 + 15  # no reach
+    assert int(within_reach(sim, trained, torch.zeros(2), 4)[0, 1].argmax()) == 15 * 20 + 15  # no reach
     weak = sim.clone()
     weak[0, 0, 5, 5] = 0.4  # no anchor reaches ANCHOR_SCORE: nothing changes where the row peaks
-    assert int(generic.within_reach(weak, trained, reach, 4)[0, 1].argmax()) == 15 * 20 + 15
+    assert int(within_reach(weak, trained, reach, 4)[0, 1].argmax()) == 15 * 20 + 15
 
 
 def test_a_taught_row_keeps_to_its_side_of_the_axis():
@@ -306,7 +311,7 @@ def test_a_taught_row_keeps_to_its_side_of_the_axis():
     trained = torch.tensor([True, True, False])
     rings = torch.zeros(3, 13)
     rings[2, 9:] = torch.tensor([0.0, 1.0, 40.0, 1.0])  # side +1: (b − a) × (p − a) > 0, below a line along +x
-    best = lambda r, peaks=1, m=sim: int(generic.within_reach(m, trained, torch.zeros(3), 4, peaks, r)[0, 2].argmax())  # noqa: E731
+    best = lambda r, peaks=1, m=sim: int(within_reach(m, trained, torch.zeros(3), 4, peaks, r)[0, 2].argmax())  # noqa: E731
     assert best(rings) == 8 * 30 + 10
     rings[2, 12] = -1.0
     assert best(rings) == 2 * 30 + 10
@@ -333,6 +338,6 @@ def test_each_animal_scales_its_own_rings():
     rings = torch.zeros(3, 13)
     rings[2, :3] = torch.tensor([0.0, 12.0, 3.0])  # 12 ± 3 px (3 cells) from a in the shots
     rings[2, 9:] = torch.tensor([0.0, 1.0, 32.0, 0.0])  # a and b 32 px (8 cells) apart in the shots
-    out = generic.within_reach(sim, trained, torch.zeros(3), 4, 2, rings)[0, 2]
+    out = within_reach(sim, trained, torch.zeros(3), 4, 2, rings)[0, 2]
     assert float(out[5, 11]) == pytest.approx(0.6) and float(out[5, 8]) == pytest.approx(0.8 - generic.OFF_RING)
     assert float(out[25, 5]) == pytest.approx(0.6) and float(out[28, 5]) == pytest.approx(0.8 - generic.OFF_RING)

@@ -93,20 +93,6 @@ OUT_OF_REACH = 2.0  # subtracted from a taught keypoint's similarity beyond its 
 OFF_RING = 0.5
 
 
-def within_reach(
-    sim: torch.Tensor,
-    trained: torch.Tensor,
-    reach: torch.Tensor,
-    stride: int,
-    peaks: int = 1,
-    rings: torch.Tensor | None = None,
-    features: torch.Tensor | None = None,
-    clutter: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """sim less placement_penalty (same arguments): the maps a taught keypoint's peak is chosen on. -> (B, K, h, w)"""
-    return sim - placement_penalty(sim, trained, reach, stride, peaks, rings, features, clutter)
-
-
 def placement_penalty(
     sim: torch.Tensor,
     trained: torch.Tensor,
@@ -170,9 +156,9 @@ def off_rings(
     rings: torch.Tensor,
     stride: int,
 ) -> torch.Tensor:
-    """How many of each row's rings (and its side) each cell is off (within_reach): d2 (B, h·w, K·P) cells² from every
-    cell to every anchor peak, valid (B, K, P) the peaks found, ax, ay (B, K, P) their cells, xs, ys (1, h·w, 1) the
-    cells', rings (K, R·3 + 4) -> (B, K, h·w).
+    """How many of each row's rings (and its side) each cell is off (placement_penalty): d2 (B, h·w, K·P) cells² from
+    every cell to every anchor peak, valid (B, K, P) the peaks found, ax, ay (B, K, P) their cells, xs, ys (1, h·w, 1)
+    the cells', rings (K, R·3 + 4) -> (B, K, h·w).
 
     The rings' distances were measured in the shots; the animal may be nearer the camera now. Its scale is the
     distance between the row's two axis keypoints now against the same distance in the shots; 1 when either is not

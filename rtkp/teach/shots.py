@@ -153,7 +153,7 @@ def rings(taught: Taught, rows: dict[str, int] | None, stride: int) -> tuple[lis
     the line a → b the keypoint lies on in every such shot, at least SIDE_MIN_SIN off it (0: not in all);
     (0, 0, 0.0, 0.0) with fewer than two rings."""
     offsets, names = taught.anchor_offsets()
-    table = np.linalg.norm(offsets, axis=2)
+    table, _ = taught.anchor_table()
     out = []
     for j, name in enumerate(names):
         seen = table[np.isfinite(table[:, j]), j]
