@@ -130,6 +130,11 @@ def test_a_row_with_a_generic_part_runs_the_generic_graph_and_trained_rows_stay_
     if kind == "onnxruntime":
         index = json.loads((model_dir / "exports.json").read_text())["exports"]
         assert any(e["generic"] == GENERIC_VERSION and e["file"].endswith("_generic.onnx") for e in index)
+        # tracking runs the generic graph without its features output (teaching's session has it): same keypoints
+        assert [o.name for o in backend.session.get_outputs()] == ["keypoints"]
+        full = backend._session(True, features=True)
+        assert {o.name for o in full.get_outputs()} == {"keypoints", "features"}
+        np.testing.assert_allclose(full.run(["keypoints"], backend._feeds(images))[0][:, : len(ring_rows)], out)
     if kind == "tensorrt-10":
         trt = sys.modules["tensorrt"]
         assert sum(c[0] == "build" for c in trt.calls) == 2  # the plain engine, then the generic one

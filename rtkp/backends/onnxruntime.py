@@ -13,6 +13,7 @@ import numpy as np
 from rtkp.backends.base import ModelInfo
 from rtkp.backends.onnx_cache import ensure_onnx
 from rtkp.errors import EngineError
+from rtkp.graphs.outputs import keep_outputs
 from rtkp.graphs.prototypes import graph_width, pad_prototypes, uses_generic, with_width
 
 
@@ -30,7 +31,9 @@ class OnnxRuntimeBackend:
         self.input_size = tuple(input_size or info.input_size)
         self.info = info
         self.threads, self.device, self.fp16 = threads, device, fp16
-        self.sessions: dict[bool, object] = {}  # by variant: False the plain graph, True the generic one
+        # by (variant, keypoints only): the plain graph (False) or the generic one (True); the generic graph's
+        # features output is built only in the session that teaching reads (rtkp.graphs.outputs)
+        self.sessions: dict[tuple[bool, bool], object] = {}
         self.generic = False
         self.session = self._session(False)
         self.name = f"onnxruntime-{device}{'-fp16' if fp16 else ''}"
@@ -39,10 +42,12 @@ class OnnxRuntimeBackend:
         if info.is_coke:
             self.set_prototypes(info.prototypes, info.clutter)
 
-    def _session(self, generic: bool):
-        """The session of the plain or the generic graph (rtkp.graphs.prototypes), opened on first use."""
-        if generic in self.sessions:
-            return self.sessions[generic]
+    def _session(self, generic: bool, features: bool = False):
+        """The session of the plain or the generic graph (rtkp.graphs.prototypes), opened on first use; the generic
+        graph without its features output unless `features`."""
+        lean = generic and not features and self.info.is_coke
+        if (generic, lean) in self.sessions:
+            return self.sessions[(generic, lean)]
         import onnxruntime as ort
 
         threads, device = self.threads, self.device
@@ -61,10 +66,11 @@ class OnnxRuntimeBackend:
         else:
             providers = ["CPUExecutionProvider"]
         try:
-            session = ort.InferenceSession(str(path), opts, providers=providers)
+            graph = keep_outputs(path, ["keypoints"]) if lean else str(path)
+            session = ort.InferenceSession(graph, opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise EngineError(f"{path}: onnxruntime cannot load this graph ({str(exc).splitlines()[0]})") from None
-        self.sessions[generic] = session
+        self.sessions[(generic, lean)] = session
         return session
 
     def resized(self, input_size: tuple[int, int]) -> OnnxRuntimeBackend:
@@ -96,7 +102,7 @@ class OnnxRuntimeBackend:
     def features(self, images: np.ndarray, generic: bool = False) -> np.ndarray:
         if not self.info.is_coke:
             raise EngineError("a heatmap model has no feature output (only CoKe models match prototypes)")
-        session = self._session(True) if generic else self.session
+        session = self._session(generic or self.generic, features=True)
         return session.run(["features"], self._feeds(images, generic or self.generic))[0]
 
     def close(self) -> None:
