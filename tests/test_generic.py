@@ -20,11 +20,13 @@ from rtkp.backends.torch import TorchBackend
 from rtkp.graphs import prototypes as layout
 from rtkp.graphs.exports_index import GENERIC_VERSION
 from rtkp.graphs.tensorrt import EngineKey
+from rtkp.instances.stage import InstanceStage
 from rtkp.model import generic
+from rtkp.smoothing import SmoothingConfig
 from rtkp.teach.features import compose, keypoint_rows, shares
 from rtkp.teach.keypoint_set import KeypointSet, Taught
 from rtkp.teach.saved import read_taught, save_keypoint_set
-from rtkp.teach.shots import ShotReader, teach, teach_keypoint
+from rtkp.teach.shots import ShotReader, anchor_offsets, teach, teach_keypoint
 
 SIZE = (128, 96)
 D = 32  # the tiny model's feature width
@@ -227,10 +229,20 @@ def test_rings_come_from_the_nearest_trained_keypoints_in_the_shots(model_dir):
     np.testing.assert_allclose(rings[-4:-2], [1, 0])
     kset.remove("tail")  # the axis's keypoint: no scale, no side any more
     assert not kset.prototypes[-1, layout.ring_columns(d)][-4:].any()
-    # a multi-instance model's set anchors rings on nothing (its reach stays: anchor_rows)
+    # a multi-instance model's set anchors rings on its steady keypoints only (spread about the mean pose at most the
+    # median), and on nothing without a pose template (its reach stays: anchor_rows)
     several = KeypointSet(list(names), np.eye(5, d, dtype=np.float32), np.zeros(5), clutter, 8, several=True)
     assert several.ring_rows() == {} and several.anchor_rows() == rows
     assert not teach(taught, clutter, 4, several.ring_rows()).prototype[layout.ring_columns(d)].any()
+    spread = {"snout": 0.06, "tail": 0.1, "ear": 0.3, "paw": 0.25, "eye": 0.05}  # ear and paw move about the body
+    steady = KeypointSet(
+        list(names), np.eye(5, d, dtype=np.float32), np.zeros(5), clutter, 8, several=True, spread=spread
+    )
+    assert steady.ring_rows() == {"snout": 0, "tail": 1, "eye": 4}
+    steady_lesson = teach(taught, clutter, 4, steady.ring_rows())
+    assert [r[0] for r in steady_lesson.rings] == ["snout", "tail"]  # the eye: found in 1 of 3 shots
+    assert steady_lesson.reach == pytest.approx(1.5 * 14 + 16)  # from the steady anchors too (the snout)
+    assert teach(taught, clutter, 4, {"tail": 1}).reach == pytest.approx(1.5 * 44 + 16)
     manifest = read_model_info(model_dir).manifest
     assert KeypointSet.from_model(replace(manifest, max_instances=2), np.eye(3, d), clutter).several
     assert not KeypointSet.from_model(manifest, np.eye(3, d), clutter).several
@@ -346,3 +358,60 @@ def test_each_animal_scales_its_own_rings():
     out = within_reach(sim, trained, torch.zeros(3), 4, 2, rings)[0, 2]
     assert float(out[5, 11]) == pytest.approx(0.6) and float(out[5, 8]) == pytest.approx(0.8 - generic.OFF_RING)
     assert float(out[25, 5]) == pytest.approx(0.6) and float(out[28, 5]) == pytest.approx(0.8 - generic.OFF_RING)
+
+
+def test_an_animal_s_axis_pairs_its_keypoints_at_the_shots_distance():
+    """Two animals side by side: animal 2's a is nearer animal 1's b than its own b. Its axis (and scale) pairs it
+    with the b at the shots' distance, its own: the taught cell at the shots' distance from it keeps its score."""
+    sim = torch.full((1, 3, 24, 24), -0.5)
+    sim[0, 0, 5, 5], sim[0, 1, 5, 13] = 0.9, 0.9  # animal 1: a → b 8 cells, as in the shots
+    sim[0, 0, 9, 14], sim[0, 1, 9, 22] = 0.85, 0.85  # animal 2: 8 cells too; its a is 4.1 cells from animal 1's b
+    sim[0, 2, 12, 14] = 0.6  # the taught row 3 cells (12 px) from animal 2's a, where the shots put it
+    trained = torch.tensor([True, True, False])
+    rings = torch.zeros(3, 13)
+    rings[2, :3] = torch.tensor([0.0, 12.0, 3.0])  # 12 ± 3 px from a in the shots
+    rings[2, 9:] = torch.tensor([0.0, 1.0, 32.0, 0.0])  # a and b 32 px (8 cells) apart in the shots
+    out = within_reach(sim, trained, torch.zeros(3), 4, 2, rings)[0, 2]
+    assert float(out[12, 14]) == pytest.approx(0.6)  # paired with animal 1's b, its scale was 0.5: off its ring
+
+
+def test_shots_measure_their_offsets_to_their_own_animal_s_keypoints():
+    """anchor_offsets: with one peak per animal (the graph's P), the trained keypoint's peak nearest the click, not
+    the best one (another animal's); with P = 1 the best; a peak below ANCHOR_SCORE is not found."""
+    rng = np.random.default_rng(1)
+    d, h, w = 8, 16, 16
+    feats = rng.normal(size=(d, h, w))
+    proto = np.zeros(d)
+    proto[0] = 1.0
+    feats[0] = -np.abs(feats[0])  # nowhere like the prototype ...
+    feats[:, 2, 2] = proto  # ... but at another animal's keypoint (similarity 1) ...
+    feats[:, 10, 10] = proto + 0.3 * np.eye(d)[1]  # ... and, a little less alike, at the clicked animal's
+    feats /= np.linalg.norm(feats, axis=0, keepdims=True)
+    click = np.array([9 * 4 + 1.5, 9 * 4 + 1.5])  # cell (9, 9)
+    cell = lambda y, x: np.array([(x + 0.5) * 4 - 0.5, (y + 0.5) * 4 - 0.5]) - click  # noqa: E731
+    np.testing.assert_allclose(anchor_offsets(feats, click, proto[None], 4, peaks=1)[0], cell(2, 2))
+    np.testing.assert_allclose(anchor_offsets(feats, click, proto[None], 4, peaks=2)[0], cell(10, 10))
+    assert np.isnan(anchor_offsets(feats, click, 0.45 * proto[None], 4, peaks=2)).all()  # similarity ≤ 0.45
+
+
+def test_a_saved_set_keeps_the_pose_template_by_name(model_dir, tmp_path):
+    """A folder saved with a taught keypoint keeps its pose template with its rows' names: the instance stage leaves
+    it out (its rows are not the set's), the set still reads which trained keypoints hold still; a folder saved with
+    the trained set keeps it as it was."""
+    info = read_model_info(model_dir)
+    names = list(info.manifest.keypoint_names)
+    template = {"mean": [[0.0, 1.0], [0.0, 0.0], [0.0, -1.0]], "spread": [0.05, 0.3, 0.1], "midline": [0, 1, 2]}
+    manifest = replace(info.manifest, pose_template=template, max_instances=2)
+    kset = KeypointSet.from_model(manifest, info.prototypes, info.clutter)
+    assert kset.spread == dict(zip(names, template["spread"])) and kset.ring_rows() == {names[0]: 0, names[2]: 2}
+    same = read_model_info(save_keypoint_set(model_dir, manifest, kset, tmp_path / "same")).manifest
+    assert same.pose_template == template and InstanceStage(same, 0.1, 2, SmoothingConfig()).body is not None
+    row = np.zeros(layout.graph_width(D, True), np.float32)
+    row[:D] = info.prototypes[0]
+    width = D + layout.GENERIC_DIM
+    kset.add("new", row, 0.1, Taught(row[None, None, :width], row[None, None, :width], "data"))
+    saved = read_model_info(save_keypoint_set(model_dir, manifest, kset, tmp_path / "taught")).manifest
+    assert saved.pose_template == dict(template, names=names)
+    assert InstanceStage(saved, 0.1, 2, SmoothingConfig()).body is None
+    back = KeypointSet.from_model(saved, np.zeros((4, D)), info.clutter)
+    assert back.spread == kset.spread and back.ring_rows() == {names[0]: 0, names[2]: 2}

@@ -20,9 +20,10 @@ def test_the_fly_model_is_a_multi_instance_model():
     assert len(manifest.keypoint_names) == 13 and manifest.pose_template["lateral_pairs"]
 
 
-def test_a_saved_set_of_other_keypoints_has_no_pose_template_of_the_trained_ones(tmp_path):
-    """The pose template's rows are the trained keypoints': a folder saved with keypoints added or removed drops it, and
-    one saved before that (a template of other rows) is not used, so grouping never mixes the two (it crashed)."""
+def test_a_saved_set_of_other_keypoints_does_not_group_with_the_pose_template_of_the_trained_ones(tmp_path):
+    """The pose template's rows are the trained keypoints': a folder saved with keypoints added or removed keeps it
+    with its rows' names (taught keypoints' rings read its spread) and the grouping leaves it out, as it does a
+    template of other rows saved without names, so grouping never mixes the two (it crashed)."""
     from rtkp.cli import main
     from rtkp.instances.stage import InstanceStage
     from rtkp.smoothing import SmoothingConfig
@@ -30,8 +31,11 @@ def test_a_saved_set_of_other_keypoints_has_no_pose_template_of_the_trained_ones
     out = tmp_path / "without_wingL"
     assert main(["keypoints", "remove", "wingL", "--model", MODEL, "--out", str(out)]) == 0
     saved = read_manifest(out)
-    assert len(saved.keypoint_names) == 12 and saved.pose_template is None
-    older = saved.updated(pose_template=read_manifest(MODEL).pose_template)
+    trained = read_manifest(MODEL)
+    assert len(saved.keypoint_names) == 12
+    assert saved.pose_template == dict(trained.pose_template, names=list(trained.keypoint_names))
+    assert InstanceStage(saved, 0.0, 2, SmoothingConfig()).body is None
+    older = saved.updated(pose_template=trained.pose_template)
     assert InstanceStage(older, 0.0, 2, SmoothingConfig()).body is None
     assert InstanceStage(read_manifest(MODEL), 0.0, 2, SmoothingConfig()).body is not None
 

@@ -78,7 +78,13 @@ def main() -> int:
         images.append(box.apply(image))
         points.append(box.to_model(s.keypoints[k]))
     name = f"taught_{a.keypoint}"
-    index, lesson = teach_keypoint(kset, ShotReader(backend, info.manifest.stride), name, images, np.stack(points))
+    index, lesson = teach_keypoint(
+        kset,
+        ShotReader(backend, info.manifest.stride, peaks=info.manifest.max_instances or 1),
+        name,
+        images,
+        np.stack(points),
+    )
     tracker = Tracker(backend, info.manifest)
     previous = [before.index(n) if n in before else -1 for n in kset.names]
     tracker.change_keypoints(kset.prototypes, kset.clutter, list(kset.names), kset.margins.copy(), previous)
@@ -128,7 +134,12 @@ def main() -> int:
         "keypoint": a.keypoint,
         "taught_on_track": a.track,
         "shots": [s.name for s in picked],
-        "lesson": {"margin": lesson.margin, "visible": lesson.visible, "lookalike": lesson.lookalike},
+        "lesson": {
+            "margin": lesson.margin,
+            "visible": lesson.visible,
+            "lookalike": lesson.lookalike,
+            **lesson.placement(),
+        },
         "frames": [lo, hi, step],
         "per_track": {
             track: {

@@ -21,8 +21,9 @@ GRAPH_VERSION = 3
 # The generic variant's own contract (rtkp.model.generic): recorded as the entry's `generic`; 1: centred taps; 2: rows
 # with rings and an axis (rtkp.graphs.prototypes); 3: anchors need evidence too (rtkp.model.generic.ANCHOR_EVIDENCE);
 # 4: several animals: each cell is placed against its nearest animal's axis and scale; 5: the same outputs from a graph
-# 1.7× faster (one animal's rings without per-cell gathers, no Pow): remade so that cached exports speed up too
-GENERIC_VERSION = 5
+# 1.7× faster (one animal's rings without per-cell gathers, no Pow): remade so that cached exports speed up too; 6:
+# several animals: an animal's axis pairs its a with the b at the shots' distance, not the nearest b
+GENERIC_VERSION = 6
 
 
 def onnx_name(input_size: tuple[int, int], fp16: bool, debug: bool = False, generic: bool = False) -> str:

@@ -130,3 +130,21 @@ def pose_prior(shapes: list[np.ndarray], visible: list[np.ndarray], flip_pairs: 
         elif len(v) >= 10 and share <= 1 - CONSISTENT:
             pairs.append([int(b), int(a)])
     return dict(template, midline=midline, lateral_pairs=pairs)
+
+
+def template_names(template: dict | None, keypoint_names) -> list[str] | None:
+    """The keypoints the pose template's rows are: its own `names` (kept when a folder is saved with another keypoint
+    set, rtkp.teach.saved) or else the model's keypoint names, when as many; None without a template or when neither
+    fits."""
+    if not template:
+        return None
+    names = template.get("names")
+    if names is not None:
+        return list(names)
+    return list(keypoint_names) if len(template["mean"]) == len(keypoint_names) else None
+
+
+def template_spread(template: dict | None, keypoint_names) -> dict[str, float]:
+    """{name: spread} of the pose template's keypoints (template_names); {} without one."""
+    names = template_names(template, keypoint_names)
+    return dict(zip(names, map(float, template["spread"]))) if names else {}

@@ -13,7 +13,7 @@ from rtkp.errors import ConfigError
 from rtkp.geometry import Letterbox
 from rtkp.instances.grouping import group_peaks
 from rtkp.instances.identity import IdentityTracker
-from rtkp.instances.pose import BodyFrame
+from rtkp.instances.pose import BodyFrame, template_names
 from rtkp.manifest import Manifest
 from rtkp.messages import Instance, instance_score
 from rtkp.smoothing import KeypointSmoother, SmoothingConfig, SteadyClock
@@ -53,8 +53,9 @@ class InstanceStage:
         self.smoothers: dict[int, KeypointSmoother] = {}
         self.clock = SteadyClock()
         template = manifest.pose_template
-        # a template of other keypoints (a folder saved with a changed set before such folders dropped it) is not used
-        self.body = BodyFrame(template) if template and len(template["mean"]) == self.k else None
+        # a template of other keypoints (a folder saved with a changed set keeps its rows' names) is not used
+        same = template_names(template, manifest.keypoint_names) == list(manifest.keypoint_names)
+        self.body = BodyFrame(template) if template and same else None
 
     def change_keypoints(self, margin, previous: list[int]) -> None:
         """A new keypoint set (see KeypointStage.change_keypoints): every track's smoother follows it; the identity

@@ -167,8 +167,8 @@ def off_rings(
     found or the scale was not measured. Their peaks are grid cells, so the scale is known to about one cell over that
     distance, and a ring's tolerance grows by its distance times that (a tail base 100 px from ears 18 px apart:
     ± 22 px more). The side: a cell on the other side of the line from axis keypoint a to b than the shots is off by
-    one more. Several animals: each cell is read against the animal whose a is nearest it, with that a's nearest b
-    (its axis, its scale).
+    one more. Several animals: each cell is read against the animal whose a is nearest it, with the b whose distance
+    from that a is nearest the shots' (its axis, its scale).
     """
     b, n, _ = d2.shape
     k = rings.shape[0]
@@ -179,16 +179,17 @@ def off_rings(
     r = rings.shape[1]
     row = rings[..., 0].round().long().clamp(0, k - 1)  # (K, R) the anchor rows
     found = valid.index_select(1, row.reshape(k * r)).reshape(b, k, r, p).to(d2.dtype)  # (B, K, R, P)
-    # the axis: for each peak of a (one per animal), the nearest found peak of b: that animal's axis
+    # the axis: for each peak of a (one per animal), the found peak of b at the distance nearest the shots' (not the
+    # nearest peak: two flies side by side put one's head nearer the other's abdomen than its own)
     pick = lambda t, i: t.index_select(1, axis_rows[:, i]).reshape(b, k, p)  # noqa: E731  (B, K, P) of a or b
     a_x, a_y, b_x, b_y = pick(ax, 0), pick(ay, 0), pick(ax, 1), pick(ay, 1)
-    gap2 = (a_x.unsqueeze(3) - b_x.unsqueeze(2)) ** 2 + (a_y.unsqueeze(3) - b_y.unsqueeze(2)) ** 2  # (B, K, P, P)
+    gx, gy = a_x.unsqueeze(3) - b_x.unsqueeze(2), a_y.unsqueeze(3) - b_y.unsqueeze(2)
     both = pick(valid, 0).unsqueeze(3) & pick(valid, 1).unsqueeze(2)
-    gap2 = torch.where(both, gap2, torch.full_like(gap2, 1e12))
-    partner = gap2.argmin(dim=3, keepdim=True)  # (B, K, P, 1) b's peak nearest each of a's peaks
-    gap = gap2.gather(3, partner).squeeze(3).sqrt()  # (B, K, P) cells
-    known = both.any(3) & (bar > 0).view(1, k, 1)  # (B, K, P)
+    gaps = torch.where(both, (gx * gx + gy * gy).sqrt(), torch.full_like(gx, 1e6))  # (B, K, P, P) cells
     bar_cells = (bar / stride).clamp(min=1e-6).view(1, k, 1)
+    partner = (gaps - bar_cells.unsqueeze(3)).abs().argmin(dim=3, keepdim=True)  # (B, K, P, 1)
+    gap = gaps.gather(3, partner).squeeze(3)  # (B, K, P) cells
+    known = both.any(3) & (bar > 0).view(1, k, 1)  # (B, K, P)
     scale = torch.where(known, gap / bar_cells, torch.ones_like(gap))  # (B, K, P) each animal's size against the shots'
     # the scale is measured to about a cell over the axis's length: a ring that far out widens by as much
     unsure = torch.where(known, 1 / bar_cells, torch.zeros_like(gap))  # (B, K, P)

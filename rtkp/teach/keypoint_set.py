@@ -18,6 +18,7 @@ import numpy as np
 
 from rtkp.errors import ControlError
 from rtkp.graphs.prototypes import max_keypoints, pad_prototypes, renumber_rings, uses_generic, with_width
+from rtkp.instances.pose import template_spread
 from rtkp.manifest import Manifest
 from rtkp.visibility import manifest_margin
 
@@ -70,9 +71,12 @@ class Taught:
         offsets, names = self.anchor_offsets()
         return np.linalg.norm(offsets, axis=2), names
 
-    def nearest_anchor(self) -> np.ndarray:
-        """(N,) px from each click to the nearest trained keypoint found in its frame (NaN: none found)."""
-        table, _ = self.anchor_table()
+    def nearest_anchor(self, among=None) -> np.ndarray:
+        """(N,) px from each click to the nearest trained keypoint found in its frame (NaN: none found); only those
+        named in `among` when given (older shots' single column always counts)."""
+        table, names = self.anchor_table()
+        if among is not None:
+            table = table[:, [j for j, n in enumerate(names) if n in among or n == ""]]
         found = np.isfinite(table)
         return np.where(found.any(1), np.where(found, table, np.inf).min(1, initial=np.inf), np.nan).astype(np.float32)
 
@@ -117,6 +121,7 @@ class KeypointSet:
         flip_pairs=(),
         taught: dict[str, Taught] | None = None,
         several: bool = False,
+        spread: dict[str, float] | None = None,
     ):
         self.names = list(names)
         self.prototypes = np.asarray(prototypes, np.float32).reshape(len(self.names), -1)
@@ -127,6 +132,8 @@ class KeypointSet:
         self.flip_pairs = [(str(a), str(b)) for a, b in flip_pairs]
         self.taught = dict(taught or {})
         self.several = several  # a multi-instance model's set (ring_rows)
+        # {name: how far it strays from the animal's mean pose} of trained keypoints (the pose template's spread)
+        self.spread = dict(spread or {})
 
     @classmethod
     def from_model(cls, manifest: Manifest, prototypes: np.ndarray, clutter: np.ndarray, taught=None) -> KeypointSet:
@@ -135,7 +142,10 @@ class KeypointSet:
         margins = np.broadcast_to(np.asarray(manifest_margin(manifest), np.float32), (len(names),))
         k_max = max_keypoints(manifest)
         several = manifest.max_instances is not None
-        return cls(names, prototypes, margins, clutter, k_max, manifest.skeleton, manifest.flip_pairs, taught, several)
+        spread = template_spread(manifest.pose_template, names)
+        return cls(
+            names, prototypes, margins, clutter, k_max, manifest.skeleton, manifest.flip_pairs, taught, several, spread
+        )
 
     def __len__(self) -> int:
         return len(self.names)
@@ -212,6 +222,8 @@ class KeypointSet:
         if name in self.taught:
             self.taught[to] = self.taught.pop(name)
         self.taught = {n: t.renamed(name, to) for n, t in self.taught.items()}  # a trained one may anchor them
+        if name in self.spread:
+            self.spread[to] = self.spread.pop(name)
         self.flip_pairs = [tuple(to if n == name else n for n in p) for p in self.flip_pairs]
 
     def anchor_rows(self) -> dict[str, int]:
@@ -219,10 +231,19 @@ class KeypointSet:
         return {n: k for k, n in enumerate(self.names) if n not in self.taught}
 
     def ring_rows(self) -> dict[str, int]:
-        """The trained keypoints a taught keypoint's rings and side may anchor on: anchor_rows, none for a
-        multi-instance model. On the two flies the rings anchored a wing tip on a foreleg tip, which moves, and hid the
-        wing tip in every validation frame where the reach alone found it in all of them (docs/FEWSHOT.md)."""
-        return {} if self.several else self.anchor_rows()
+        """The trained keypoints a taught keypoint's rings and side may anchor on: anchor_rows; for a multi-instance
+        model only its steady ones, those whose spread about the animal's mean pose is at most the median of the
+        trained keypoints in use (none without a pose template). On the two flies, rings on any trained keypoint
+        anchored a wing tip on a foreleg tip, which moves, and hid the wing tip in every validation frame where the
+        reach alone found it in all of them (docs/FEWSHOT.md); the body, head and wings stay put around it."""
+        rows = self.anchor_rows()
+        if not self.several:
+            return rows
+        known = {n: self.spread[n] for n in rows if n in self.spread}
+        if not known:
+            return {}
+        steady = float(np.median(list(known.values())))
+        return {n: rows[n] for n, v in known.items() if v <= steady}
 
     def shots(self) -> dict[str, int]:
         """{name: number of shots} of the added keypoints, in keypoint order."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from rtkp.errors import ControlError, ModelError
 from rtkp.files import sha256, write_atomic, write_json_atomic
+from rtkp.instances.pose import template_names
 from rtkp.manifest import MANIFEST, MANIFEST_VERSION, WEIGHTS, Manifest, read_weights, write_manifest
 from rtkp.teach.keypoint_set import KeypointSet, Taught
 
@@ -74,6 +75,18 @@ def check_out(out: str | Path, model_dir: str | Path, overwrite: bool) -> None:
             raise ControlError("failed", f"{out}: not a model folder; refusing to overwrite it")
 
 
+def kept_template(manifest: Manifest, names) -> dict | None:
+    """The pose template a folder saved with the keypoint set `names` keeps (rtkp.instances.pose): as it is for the
+    keypoints it was fitted on, else with the names of its rows, so that the instance stage leaves it out (its rows
+    are no longer the set's) while a taught keypoint's rings still read which trained keypoints hold still
+    (KeypointSet.ring_rows); None without one."""
+    template = manifest.pose_template
+    rows = template_names(template, manifest.keypoint_names)
+    if rows is None:
+        return None
+    return template if rows == list(names) else dict(template, names=rows)
+
+
 def save_keypoint_set(
     model_dir: str | Path, manifest: Manifest, kset: KeypointSet, out: str | Path, overwrite: bool = False, note=None
 ) -> Path:
@@ -121,8 +134,7 @@ def save_keypoint_set(
             prototypes=kset.prototypes.tolist(),
             clutter_summary={"tensor": "clutter_summary", "shape": list(kset.clutter.shape)},
             max_keypoints=kset.k_max,
-            # the pose template's rows are the trained keypoints' (rtkp.instances.pose): another set no longer has them
-            pose_template=manifest.pose_template if list(kset.names) == list(manifest.keypoint_names) else None,
+            pose_template=kept_template(manifest, kset.names),
             added_keypoints=added,
             derived_from=dict(note or {}, model=manifest.weights_sha256[:12], path=str(model_dir)),
             manifest_version=MANIFEST_VERSION,

@@ -122,24 +122,37 @@ def lookalikes(
 
 
 def anchor_offsets(
-    features: np.ndarray, point, trained: np.ndarray | None, stride: int, clutter: np.ndarray | None = None
+    features: np.ndarray,
+    point,
+    trained: np.ndarray | None,
+    stride: int,
+    clutter: np.ndarray | None = None,
+    peaks: int = 1,
 ) -> np.ndarray:
-    """(T, 2) model px from `point` to each trained keypoint found in this frame: the best cell of each (T, D)
-    prototype in the (D, h, w) features, where it reaches ANCHOR_SCORE and (given the (S, D) clutter summary) its
-    evidence ANCHOR_EVIDENCE (what the graph anchors on, rtkp.model.generic.placement_penalty); NaN where not."""
+    """(T, 2) model px from `point` to each trained keypoint found in this frame, as the graph finds them
+    (rtkp.model.generic.placement_penalty): the `peaks` best local maxima (3 × 3) of each (T, D) prototype in the
+    (D, h, w) features (several animals: one per animal), those reaching ANCHOR_SCORE and (given the (S, D) clutter
+    summary) evidence ANCHOR_EVIDENCE, and of these the nearest to the point: its own animal's; NaN where none."""
     if trained is None or not len(trained):
         return np.zeros((0, 2), np.float32)
     d, h, w = features.shape
     flat = features.reshape(d, h * w)
     sim = np.asarray(trained, np.float32) @ flat  # (T, h·w)
-    best = sim.argmax(1)
-    score = sim[np.arange(len(sim)), best]
+    padded = np.pad(sim.reshape(-1, h, w), ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    around = np.max([padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=0)
+    ranked = np.where(sim >= around.reshape(-1, h * w), sim, sim - 4.0)
+    best = np.argsort(-ranked, axis=1, kind="stable")[:, :peaks]  # (T, P)
+    score = np.take_along_axis(sim, best, 1)
     found = score >= ANCHOR_SCORE
     if clutter is not None:
-        found &= score - (np.asarray(clutter, np.float32) @ flat[:, best]).max(0) >= ANCHOR_EVIDENCE
+        at = flat[:, best.ravel()]  # (D, T·P)
+        found &= score - (np.asarray(clutter, np.float32) @ at).max(0).reshape(best.shape) >= ANCHOR_EVIDENCE
     cy, cx = np.divmod(best, w)
-    xy = np.stack([(cx + 0.5) * stride - 0.5, (cy + 0.5) * stride - 0.5], 1) - np.asarray(point, np.float64)
-    return np.where(found[:, None], xy, np.nan).astype(np.float32)
+    xy = np.stack([(cx + 0.5) * stride - 0.5, (cy + 0.5) * stride - 0.5], -1) - np.asarray(point, np.float64)
+    dist = np.where(found, np.linalg.norm(xy, axis=-1), np.inf)  # (T, P)
+    nearest = dist.argmin(1)
+    xy = xy[np.arange(len(xy)), nearest]
+    return np.where(found.any(1)[:, None], xy, np.nan).astype(np.float32)
 
 
 def rings(taught: Taught, rows: dict[str, int] | None, stride: int) -> tuple[list, tuple[int, int, float, float]]:
@@ -208,7 +221,9 @@ def teach(taught: Taught, clutter: np.ndarray, stride: int = 4, rows: dict[str, 
         margin = visible  # no better than the clutter on its own views: the keypoint shows where it scores best
     reach, kept = 0.0, []
     if views.shape[-1] > d:  # with generic parts: the row carries its reach and rings (rtkp.graphs.prototypes)
-        nearest = taught.nearest_anchor()
+        # from the keypoints its rings may anchor on (an articulated animal's steady ones, KeypointSet.ring_rows):
+        # a fly's mid-leg tip taught beside the other mid leg's tip got a 22 px reach that its own leg leaves
+        nearest = taught.nearest_anchor(tuple(rows) if rows else None)
         if np.isfinite(nearest).any():
             reach = float(REACH_FACTOR * np.nanmax(nearest) + REACH_PAD_CELLS * stride)
         kept, axis = rings(taught, rows, stride)
@@ -243,11 +258,12 @@ class ShotReader:
     """Shots through a backend: model-input images and points -> Taught (views' and look-alikes' features).
 
     backend: anything with `features(images (B, h, w, 3) uint8, generic) -> (B, W, h/s, w/s)` (rtkp.backends);
-    stride: s. The shots are read with the generic taps (W = D + G, rtkp.graphs.prototypes).
+    stride: s. The shots are read with the generic taps (W = D + G, rtkp.graphs.prototypes). peaks: how many peaks of
+    each trained keypoint the graph anchors on (the manifest's max_instances; 1 for one animal per frame).
     """
 
-    def __init__(self, backend, stride: int, views=VIEWS):
-        self.backend, self.stride, self.views = backend, stride, views
+    def __init__(self, backend, stride: int, views=VIEWS, peaks: int = 1):
+        self.backend, self.stride, self.views, self.peaks = backend, stride, views, peaks
 
     def read(
         self,
@@ -268,7 +284,7 @@ class ShotReader:
             v = sample_features(feats, pts, self.stride, d)  # (V, W)
             all_views.append(v)
             all_looks.append(lookalikes(feats[0], point, compose(v.sum(0), d), clutter, self.stride))
-            anchors.append(anchor_offsets(feats[0, :d], point, trained, self.stride, clutter))
+            anchors.append(anchor_offsets(feats[0, :d], point, trained, self.stride, clutter, self.peaks))
         m = min(len(x) for x in all_looks)
         looks = np.stack([x[:m] for x in all_looks])
         table = np.asarray(anchors, np.float32).reshape(len(anchors), -1, 2)
