@@ -229,20 +229,20 @@ def test_rings_come_from_the_nearest_trained_keypoints_in_the_shots(model_dir):
     np.testing.assert_allclose(rings[-4:-2], [1, 0])
     kset.remove("tail")  # the axis's keypoint: no scale, no side any more
     assert not kset.prototypes[-1, layout.ring_columns(d)][-4:].any()
-    # a multi-instance model's set anchors rings on its steady keypoints only (spread about the mean pose at most the
-    # median), and on nothing without a pose template (its reach stays: anchor_rows)
+    # a multi-instance model's set anchors rings on nothing, and its reach on every trained keypoint, or with a pose
+    # template on its steady ones (spread about the mean pose at most the median)
     several = KeypointSet(list(names), np.eye(5, d, dtype=np.float32), np.zeros(5), clutter, 8, several=True)
-    assert several.ring_rows() == {} and several.anchor_rows() == rows
+    assert several.ring_rows() == {} and several.anchor_rows() == several.reach_rows() == rows
     assert not teach(taught, clutter, 4, several.ring_rows()).prototype[layout.ring_columns(d)].any()
-    spread = {"snout": 0.06, "tail": 0.1, "ear": 0.3, "paw": 0.25, "eye": 0.05}  # ear and paw move about the body
+    spread = {"snout": 0.3, "tail": 0.1, "ear": 0.3, "paw": 0.25, "eye": 0.05}  # snout, ear and paw move about
     steady = KeypointSet(
         list(names), np.eye(5, d, dtype=np.float32), np.zeros(5), clutter, 8, several=True, spread=spread
     )
-    assert steady.ring_rows() == {"snout": 0, "tail": 1, "eye": 4}
-    steady_lesson = teach(taught, clutter, 4, steady.ring_rows())
-    assert [r[0] for r in steady_lesson.rings] == ["snout", "tail"]  # the eye: found in 1 of 3 shots
-    assert steady_lesson.reach == pytest.approx(1.5 * 14 + 16)  # from the steady anchors too (the snout)
-    assert teach(taught, clutter, 4, {"tail": 1}).reach == pytest.approx(1.5 * 44 + 16)
+    assert steady.ring_rows() == {} and steady.reach_rows() == {"tail": 1, "paw": 3, "eye": 4}
+    lesson = teach(taught, clutter, 4, steady.ring_rows(), steady.reach_rows())
+    assert lesson.reach == pytest.approx(1.5 * 42 + 16)  # the farthest shot's nearest steady anchor: the tail, 42 px
+    assert not lesson.prototype[layout.ring_columns(d)].any()
+    assert kset.reach_rows() == kset.anchor_rows()  # one animal: every trained keypoint
     manifest = read_model_info(model_dir).manifest
     assert KeypointSet.from_model(replace(manifest, max_instances=2), np.eye(3, d), clutter).several
     assert not KeypointSet.from_model(manifest, np.eye(3, d), clutter).several
@@ -403,7 +403,7 @@ def test_a_saved_set_keeps_the_pose_template_by_name(model_dir, tmp_path):
     template = {"mean": [[0.0, 1.0], [0.0, 0.0], [0.0, -1.0]], "spread": [0.05, 0.3, 0.1], "midline": [0, 1, 2]}
     manifest = replace(info.manifest, pose_template=template, max_instances=2)
     kset = KeypointSet.from_model(manifest, info.prototypes, info.clutter)
-    assert kset.spread == dict(zip(names, template["spread"])) and kset.ring_rows() == {names[0]: 0, names[2]: 2}
+    assert kset.spread == dict(zip(names, template["spread"])) and kset.reach_rows() == {names[0]: 0, names[2]: 2}
     same = read_model_info(save_keypoint_set(model_dir, manifest, kset, tmp_path / "same")).manifest
     assert same.pose_template == template and InstanceStage(same, 0.1, 2, SmoothingConfig()).body is not None
     row = np.zeros(layout.graph_width(D, True), np.float32)
@@ -414,4 +414,4 @@ def test_a_saved_set_keeps_the_pose_template_by_name(model_dir, tmp_path):
     assert saved.pose_template == dict(template, names=names)
     assert InstanceStage(saved, 0.1, 2, SmoothingConfig()).body is None
     back = KeypointSet.from_model(saved, np.zeros((4, D)), info.clutter)
-    assert back.spread == kset.spread and back.ring_rows() == {names[0]: 0, names[2]: 2}
+    assert back.spread == kset.spread and back.reach_rows() == {names[0]: 0, names[2]: 2}

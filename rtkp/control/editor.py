@@ -91,7 +91,7 @@ class KeypointEditor:
         if taught is None or taught.shots < 2:
             raise ControlError("bad_request", f"{name!r} has no shot to spare (remove the keypoint instead)")
         rest = taught.minus_last()
-        lesson = teach(rest, self.kset.clutter, self.reader.stride, self.kset.ring_rows())
+        lesson = teach(rest, self.kset.clutter, self.reader.stride, self.kset.ring_rows(), self.kset.reach_rows())
         self.kset.update(name, lesson.prototype, lesson.margin, rest)
 
     def _commit(self, before: list[str]) -> KeypointsChanged:

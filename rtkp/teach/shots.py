@@ -196,10 +196,17 @@ def rings(taught: Taught, rows: dict[str, int] | None, stride: int) -> tuple[lis
     return [r[1:] for r in out], axis
 
 
-def teach(taught: Taught, clutter: np.ndarray, stride: int = 4, rows: dict[str, int] | None = None) -> Lesson:
+def teach(
+    taught: Taught,
+    clutter: np.ndarray,
+    stride: int = 4,
+    rows: dict[str, int] | None = None,
+    reach_from: dict[str, int] | None = None,
+) -> Lesson:
     """The prototype, margin, reach and rings of a keypoint taught from these shots (see the module docstring);
     stride: the features' (the reach's margin is REACH_PAD_CELLS of them); rows: {name: row} of the trained keypoints
-    in use that its rings may anchor on (KeypointSet.ring_rows; None or empty: no rings)."""
+    in use that its rings may anchor on (KeypointSet.ring_rows; None or empty: no rings); reach_from: those its reach
+    is measured from (KeypointSet.reach_rows; None: every trained keypoint found in the shots)."""
     views = taught.views.astype(np.float64)  # (N, V, W)
     n, v, _ = views.shape
     d = clutter.shape[1]
@@ -221,9 +228,7 @@ def teach(taught: Taught, clutter: np.ndarray, stride: int = 4, rows: dict[str, 
         margin = visible  # no better than the clutter on its own views: the keypoint shows where it scores best
     reach, kept = 0.0, []
     if views.shape[-1] > d:  # with generic parts: the row carries its reach and rings (rtkp.graphs.prototypes)
-        # from the keypoints its rings may anchor on (an articulated animal's steady ones, KeypointSet.ring_rows):
-        # a fly's mid-leg tip taught beside the other mid leg's tip got a 22 px reach that its own leg leaves
-        nearest = taught.nearest_anchor(tuple(rows) if rows else None)
+        nearest = taught.nearest_anchor(tuple(reach_from) if reach_from else None)
         if np.isfinite(nearest).any():
             reach = float(REACH_FACTOR * np.nanmax(nearest) + REACH_PAD_CELLS * stride)
         kept, axis = rings(taught, rows, stride)
@@ -309,7 +314,7 @@ def teach_keypoint(
     taught = reader.read(images, points, kset.clutter, source, trained, tuple(rows))
     if extend:
         taught = kset.taught[name].plus(taught)
-    lesson = teach(taught, kset.clutter, reader.stride, kset.ring_rows())
+    lesson = teach(taught, kset.clutter, reader.stride, kset.ring_rows(), kset.reach_rows())
     if extend:
         return kset.update(name, lesson.prototype, lesson.margin, taught), lesson
     return kset.add(name, lesson.prototype, lesson.margin, taught), lesson
