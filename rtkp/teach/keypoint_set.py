@@ -233,9 +233,9 @@ class KeypointSet:
     def reach_rows(self) -> dict[str, int]:
         """The trained keypoints a taught keypoint's reach is measured from: anchor_rows; for a multi-instance model
         with a pose template only its steady ones, those whose spread about the animal's mean pose is at most the
-        median of the trained keypoints in use. A fly's mid-leg tip, taught in a shot where another leg tip lay 4 px
-        from it, got a 22 px reach that the male's legs did not keep (0 of 125 validation frames; 61 px from the
-        steady keypoints: all of them, docs/FEWSHOT.md)."""
+        median of the trained keypoints in use (the flies: head, thorax, abdomen, right wing tip and eye, not the leg
+        tips): a fly's mid-leg tip, taught in a shot where another leg tip lay 4 px from it, got a 22 px reach from
+        it, 61 px from the steady ones."""
         rows = self.anchor_rows()
         known = {n: self.spread[n] for n in rows if n in self.spread}
         if not self.several or not known:
@@ -244,13 +244,14 @@ class KeypointSet:
         return {n: rows[n] for n, v in known.items() if v <= steady}
 
     def ring_rows(self) -> dict[str, int]:
-        """The trained keypoints a taught keypoint's rings and side may anchor on: anchor_rows, none for a
-        multi-instance model. On the two flies, rings on any trained keypoint anchored a wing tip on a foreleg tip and
-        hid it in every validation frame; rings on the steady ones (reach_rows) anchored the left eye on the right
-        wing tip, which the training frames never showed moving and the test frames show extended in song: the eye
-        from one shot fell from 0.95 to 0.26 of the test frames (docs/FEWSHOT.md). The training labels cannot say
-        which keypoints hold still there."""
-        return {} if self.several else self.anchor_rows()
+        """The trained keypoints a taught keypoint's rings and side may anchor on: anchor_rows; for a multi-instance
+        model its steady ones (reach_rows), none without a pose template. On the two flies, rings on any trained
+        keypoint anchored a wing tip on a foreleg tip and hid it in every validation frame; on the steady ones they
+        found the male's left mid-leg tip, never clicked, in all 125 validation frames, where the reach alone found it
+        in none (docs/FEWSHOT.md)."""
+        if not self.several:
+            return self.anchor_rows()
+        return self.reach_rows() if any(n in self.spread for n in self.anchor_rows()) else {}
 
     def shots(self) -> dict[str, int]:
         """{name: number of shots} of the added keypoints, in keypoint order."""
