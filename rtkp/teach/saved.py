@@ -78,8 +78,8 @@ def check_out(out: str | Path, model_dir: str | Path, overwrite: bool) -> None:
 def kept_template(manifest: Manifest, names) -> dict | None:
     """The pose template a folder saved with the keypoint set `names` keeps (rtkp.instances.pose): as it is for the
     keypoints it was fitted on, else with the names of its rows, so that the instance stage leaves it out (its rows
-    are no longer the set's) while a taught keypoint's rings still read which trained keypoints hold still
-    (KeypointSet.ring_rows); None without one."""
+    are no longer the set's) while a keypoint taught later still reads which trained keypoints hold still
+    (KeypointSet.reach_rows); None without one."""
     template = manifest.pose_template
     rows = template_names(template, manifest.keypoint_names)
     if rows is None:
