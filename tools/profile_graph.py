@@ -8,9 +8,10 @@ rtkp.backends.onnxruntime sets them). Every kernel of the profiled runs (warm-up
 its node's name, which the ONNX export takes from the PyTorch module path: the backbone (by MobileNetV2 stage), the
 hypercolumn decoder (its lateral projections, the upsampling and sum, the refinement, the final projection and
 normalisation), and what follows the features (matching against the prototypes, peak finding and the sub-pixel step,
-the clutter score). Prints milliseconds per frame for each part and its share. --size profiles the graph at another
-input size, on windows of that size cut from the middle of each model input: the window `rtkp.follow` runs on the CPU
-(the manifest's crop_size).
+the clutter score); a folder with taught keypoints (`rtkp keypoints add`) profiles the generic variant they run, with
+its generic branch, as tracking runs it (without the features output). Prints milliseconds per frame for each part
+and its share. --size profiles the graph at another input size, on windows of that size cut from the middle of each
+model input: the window `rtkp.follow` runs on the CPU (the manifest's crop_size).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def part_of(node: str, op: str) -> str:
         ("/refine", "decoder: refinement at stride 4"),
         ("/project", "decoder: final projection to D"),
         ("/centre", "centre head (multi-instance)"),
+        ("/generic/", "generic branch (taught keypoints)"),
     ):
         if key in node:
             return part
@@ -74,11 +76,14 @@ def main() -> int:
     from rtkp.backends.base import read_model_info
     from rtkp.backends.onnx_cache import ensure_onnx
     from rtkp.geometry import Letterbox
-    from rtkp.graphs.prototypes import pad_prototypes
+    from rtkp.graphs.outputs import keep_outputs
+    from rtkp.graphs.prototypes import graph_width, pad_prototypes, uses_generic
 
     info = read_model_info(a.model)
     size = tuple(a.size) if a.size else tuple(info.input_size)
-    path = ensure_onnx(info, size, False)
+    # a folder with taught keypoints runs the generic variant, cut to its keypoints output as tracking runs it
+    generic = info.is_coke and uses_generic(info.prototypes, info.manifest.feature_dim)
+    path = ensure_onnx(info, size, False, generic)
     frames = []
     with av.open(a.video) as container:
         for i, frame in enumerate(container.decode(video=0)):
@@ -96,8 +101,11 @@ def main() -> int:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        protos, active = pad_prototypes(info.prototypes, info.max_keypoints)
+        graph = keep_outputs(path, ["keypoints"]) if generic else str(path)
+        session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+        protos, active = pad_prototypes(
+            info.prototypes, info.max_keypoints, graph_width(info.manifest.feature_dim, generic)
+        )
         feeds = {"prototypes": protos, "clutter": np.ascontiguousarray(info.clutter, np.float32), "active": active}
         batches = [np.stack(frames[i : i + a.batch]) for i in range(0, len(frames) - a.batch + 1, a.batch)]
         session.run(["keypoints"], dict(feeds, images=batches[0]))  # warm-up, dropped below
