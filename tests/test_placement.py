@@ -196,3 +196,10 @@ def test_a_saved_set_keeps_the_pose_template_by_name(model_dir, tmp_path):
     assert InstanceStage(saved, 0.1, 2, SmoothingConfig()).body is None
     back = KeypointSet.from_model(saved, np.zeros((4, D)), info.clutter)
     assert back.spread == kset.spread and back.reach_rows() == {names[0]: 0, names[2]: 2}
+    # a renamed trained keypoint: the template's rows follow the rename; only renamed, the set keeps using it
+    kset.remove("new")
+    kset.rename(names[2], "renamed")
+    renamed = read_model_info(save_keypoint_set(model_dir, manifest, kset, tmp_path / "renamed")).manifest
+    assert renamed.pose_template == template and InstanceStage(renamed, 0.1, 2, SmoothingConfig()).body is not None
+    again = KeypointSet.from_model(renamed, info.prototypes, info.clutter)
+    assert again.reach_rows() == {names[0]: 0, "renamed": 2}

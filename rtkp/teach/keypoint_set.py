@@ -132,7 +132,7 @@ class KeypointSet:
         self.flip_pairs = [(str(a), str(b)) for a, b in flip_pairs]
         self.taught = dict(taught or {})
         self.several = several  # a multi-instance model's set (ring_rows)
-        # {name: how far it strays from the animal's mean pose} of trained keypoints (the pose template's spread)
+        # {name: how far it strays from the animal's mean pose} of the pose template's rows, in their order
         self.spread = dict(spread or {})
 
     @classmethod
@@ -222,8 +222,8 @@ class KeypointSet:
         if name in self.taught:
             self.taught[to] = self.taught.pop(name)
         self.taught = {n: t.renamed(name, to) for n, t in self.taught.items()}  # a trained one may anchor them
-        if name in self.spread:
-            self.spread[to] = self.spread.pop(name)
+        # in the pose template's row order (rtkp.teach.saved.kept_template names the rows from it)
+        self.spread = {(to if n == name else n): v for n, v in self.spread.items()}
         self.flip_pairs = [tuple(to if n == name else n for n in p) for p in self.flip_pairs]
 
     def anchor_rows(self) -> dict[str, int]:

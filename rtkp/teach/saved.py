@@ -75,16 +75,18 @@ def check_out(out: str | Path, model_dir: str | Path, overwrite: bool) -> None:
             raise ControlError("failed", f"{out}: not a model folder; refusing to overwrite it")
 
 
-def kept_template(manifest: Manifest, names) -> dict | None:
-    """The pose template a folder saved with the keypoint set `names` keeps (rtkp.instances.pose): as it is for the
-    keypoints it was fitted on, else with the names of its rows, so that the instance stage leaves it out (its rows
-    are no longer the set's) while a keypoint taught later still reads which trained keypoints hold still
-    (KeypointSet.reach_rows); None without one."""
+def kept_template(manifest: Manifest, kset: KeypointSet) -> dict | None:
+    """The pose template a folder saved with this keypoint set keeps (rtkp.instances.pose), its rows named as the set
+    names them now (KeypointSet.spread follows renames): as it is when those are the set's keypoints, else with the
+    names of its rows, so that the instance stage leaves it out (its rows are no longer the set's) while a keypoint
+    taught later still reads which trained keypoints hold still (KeypointSet.reach_rows); None without one."""
     template = manifest.pose_template
     rows = template_names(template, manifest.keypoint_names)
     if rows is None:
         return None
-    return template if rows == list(names) else dict(template, names=rows)
+    rows = list(kset.spread) or rows
+    plain = {k: v for k, v in template.items() if k != "names"}
+    return plain if rows == list(kset.names) else dict(plain, names=rows)
 
 
 def save_keypoint_set(
@@ -134,7 +136,7 @@ def save_keypoint_set(
             prototypes=kset.prototypes.tolist(),
             clutter_summary={"tensor": "clutter_summary", "shape": list(kset.clutter.shape)},
             max_keypoints=kset.k_max,
-            pose_template=kept_template(manifest, kset.names),
+            pose_template=kept_template(manifest, kset),
             added_keypoints=added,
             derived_from=dict(note or {}, model=manifest.weights_sha256[:12], path=str(model_dir)),
             manifest_version=MANIFEST_VERSION,
