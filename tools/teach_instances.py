@@ -80,7 +80,7 @@ def main() -> int:
     name = f"taught_{a.keypoint}"
     index, lesson = teach_keypoint(
         kset,
-        ShotReader(backend, info.manifest.stride, peaks=info.manifest.max_instances or 1),
+        ShotReader.for_model(backend, info.manifest),
         name,
         images,
         np.stack(points),

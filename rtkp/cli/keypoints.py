@@ -187,7 +187,7 @@ def _offline_add(args, info, kset) -> tuple[dict, dict]:
         points.append(box.to_model(s.keypoints[k]))
     backend = open_backend(args.model, args.backend, threads=args.threads, precision=args.precision)
     try:
-        reader = ShotReader(backend, info.manifest.stride, peaks=info.manifest.max_instances or 1)
+        reader = ShotReader.for_model(backend, info.manifest)
         index, lesson = teach_keypoint(kset, reader, args.name, images, points, "data")
     finally:
         backend.close()

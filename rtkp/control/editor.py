@@ -36,7 +36,7 @@ class KeypointEditor:
         if self.coke:
             taught = read_taught(info.path, info.manifest)
             self.kset = KeypointSet.from_model(info.manifest, info.prototypes, info.clutter, taught)
-            self.reader = ShotReader(tracker, info.manifest.stride, peaks=info.manifest.max_instances or 1)
+            self.reader = ShotReader.for_model(tracker, info.manifest)
 
     def handle(self, job) -> KeypointsChanged | None:
         """Carry out one job and answer it (job.done); returns the change to send downstream, if any."""

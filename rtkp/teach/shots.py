@@ -270,6 +270,11 @@ class ShotReader:
     def __init__(self, backend, stride: int, views=VIEWS, peaks: int = 1):
         self.backend, self.stride, self.views, self.peaks = backend, stride, views, peaks
 
+    @classmethod
+    def for_model(cls, backend, manifest) -> ShotReader:
+        """The reader of a model's shots: its feature stride, one anchor peak per animal it finds."""
+        return cls(backend, manifest.stride, peaks=manifest.max_instances or 1)
+
     def read(
         self,
         images: list[np.ndarray],
