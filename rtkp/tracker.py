@@ -185,6 +185,10 @@ class ModelStage:
         taps (generic=True: what teaching from shots reads; rtkp.graphs.prototypes)."""
         return self._backend.features(images, generic)
 
+    def shot_maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(B, h, w, 3) uint8 model inputs -> what teaching reads from them (Backend.shot_maps)."""
+        return self._backend.shot_maps(images)
+
     def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> int:
         """Swap the keypoint bank, (K, W) for any K up to the graph's K_max, without rebuilding anything; returns the
         new bank version. Rows of every later `infer` follow the new prototypes."""
@@ -371,6 +375,10 @@ class Tracker:
     def features(self, images: np.ndarray, generic: bool = False) -> np.ndarray:
         """(B, h, w, 3) uint8 model inputs -> feature maps (ModelStage.features)."""
         return self.model.features(images, generic)
+
+    def shot_maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(B, h, w, 3) uint8 model inputs -> what teaching reads from them (ModelStage.shot_maps)."""
+        return self.model.shot_maps(images)
 
     def recent(self, seq: int | None = None, frame: int | None = None) -> RecentInput:
         """A recent model input by seq or source frame index (ModelStage.recent; ControlError when not held)."""

@@ -18,6 +18,7 @@ from rtkp.backends.torch import TorchBackend
 from rtkp.cli import main
 from rtkp.graphs.exports_index import GRAPH_VERSION
 from rtkp.graphs.onnx import export_onnx
+from rtkp.graphs.prototypes import GENERIC_DIM
 
 SIZE = (128, 96)
 
@@ -135,6 +136,10 @@ def test_swapping_prototypes_changes_outputs_without_rebuild(model_dir, images, 
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-3)
     sim = np.einsum("bdhw,d->bhw", feats, info.prototypes[0])
     np.testing.assert_allclose(sim.reshape(3, -1).max(1), before[:, 0, 2], atol=1e-3)
+    # what a shot reads: the generic graph's features, and no centre votes for a model of one animal
+    maps, votes = backend.shot_maps(images)
+    assert votes is None and maps.shape == (3, 32 + GENERIC_DIM, 24, 32)
+    np.testing.assert_allclose(maps[:, :32], feats, atol=1e-3)
 
 
 def test_tensorrt_10_builds_fp16_with_the_builder_flag_and_caches(model_dir, images, monkeypatch, capsys):

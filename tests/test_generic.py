@@ -222,19 +222,18 @@ def test_rings_come_from_the_nearest_trained_keypoints_in_the_shots(model_dir):
     np.testing.assert_allclose(rings[-4:-2], [1, 0])
     kset.remove("tail")  # the axis's keypoint: no scale, no side any more
     assert not kset.prototypes[-1, layout.ring_columns(d)][-4:].any()
-    # a multi-instance model's set anchors rings on nothing, and its reach on every trained keypoint, or with a pose
-    # template on its steady ones (spread about the mean pose at most the median)
+    # a multi-instance model's set anchors its reach and rings on every trained keypoint, or with a pose template on
+    # its steady ones (spread about the mean pose at most the median)
     several = KeypointSet(list(names), np.eye(5, d, dtype=np.float32), np.zeros(5), clutter, 8, several=True)
-    assert several.ring_rows() == {} and several.anchor_rows() == several.reach_rows() == rows
-    assert not teach(taught, clutter, 4, several.ring_rows()).prototype[layout.ring_columns(d)].any()
+    assert several.ring_rows() == several.anchor_rows() == several.reach_rows() == rows
     spread = {"snout": 0.3, "tail": 0.1, "ear": 0.3, "paw": 0.25, "eye": 0.05}  # snout, ear and paw move about
     steady = KeypointSet(
         list(names), np.eye(5, d, dtype=np.float32), np.zeros(5), clutter, 8, several=True, spread=spread
     )
-    assert steady.ring_rows() == {} and steady.reach_rows() == {"tail": 1, "paw": 3, "eye": 4}
+    assert steady.ring_rows() == steady.reach_rows() == {"tail": 1, "paw": 3, "eye": 4}
     lesson = teach(taught, clutter, 4, steady.ring_rows(), steady.reach_rows())
     assert lesson.reach == pytest.approx(1.5 * 42 + 16)  # the farthest shot's nearest steady anchor: the tail, 42 px
-    assert not lesson.prototype[layout.ring_columns(d)].any()
+    assert [r[0] for r in lesson.rings] == ["tail"]  # the only steady anchor found in the shots (snout, ear moved)
     assert kset.reach_rows() == kset.ring_rows() == kset.anchor_rows()  # one animal: every trained keypoint
     manifest = read_model_info(model_dir).manifest
     assert KeypointSet.from_model(replace(manifest, max_instances=2), np.eye(3, d), clutter).several

@@ -158,7 +158,8 @@ def test_an_animal_s_axis_pairs_its_keypoints_at_the_shots_distance():
 
 def test_shots_measure_their_offsets_to_their_own_animal_s_keypoints():
     """anchor_offsets: with one peak per animal (the graph's P), the trained keypoint's peak nearest the click, not
-    the best one (another animal's); with P = 1 the best; a peak below ANCHOR_SCORE is not found."""
+    the best one (another animal's), and given the centre votes the peak whose vote meets the click's; with P = 1 the
+    best; a peak below ANCHOR_SCORE is not found."""
     rng = np.random.default_rng(1)
     d, h, w = 8, 16, 16
     feats = rng.normal(size=(d, h, w))
@@ -173,6 +174,17 @@ def test_shots_measure_their_offsets_to_their_own_animal_s_keypoints():
     np.testing.assert_allclose(anchor_offsets(feats, click, proto[None], 4, peaks=1)[0], cell(2, 2))
     np.testing.assert_allclose(anchor_offsets(feats, click, proto[None], 4, peaks=2)[0], cell(10, 10))
     assert np.isnan(anchor_offsets(feats, click, 0.45 * proto[None], 4, peaks=2)).all()  # similarity ≤ 0.45
+    # with the centre head's votes: the peak of the animal the click votes for, even when another's is nearer (two
+    # animals side by side: a wing tip nearer the other fly's abdomen than its own)
+    centres = np.zeros((2, h, w))
+    centre = np.array([3 * 4 + 1.5, 3 * 4 + 1.5])  # the far animal's centre
+    centres[:, 2, 2] = centre - (cell(2, 2) + click)  # its keypoint's vote ...
+    centres[:, 9, 9] = centre - click  # ... and the click's: the click is on the far animal
+    np.testing.assert_allclose(anchor_offsets(feats, click, proto[None], 4, peaks=2, centres=centres)[0], cell(2, 2))
+    centres[:, 9, 9] = cell(10, 10)  # the click votes for the near animal's centre, its keypoint's cell
+    np.testing.assert_allclose(anchor_offsets(feats, click, proto[None], 4, peaks=2, centres=centres)[0], cell(10, 10))
+    # one animal: the votes change nothing
+    np.testing.assert_allclose(anchor_offsets(feats, click, proto[None], 4, peaks=1, centres=centres)[0], cell(2, 2))
 
 
 def test_a_saved_set_keeps_the_pose_template_by_name(model_dir, tmp_path):

@@ -46,6 +46,45 @@ def test_the_graph_reports_peaks_with_centres_on_every_backend(two_targets):
     np.testing.assert_allclose(rows["onnxruntime"], rows["torch"], atol=2e-3)
 
 
+def test_a_shot_reads_the_centre_votes_on_every_backend(two_targets, monkeypatch):
+    """Teaching's one graph run per shot (Backend.shot_maps) gives a multi-instance model's centre votes beside the
+    generic features, the centre head's own (2, h, w) offsets, the same through every runtime (TensorRT through the
+    test suite's fake module); its peaks too."""
+    import sys
+
+    import torch
+    from fake_tensorrt import make_fake_tensorrt
+
+    from rtkp.backends import read_model_info
+    from rtkp.backends.onnxruntime import OnnxRuntimeBackend
+    from rtkp.backends.tensorrt import TensorRTBackend
+    from rtkp.backends.torch import TorchBackend
+    from rtkp.graphs import prototypes as layout
+    from rtkp.model.checkpoint import load_model
+
+    _, _, out = two_targets
+    image = np.random.default_rng(1).integers(0, 255, (2, 96, 128, 3), np.uint8)
+    net = load_model(out)[0].eval()
+    with torch.no_grad():
+        feats, centres = net.with_centre(torch.from_numpy(image))
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt("10.3.0"))
+    info = read_model_info(out)
+    rows = None
+    backends = (OnnxRuntimeBackend(info, threads=1), TorchBackend(info), TensorRTBackend(info, False, device="cpu"))
+    for backend in backends:
+        # the keypoints too: TensorRT's output buffer holds each keypoint's P peaks (it once held (K, 4) rows)
+        found = backend.infer(image)
+        rows = found if rows is None else rows
+        assert found.shape == (2, len(info.manifest.keypoint_names), 4, 6), backend.name
+        np.testing.assert_allclose(found, rows, atol=2e-3, err_msg=backend.name)
+        maps, votes = backend.shot_maps(image)
+        d = feats.shape[1]
+        assert maps.shape == (2, d + layout.GENERIC_DIM, 24, 32), backend.name
+        np.testing.assert_allclose(maps[:, :d], feats.numpy(), atol=2e-3, err_msg=backend.name)
+        np.testing.assert_allclose(votes, centres.numpy(), atol=2e-3, err_msg=backend.name)
+        backend.close()
+
+
 def test_the_tracker_reports_every_animal_in_track_order(two_targets):
     from rtkp.backends import open_backend
     from rtkp.data.load import load_dataset

@@ -25,7 +25,9 @@ class Backend(Protocol):
     and a mask of those in use); rows (K, D + G + 1) with a generic part (keypoints taught from shots) switch it to the
     graph's generic variant, and back when none is left (rtkp.graphs.prototypes). features (CoKe): images ->
     (B, D, H/4, W/4) float32, the unit features the prototypes are matched against, from the same graph run;
-    (B, D + G, H/4, W/4) from the generic variant, in use or asked for (generic=True: what teaching reads).
+    (B, D + G, H/4, W/4) from the generic variant, in use or asked for (generic=True). shot_maps: what teaching reads
+    from a shot's views, from one run of the generic variant: its features (B, D + G, H/4, W/4) and, for a model of
+    several animals, the centre votes (B, 2, H/4, W/4) input px (rtkp.model.graph; None for one animal).
     resized(size): the same model, runtime and settings at another input size (W, H) (the window a Tracker follows
     the animal with, rtkp.follow).
     """
@@ -39,6 +41,8 @@ class Backend(Protocol):
     def infer(self, images: np.ndarray) -> np.ndarray: ...
 
     def features(self, images: np.ndarray, generic: bool = False) -> np.ndarray: ...
+
+    def shot_maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
 
     def set_prototypes(self, prototypes: np.ndarray, clutter: np.ndarray) -> None: ...
 

@@ -13,7 +13,7 @@ import numpy as np
 from rtkp.backends.base import ModelInfo
 from rtkp.backends.onnx_cache import ensure_onnx
 from rtkp.errors import EngineError
-from rtkp.graphs.outputs import keep_outputs
+from rtkp.graphs.outputs import keep_outputs, output_names
 from rtkp.graphs.prototypes import graph_width, pad_prototypes, uses_generic, with_width
 
 
@@ -104,6 +104,13 @@ class OnnxRuntimeBackend:
             raise EngineError("a heatmap model has no feature output (only CoKe models match prototypes)")
         session = self._session(generic or self.generic, features=True)
         return session.run(["features"], self._feeds(images, generic or self.generic))[0]
+
+    def shot_maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if not self.info.is_coke:
+            raise EngineError("a heatmap model has no feature output (only CoKe models match prototypes)")
+        names = output_names(self.info.manifest, generic=True)[1:]  # features, and centres for several animals
+        out = self._session(True, features=True).run(names, self._feeds(images, True))
+        return out[0], (out[1] if len(out) > 1 else None)
 
     def close(self) -> None:
         self.session = None

@@ -102,12 +102,17 @@ class TensorRTBackend:
         self.clutter = t.as_tensor(np.ascontiguousarray(clutter, np.float32)).to(self.device)
 
     def _execute(self, images: np.ndarray, generic: bool | None = None):
-        """One engine run: -> keypoints (B, K_max, 4) and, for CoKe, features (B, D, h, w), as device tensors
-        ((B, D + G, h, w) from the generic graph: generic=True asks for it whatever the rows in use need)."""
+        """One engine run: -> keypoints (B, K_max, 4) ((B, K_max, P, 6) for several animals) and, for CoKe,
+        features (B, D, h, w), as device tensors ((B, D + G, h, w) from the generic graph: generic=True asks for it
+        whatever the rows in use need), and the centre votes (B, 2, h, w) from the generic graph of several animals
+        (else None)."""
         t = self.torch
         x = t.from_numpy(np.ascontiguousarray(images, np.uint8)).to(self.device)
         b = len(images)
-        out = t.empty((b, self.max_keypoints, 4), dtype=t.float32, device=self.device)
+        peaks = self.info.manifest.max_instances if self.info.is_coke else 0
+        # several animals: each keypoint's P best peaks with their centre votes (rtkp.model.graph)
+        rows = (self.max_keypoints, peaks, 6) if peaks else (self.max_keypoints, 4)
+        out = t.empty((b, *rows), dtype=t.float32, device=self.device)
         generic = self.generic if generic is None else generic
         ctx = self._variant(generic)[1]
         protos = self.prototypes
@@ -116,7 +121,7 @@ class TensorRTBackend:
             protos = t.as_tensor(with_width(self.prototypes.cpu().numpy(), width)).to(self.device)
         ctx.set_input_shape("images", tuple(x.shape))
         ctx.set_tensor_address("images", x.data_ptr())
-        feats = None
+        feats = centres = None
         if self.info.is_coke:
             w, h = self.input_size
             d = features_width(self.info.manifest.feature_dim, generic)
@@ -129,20 +134,23 @@ class TensorRTBackend:
             ctx.set_tensor_address("clutter", self.clutter.data_ptr())
             ctx.set_tensor_address("active", self.active.data_ptr())
             ctx.set_tensor_address("features", feats.data_ptr())
+            if generic and self.info.manifest.max_instances:  # the generic engine of several animals: output_names
+                centres = t.empty((b, 2, h // stride, w // stride), dtype=t.float32, device=self.device)
+                ctx.set_tensor_address("centres", centres.data_ptr())
         ctx.set_tensor_address("keypoints", out.data_ptr())
         stream = t.cuda.current_stream(self.device).cuda_stream if self.device.type == "cuda" else 0
         if not ctx.execute_async_v3(stream):
             raise EngineError("TensorRT execution failed (see its log above)")
         if self.device.type == "cuda":
             t.cuda.current_stream(self.device).synchronize()
-        return out, feats
+        return out, feats, centres
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         if len(images) > self.max_batch:
             return np.concatenate(
                 [self.infer(images[i : i + self.max_batch]) for i in range(0, len(images), self.max_batch)]
             )
-        out, _ = self._execute(images)
+        out = self._execute(images)[0]
         return out[:, : self.k].cpu().numpy() if self.info.is_coke else out.cpu().numpy()
 
     def features(self, images: np.ndarray, generic: bool = False) -> np.ndarray:
@@ -152,6 +160,16 @@ class TensorRTBackend:
             step = self.max_batch
             return np.concatenate([self.features(images[i : i + step], generic) for i in range(0, len(images), step)])
         return self._execute(images, generic or self.generic)[1].cpu().numpy()
+
+    def shot_maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if not self.info.is_coke:
+            raise EngineError("a heatmap model has no feature output (only CoKe models match prototypes)")
+        if len(images) > self.max_batch:
+            parts = [self.shot_maps(images[i : i + self.max_batch]) for i in range(0, len(images), self.max_batch)]
+            centres = [c for _, c in parts if c is not None]
+            return np.concatenate([f for f, _ in parts]), (np.concatenate(centres) if centres else None)
+        _, feats, centres = self._execute(images, True)
+        return feats.cpu().numpy(), (centres.cpu().numpy() if centres is not None else None)
 
     def resized(self, input_size: tuple[int, int]) -> TensorRTBackend:
         """The same model and settings at another input size: its own engine (built once, then cached)."""

@@ -121,6 +121,14 @@ class TorchBackend:
             x = self.torch.from_numpy(np.ascontiguousarray(images, np.uint8)).to(self.device)
             return self._run(x, generic or self.generic)[1].float().cpu().numpy()
 
+    def shot_maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if not self.info.is_coke:
+            raise EngineError("a heatmap model has no feature output (only CoKe models match prototypes)")
+        with self.torch.inference_mode():
+            x = self.torch.from_numpy(np.ascontiguousarray(images, np.uint8)).to(self.device)
+            out = self._run(x, True)  # keypoints, features, and the centres for several animals
+            return out[1].float().cpu().numpy(), (out[2].float().cpu().numpy() if len(out) > 2 else None)
+
     def _replay(self, x):
         """Capture one CUDA graph per batch size (after a warm-up on a side stream), then replay it."""
         torch = self.torch

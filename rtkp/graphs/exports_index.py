@@ -22,8 +22,9 @@ GRAPH_VERSION = 3
 # with rings and an axis (rtkp.graphs.prototypes); 3: anchors need evidence too (rtkp.model.generic.ANCHOR_EVIDENCE);
 # 4: several animals: each cell is placed against its nearest animal's axis and scale; 5: the same outputs from a graph
 # 1.7× faster (one animal's rings without per-cell gathers, no Pow): remade so that cached exports speed up too; 6:
-# several animals: an animal's axis pairs its a with the b at the shots' distance, not the nearest b
-GENERIC_VERSION = 6
+# several animals: an animal's axis pairs its a with the b at the shots' distance, not the nearest b; 7: several
+# animals: a `centres` output (the centre votes a shot's animal is told by)
+GENERIC_VERSION = 7
 
 
 def onnx_name(input_size: tuple[int, int], fp16: bool, debug: bool = False, generic: bool = False) -> str:

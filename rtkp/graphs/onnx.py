@@ -1,8 +1,9 @@
 """Export a model folder to ONNX.
 
 The graph is rtkp.model.graph.InferenceGraph (its docstring has the contract: uint8 images, K_max prototype rows, the
-clutter summary and the mask of rows in use in; (B, K_max, 4) keypoint rows and the dense features out; the FP16 and
-debug variants). The batch and the clutter summary's size are dynamic axes; K_max is fixed (rtkp.graphs.prototypes).
+clutter summary and the mask of rows in use in; (B, K_max, 4) keypoint rows and the dense features out, and the centre
+votes that tell a shot's animal (rtkp.graphs.outputs.output_names); the FP16 and debug variants). The batch and the
+clutter summary's size are dynamic axes; K_max is fixed (rtkp.graphs.prototypes).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import torch
 
 from rtkp.graphs.exports_index import OPSET, onnx_name, record_export
+from rtkp.graphs.outputs import output_names
 from rtkp.graphs.prototypes import graph_width, max_keypoints, pad_prototypes
 from rtkp.model.checkpoint import load_model
 from rtkp.model.graph import InferenceGraph
@@ -49,11 +51,13 @@ def export_onnx(
     else:
         args = (images,)
     inputs = ["images", "prototypes", "clutter", "active"] if coke else ["images"]
-    outputs = ["keypoints"] + (["features"] if coke else []) + (["similarity"] if debug else [])
+    outputs = output_names(manifest, generic, debug)
     axes = {"images": {0: "batch"}, "keypoints": {0: "batch"}}
     if coke:
         axes["clutter"] = {0: "clutter"}
         axes["features"] = {0: "batch"}
+    if "centres" in outputs:
+        axes["centres"] = {0: "batch"}
     if debug:
         axes["similarity"] = {0: "batch"}
     tmp = path.with_name(path.name + ".tmp")

@@ -1,4 +1,5 @@
-"""An exported graph cut down to some of its outputs, for runtimes that compute every output of a graph they run.
+"""An exported graph's outputs: which it has (output_names), and the graph cut down to some of them, for runtimes
+that compute every output of a graph they run.
 
 ONNX Runtime runs every node of a session whether or not its output is fetched. The generic graph's `features`
 output (the trained features and the generic taps upsampled to the feature grid, (B, D + G, H/4, W/4)) is read only
@@ -9,6 +10,20 @@ frames tracked in between run the graph without it.
 from __future__ import annotations
 
 from pathlib import Path
+
+
+def output_names(manifest, generic: bool = False, debug: bool = False) -> list[str]:
+    """The outputs of a model's exported graph, in order (rtkp.model.graph.InferenceGraph): keypoints; features
+    (CoKe); centres (the generic variant of a multi-instance CoKe model: what a shot's animal is told by); similarity
+    (the debug variant)."""
+    coke = manifest.head == "coke"
+    centres = coke and generic and bool(manifest.max_instances)
+    return (
+        ["keypoints"]
+        + (["features"] if coke else [])
+        + (["centres"] if centres else [])
+        + (["similarity"] if debug else [])
+    )
 
 
 def keep_outputs(path: str | Path, outputs: list[str]) -> bytes:

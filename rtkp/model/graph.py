@@ -19,6 +19,9 @@ on training crops; evaluation goes through a backend, so it measures exactly wha
            features    (B, D, H/4, W/4) float32 unit features (CoKe only, with features=True): what the prototypes
                        are matched against, so that a clicked point becomes a prototype from exactly these numbers;
                        (B, D + G, H/4, W/4) in the generic variant (the generic taps upsampled after them)
+           centres     (B, 2, H/4, W/4) float32 (the generic variant of a multi-instance model, with features=True):
+                       the centre head's offset (dx, dy) input px from each cell to the centre of the animal there,
+                       so that a shot tells which animal was clicked (rtkp.teach.shots.anchor_offsets)
            similarity  (B, K, H/4, W/4) float32 (CoKe similarity maps, or the heatmaps), only in the debug variant
 
 K_max (the manifest's `max_keypoints`, default DEFAULT_MAX_KEYPOINTS) fixes the prototype input's
@@ -111,8 +114,9 @@ class InferenceGraph(nn.Module):
         clutter: torch.Tensor | None = None,
         active: torch.Tensor | None = None,
     ):
-        """-> keypoints (B, K, 4), followed by features (B, D, H/4, W/4) when built with features=True and by
-        similarity (B, K, H/4, W/4) in the debug variant (a tuple when there is more than one output)."""
+        """-> keypoints (B, K, 4), followed by features (B, D, H/4, W/4) when built with features=True (and by the
+        centres (B, 2, H/4, W/4) in a multi-instance generic variant), and by similarity (B, K, H/4, W/4) in the debug
+        variant (a tuple when there is more than one output)."""
         taps = self.net.taps(images)
         # .float() is a no-op in FP32 and the half -> float boundary in FP16
         merged = self.net.decoder.merge(taps).float()
@@ -137,6 +141,8 @@ class InferenceGraph(nn.Module):
             kp = coke_instance_peaks(out, centres, trained, clutter, STRIDE, self.instances, t, active, sim, penalty)
             kp = self._weigh_clutter(kp, trained, active)
             outputs = (kp,) + ((out_features,) if self.features else ())
+            if self.features and self.generic is not None:
+                outputs += (centres,)
             return outputs if len(outputs) > 1 else kp
         kp, sim = coke_keypoints(out, trained, clutter, STRIDE, self.softargmax_t, active, sim, penalty)
         kp = self._weigh_clutter(kp, trained, active)

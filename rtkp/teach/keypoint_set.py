@@ -244,14 +244,14 @@ class KeypointSet:
         return {n: rows[n] for n, v in known.items() if v <= steady}
 
     def ring_rows(self) -> dict[str, int]:
-        """The trained keypoints a taught keypoint's rings and side may anchor on: anchor_rows, none for a
-        multi-instance model. On the two flies, rings on any trained keypoint anchored a wing tip on a foreleg tip and
-        hid it in every validation frame. Rings on the steady ones (reach_rows) found the male's mid-leg tip in all
-        125 validation frames where the reach alone found it in none, but they rest on each shot's offsets to its own
-        animal, and the peak nearest the click is the other fly's in 1 of 5 shots when the flies stand side by side
-        (training labels): the test frames lost the left eye from one shot (0.95 -> 0.26) and the wing tip in the
-        occlusion demo (docs/FEWSHOT.md). Telling the animals apart in a shot by the centre head's votes comes first."""
-        return {} if self.several else self.anchor_rows()
+        """The trained keypoints a taught keypoint's rings and side may anchor on: anchor_rows; for a multi-instance
+        model its steady ones (reach_rows). On the two flies, rings on any trained keypoint anchored a wing tip on a
+        foreleg tip and hid it in every validation frame; on the steady ones they found the male's mid-leg tip in all
+        125 validation frames where the reach alone found it in none. They rest on each shot's offsets to the clicked
+        animal's keypoints, which the centre votes tell apart (rtkp.teach.shots.anchor_offsets; the peak nearest the
+        click was the other fly's in 1 of 5 shots, and the test frames lost the left eye from one shot, 0.95 -> 0.26,
+        docs/FEWSHOT.md)."""
+        return self.reach_rows() if self.several else self.anchor_rows()
 
     def shots(self) -> dict[str, int]:
         """{name: number of shots} of the added keypoints, in keypoint order."""
