@@ -83,7 +83,7 @@ class ModelStage:
 
     It owns the keypoint bank the graph runs with (`set_prototypes`, `bank_version`) and, with `history` > 0, the
     last `history` model inputs, so that a control request may name a recent frame (`recent`) to teach a keypoint
-    on; `features` reads the graph's feature maps for shots. The control editor uses only these.
+    on; `shot_maps` reads what teaching needs from shots (features, centre votes). The control editor uses only these.
 
     follow: consecutive frames of one video or camera, so the graph may look only where the animal is (rtkp.follow):
     on when the manifest has a `crop_size` and the backend runs on the CPU (on a GPU the whole frame costs about a
@@ -179,11 +179,6 @@ class ModelStage:
             self.follower.update(found, whole=True, rejected=window is not None)
             rows.append(found)
         return np.stack(rows)
-
-    def features(self, images: np.ndarray, generic: bool = False) -> np.ndarray:
-        """(B, h, w, 3) uint8 model inputs -> (B, D, h/s, w/s) feature maps, (B, D + G, h/s, w/s) with the generic
-        taps (generic=True: what teaching from shots reads; rtkp.graphs.prototypes)."""
-        return self._backend.features(images, generic)
 
     def shot_maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(B, h, w, 3) uint8 model inputs -> what teaching reads from them (Backend.shot_maps)."""
@@ -371,10 +366,6 @@ class Tracker:
         if self.model.follower is not None:
             self.model.follower.change_keypoints(self.keypoints.mapper.margin)
         return version
-
-    def features(self, images: np.ndarray, generic: bool = False) -> np.ndarray:
-        """(B, h, w, 3) uint8 model inputs -> feature maps (ModelStage.features)."""
-        return self.model.features(images, generic)
 
     def shot_maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(B, h, w, 3) uint8 model inputs -> what teaching reads from them (ModelStage.shot_maps)."""

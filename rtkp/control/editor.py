@@ -27,7 +27,7 @@ HISTORY_FRAMES = 60  # recent frames a request may name by seq or frame index (2
 
 class KeypointEditor:
     """Applies control requests to the running model. tracker: rtkp.tracker.Tracker (built with history=
-    HISTORY_FRAMES), used only through its interface: features, change_keypoints, bank_version, recent; info: its
+    HISTORY_FRAMES), used only through its interface: shot_maps, change_keypoints, bank_version, recent; info: its
     ModelInfo."""
 
     def __init__(self, tracker, info, model_id: str):
