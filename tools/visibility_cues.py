@@ -6,9 +6,12 @@
 Every frame of the split's `train` and `test` (validation) lists gets occluders over 40–60 % of its keypoint box
 (synthetic textures and training photos, alternately: never the evaluation photos), runs through the model's FP32
 inference graph, and each labelled keypoint gives its cues: the graph's score − clutter score (the visibility rule's
-evidence), the score alone, and the peak's share of the similarity map's soft-max mass (5×5 cells). Printed: AUC
-(covered against uncovered) on the validation frames per cue, and the rates that per-keypoint thresholds chosen on the
-training frames (rtkp.train.calibrate.best_threshold, hidden side weighted w) reach on the validation frames.
+evidence), the score alone, the peak's share of the similarity map's soft-max mass (5×5 cells), and the pose residual:
+how far the peak lies from where the other keypoints the model reports visible put it (the mean pose of the training
+frames' labels, rtkp.instances.pose.fit_template, placed on them by a similarity transform; in mean-pose units).
+Printed: AUC (covered against uncovered) on the validation frames per cue, and the rates that per-keypoint thresholds
+chosen on the training frames (rtkp.train.calibrate.best_threshold, hidden side weighted w) reach on the validation
+frames, for each cue and for the evidence less a multiple of the pose residual.
 """
 
 from __future__ import annotations
@@ -27,8 +30,21 @@ def auc(x: np.ndarray, y: np.ndarray) -> float:
     return float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
 
 
-def cues(graph, protos, clutter, samples, size, photos, draws: int, seed: int, temperature: float):
-    """-> (N, 4) rows (evidence, score, peak mass, keypoint index) and (N,) True where the keypoint is uncovered."""
+def pose_residual(xy: np.ndarray, shown: np.ndarray, k: int, mean: np.ndarray) -> float:
+    """How far keypoint k's peak is from where the other shown keypoints put it: the mean pose (K, 2) placed on
+    them by a similarity transform; in mean-pose units (NaN with fewer than two others shown)."""
+    from rtkp.instances.pose import similarity
+
+    others = [j for j in range(len(xy)) if j != k and shown[j]]
+    if len(others) < 2:
+        return float("nan")
+    scale, rot, t = similarity(mean[others], xy[others])
+    return float(np.linalg.norm(scale * rot @ mean[k] + t - xy[k]) / max(scale, 1e-9))
+
+
+def cues(graph, protos, clutter, samples, size, photos, draws: int, seed: int, temperature: float, margins, mean):
+    """-> (N, 5) rows (evidence, score, peak mass, pose residual, keypoint index) and (N,) True where the keypoint
+    is uncovered; margins: the model's, which say which other keypoints are shown; mean: the mean pose (K, 2)."""
     from rtkp.data.occlude import covered, object_box, paste_occluders
     from rtkp.geometry import Letterbox
 
@@ -45,12 +61,14 @@ def cues(graph, protos, clutter, samples, size, photos, draws: int, seed: int, t
             with torch.no_grad():
                 kp, sim = graph(torch.from_numpy(fit.apply(occluded))[None], protos, clutter)
             kp, sim = kp[0].numpy(), sim[0].numpy()
+            shown = kp[:, 2] - kp[:, 3] > margins
             for k in np.flatnonzero(s.visible):
                 m = sim[k]
                 y, x = np.unravel_index(m.argmax(), m.shape)
                 z = np.exp((m - m.max()) / temperature)
                 mass = z[max(0, y - 2) : y + 3, max(0, x - 2) : x + 3].sum() / z.sum()
-                rows.append([kp[k, 2] - kp[k, 3], kp[k, 2], np.log(mass), k])
+                residual = pose_residual(kp[:, :2], shown, k, mean)
+                rows.append([kp[k, 2] - kp[k, 3], kp[k, 2], np.log(mass), residual, k])
                 labels.append(not hidden[k])
     return np.array(rows), np.array(labels)
 
@@ -59,10 +77,12 @@ def main() -> None:
     from rtkp.config import config_from_dict
     from rtkp.data.load import load_dataset
     from rtkp.data.occlude import load_photos
+    from rtkp.instances.pose import fit_template
     from rtkp.model.checkpoint import load_model
     from rtkp.model.graph import InferenceGraph
     from rtkp.train.calibrate import best_threshold
     from rtkp.train.recipe import peak_decoding
+    from rtkp.visibility import manifest_margin
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", type=Path)
@@ -80,17 +100,26 @@ def main() -> None:
     photos = load_photos(a.occluders)
     size, t = tuple(cfg.model.input_size), cfg.coke.temperature
     parts = {p: full.subset(names[p], p).samples for p in ("train", "test")}
-    tr, ytr = cues(graph, protos, clutter, parts["train"], size, photos, a.draws, 7, t)
-    va, yva = cues(graph, protos, clutter, parts["test"], size, photos, a.draws, 8, t)
+    template = fit_template([s.keypoints for s in parts["train"]], [s.visible for s in parts["train"]])
+    mean, margins = np.asarray(template["mean"]), manifest_margin(manifest)
+    tr, ytr = cues(graph, protos, clutter, parts["train"], size, photos, a.draws, 7, t, margins, mean)
+    va, yva = cues(graph, protos, clutter, parts["test"], size, photos, a.draws, 8, t, margins, mean)
+    # a keypoint with fewer than two others shown has no residual: counted as half a mean-pose unit off
+    tr[:, 3], va[:, 3] = np.nan_to_num(tr[:, 3], nan=0.5), np.nan_to_num(va[:, 3], nan=0.5)
     out = {"model": str(a.model), "covered": int((~yva).sum()), "uncovered": int(yva.sum()), "auc": {}, "rates": {}}
     for j, name in enumerate(["score - clutter", "score", "peak mass"]):
         out["auc"][name] = round(auc(va[:, j], yva), 3)
-    for j, name in enumerate(["score - clutter", "score"]):
+    out["auc"]["- pose residual"] = round(auc(-va[:, 3], yva), 3)
+    combined = {f"score - clutter - {f} x residual": lambda x, f=f: x[:, 0] - f * x[:, 3] for f in (0.05, 0.1, 0.2)}
+    for name, rule in combined.items():
+        out["auc"][name] = round(auc(rule(va), yva), 3)
+    rules = {"score - clutter": lambda x: x[:, 0], "score": lambda x: x[:, 1], **combined}
+    for name, rule in rules.items():
         for w in (0.3, 0.4, 0.5):
             ch, uv = [], []
-            for k in np.unique(tr[:, 3]).astype(int):
-                t_k = best_threshold(tr[tr[:, 3] == k, j], ytr[tr[:, 3] == k], w)
-                ev, yv = va[va[:, 3] == k, j], yva[va[:, 3] == k]
+            for k in np.unique(tr[:, 4]).astype(int):
+                t_k = best_threshold(rule(tr)[tr[:, 4] == k], ytr[tr[:, 4] == k], w)
+                ev, yv = rule(va)[va[:, 4] == k], yva[va[:, 4] == k]
                 ch += list(ev[~yv] <= t_k)
                 uv += list(ev[yv] > t_k)
             out["rates"][f"{name}, w={w}"] = {
