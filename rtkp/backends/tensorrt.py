@@ -14,6 +14,7 @@ from rtkp.backends.base import ModelInfo
 from rtkp.backends.onnx_cache import ensure_onnx
 from rtkp.errors import EngineError, require
 from rtkp.graphs.exports_index import GENERIC_VERSION, GRAPH_VERSION
+from rtkp.graphs.outputs import output_names
 from rtkp.graphs.prototypes import features_width, graph_width, pad_prototypes, uses_generic, with_width
 from rtkp.graphs.tensorrt import EngineCache, EngineKey, build_serialized, onnx_precision_for
 
@@ -134,7 +135,7 @@ class TensorRTBackend:
             ctx.set_tensor_address("clutter", self.clutter.data_ptr())
             ctx.set_tensor_address("active", self.active.data_ptr())
             ctx.set_tensor_address("features", feats.data_ptr())
-            if generic and self.info.manifest.max_instances:  # the generic engine of several animals: output_names
+            if "centres" in output_names(self.info.manifest, generic):  # the generic engine of several animals
                 centres = t.empty((b, 2, h // stride, w // stride), dtype=t.float32, device=self.device)
                 ctx.set_tensor_address("centres", centres.data_ptr())
         ctx.set_tensor_address("keypoints", out.data_ptr())

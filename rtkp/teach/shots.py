@@ -160,8 +160,8 @@ def anchor_offsets(
     apart = xy  # (T, P, 2) from the click to each peak
     if centres is not None and peaks > 1:
         # each peak's vote against the click's, both taken at their cells (the click's: the cell it falls in)
-        click = np.asarray(point, np.float64)
-        ci, cj = (int(np.clip(round((c + 0.5) / stride - 0.5), 0, n - 1)) for c, n in zip(click[::-1], (h, w)))
+        gx, gy = (np.asarray(point, np.float64) + 0.5) / stride - 0.5
+        ci, cj = int(np.clip(round(gy), 0, h - 1)), int(np.clip(round(gx), 0, w - 1))
         apart = xy + np.moveaxis(centres[:, cy, cx], 0, -1) - centres[:, ci, cj]
     dist = np.where(found, np.linalg.norm(apart, axis=-1), np.inf)  # (T, P)
     nearest = dist.argmin(1)
