@@ -91,6 +91,10 @@ def test_a_saved_set_round_trips_as_a_model_folder(tmp_path, tiny_model):
     assert read_taught(out, back.manifest)["paw"].views.shape == (2, 5, 32)
     again = KeypointSet.from_model(back.manifest, back.prototypes, back.clutter, read_taught(out, back.manifest))
     assert again.shots() == {"paw": 2}
+    # a keypoint read back from the folder takes more shots (the folder's arrays are read-only views)
+    more = again.taught["paw"].plus(again.taught["paw"])
+    assert again.update("paw", unit_rows(rng, 1, 32)[0], 0.3, more) == 3
+    assert again.margins[3] == np.float32(0.3) and again.shots() == {"paw": 4}
     with pytest.raises(ControlError, match="not empty"):
         save_keypoint_set(tiny_model, info.manifest, kset, out)
     with pytest.raises(ControlError, match="running model"):

@@ -124,8 +124,9 @@ class KeypointSet:
         spread: dict[str, float] | None = None,
     ):
         self.names = list(names)
-        self.prototypes = np.asarray(prototypes, np.float32).reshape(len(self.names), -1)
-        self.margins = np.asarray(margins, np.float32).reshape(len(self.names))
+        # copies: the set changes them in place (update), and a model folder's arrays may be read-only views
+        self.prototypes = np.array(prototypes, np.float32).reshape(len(self.names), -1)
+        self.margins = np.array(margins, np.float32).reshape(len(self.names))
         self.clutter = np.asarray(clutter, np.float32)
         self.k_max = k_max
         self.skeleton = [(int(a), int(b)) for a, b in skeleton]
