@@ -12,6 +12,13 @@ frames' labels, rtkp.instances.pose.fit_template, placed on them by a similarity
 Printed: AUC (covered against uncovered) on the validation frames per cue, and the rates that per-keypoint thresholds
 chosen on the training frames (rtkp.train.calibrate.best_threshold, hidden side weighted w) reach on the validation
 frames, for each cue and for the evidence less a multiple of the pose residual.
+
+--learned adds two cues learned on the model's frozen features (a visibility head that leaves the keypoint features
+as they are): a logistic regression on the peak's unit feature and the evidence (fitted on the training frames'
+cues), and an occluder map: a small head (3×3 depthwise + 1×1 convolutions) fitted on the frozen hypercolumn of
+training frames to tell occluded cells (whose mask it is given) from the rest, read at each keypoint's peak and
+subtracted from the evidence (× α). The head is fitted with other occluder photos (--fit-occluders: dlib faces) than
+the cues are measured with, so that it is judged on occluders it never saw.
 """
 
 from __future__ import annotations
@@ -42,9 +49,11 @@ def pose_residual(xy: np.ndarray, shown: np.ndarray, k: int, mean: np.ndarray) -
     return float(np.linalg.norm(scale * rot @ mean[k] + t - xy[k]) / max(scale, 1e-9))
 
 
-def cues(graph, protos, clutter, samples, size, photos, draws: int, seed: int, temperature: float, margins, mean):
+def cues(graph, protos, clutter, samples, size, photos, draws: int, seed: int, t: float, margins, mean, learned=None):
     """-> (N, 5) rows (evidence, score, peak mass, pose residual, keypoint index) and (N,) True where the keypoint
-    is uncovered; margins: the model's, which say which other keypoints are shown; mean: the mean pose (K, 2)."""
+    is uncovered; margins: the model's, which say which other keypoints are shown; mean: the mean pose (K, 2).
+    learned: an OccluderMap, or None; given, the graph returns the features too, and each row gains the occluder
+    map's value at the peak and the peak's unit feature (D columns)."""
     from rtkp.data.occlude import covered, object_box, paste_occluders
     from rtkp.geometry import Letterbox
 
@@ -58,19 +67,100 @@ def cues(graph, protos, clutter, samples, size, photos, draws: int, seed: int, t
             occluded, mask = paste_occluders(rng, image, box, (0.4, 0.6), photos if d % 2 else None)
             hidden = covered(mask, s.keypoints) & s.visible
             fit = Letterbox.fit(occluded.shape[1::-1], size)
+            image_in = torch.from_numpy(fit.apply(occluded))[None]
             with torch.no_grad():
-                kp, sim = graph(torch.from_numpy(fit.apply(occluded))[None], protos, clutter)
+                if learned is None:
+                    kp, sim = graph(image_in, protos, clutter)
+                else:
+                    kp, feats, sim = graph(image_in, protos, clutter)
+                    occ, feats = learned(image_in), feats[0].numpy()
             kp, sim = kp[0].numpy(), sim[0].numpy()
             shown = kp[:, 2] - kp[:, 3] > margins
             for k in np.flatnonzero(s.visible):
                 m = sim[k]
                 y, x = np.unravel_index(m.argmax(), m.shape)
-                z = np.exp((m - m.max()) / temperature)
+                z = np.exp((m - m.max()) / t)
                 mass = z[max(0, y - 2) : y + 3, max(0, x - 2) : x + 3].sum() / z.sum()
                 residual = pose_residual(kp[:, :2], shown, k, mean)
-                rows.append([kp[k, 2] - kp[k, 3], kp[k, 2], np.log(mass), residual, k])
+                row = [kp[k, 2] - kp[k, 3], kp[k, 2], np.log(mass), residual, k]
+                if learned is not None:
+                    row += [occ[y, x], *feats[:, y, x]]
+                rows.append(row)
                 labels.append(not hidden[k])
     return np.array(rows), np.array(labels)
+
+
+class OccluderMap:
+    """A head on a frozen model's hypercolumn that tells occluded cells from the rest: (C, h, w) -> (h, w) in 0..1.
+
+    Fitted on training frames with occluders pasted over 20–80 % of the animal (a third synthetic textures, the rest
+    `photos`), on a 64 × 64-cell window around the animal (binary cross-entropy, covered cells weighted up to balance
+    them); the model's own weights do not change.
+    """
+
+    WINDOW = 64  # cells
+
+    def __init__(self, net, samples, photos, variants: int = 6, steps: int = 600, seed: int = 99):
+        from torch import nn
+
+        from rtkp.data.occlude import object_box, paste_occluders
+        from rtkp.model.network import STRIDE
+
+        self.net = net
+        x, y = [], []
+        for i, s in enumerate(samples):
+            image = s.load_image()
+            box = object_box(s.keypoints, s.visible)
+            for v in range(variants):
+                rng = np.random.default_rng([seed, i, v])
+                occluded, mask = paste_occluders(rng, image, box, (0.2, 0.8), None if v % 3 == 0 else photos)
+                merged = self._hypercolumn(torch.from_numpy(occluded)[None])[0]
+                c, h, w = merged.shape
+                cell = mask[: h * STRIDE, : w * STRIDE].reshape(h, STRIDE, w, STRIDE).mean((1, 3))
+                n = self.WINDOW
+                x0 = int(np.clip((box[0] + box[2]) / 2 / STRIDE - n / 2, 0, max(w - n, 0)))
+                y0 = int(np.clip((box[1] + box[3]) / 2 / STRIDE - n / 2, 0, max(h - n, 0)))
+                x.append(merged[:, y0 : y0 + n, x0 : x0 + n])
+                y.append(torch.from_numpy(cell[y0 : y0 + n, x0 : x0 + n]).float())
+        x, y = torch.stack(x), torch.stack(y)[:, None]
+        torch.manual_seed(seed)
+        c = x.shape[1]
+        self.head = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1, groups=c), nn.Conv2d(c, 32, 1), nn.ReLU(), nn.Conv2d(32, 1, 1)
+        )
+        optimizer = torch.optim.Adam(self.head.parameters(), 1e-3)
+        share = float(y.mean())
+        weight = torch.tensor((1 - share) / max(share, 1e-6))
+        gen = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            idx = torch.randint(0, len(x), (16,), generator=gen)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(self.head(x[idx]), y[idx], pos_weight=weight)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        self.head.eval()
+
+    @torch.no_grad()
+    def _hypercolumn(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.body(images).float()
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        """(1, H, W, 3) uint8 model input -> (h, w) occluder probability per cell."""
+        return torch.sigmoid(self.head(self._hypercolumn(images)))[0, 0].numpy()
+
+
+def logistic(x: np.ndarray, y: np.ndarray, lam: float = 1.0, iterations: int = 50) -> np.ndarray:
+    """L2-regularised logistic regression by Newton's method: (N, F), (N,) bool -> (F + 1,) weights, bias last."""
+    x = np.hstack([x, np.ones((len(x), 1))])
+    w = np.zeros(x.shape[1])
+    ridge = lam * np.eye(x.shape[1])
+    ridge[-1, -1] = 0.0  # the bias is not shrunk
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-x @ w))
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + ridge
+        w -= np.linalg.solve(hessian, x.T @ (p - y) + ridge @ w)
+    return w
 
 
 def main() -> None:
@@ -91,10 +181,12 @@ def main() -> None:
     ap.add_argument("--occluders", type=Path, default=Path("../shared/data/opencv_samples"))
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--learned", action="store_true", help="add the cues learned on the frozen features")
+    ap.add_argument("--fit-occluders", type=Path, default=Path("../shared/data/dlib_faces_68pt"))
     a = ap.parse_args()
     net, manifest, protos, clutter = load_model(a.model)
     cfg = config_from_dict(manifest.extra["training"]["config"])
-    graph = InferenceGraph(net, debug=True, peak=peak_decoding(cfg)).eval()
+    graph = InferenceGraph(net, debug=True, features=a.learned, peak=peak_decoding(cfg)).eval()
     names = json.loads(a.split.read_text())
     full = load_dataset(a.data)
     photos = load_photos(a.occluders)
@@ -102,8 +194,9 @@ def main() -> None:
     parts = {p: full.subset(names[p], p).samples for p in ("train", "test")}
     template = fit_template([s.keypoints for s in parts["train"]], [s.visible for s in parts["train"]])
     mean, margins = np.asarray(template["mean"]), manifest_margin(manifest)
-    tr, ytr = cues(graph, protos, clutter, parts["train"], size, photos, a.draws, 7, t, margins, mean)
-    va, yva = cues(graph, protos, clutter, parts["test"], size, photos, a.draws, 8, t, margins, mean)
+    learned = OccluderMap(graph.net, parts["train"], load_photos(a.fit_occluders)) if a.learned else None
+    tr, ytr = cues(graph, protos, clutter, parts["train"], size, photos, a.draws, 7, t, margins, mean, learned)
+    va, yva = cues(graph, protos, clutter, parts["test"], size, photos, a.draws, 8, t, margins, mean, learned)
     # a keypoint with fewer than two others shown has no residual: counted as half a mean-pose unit off
     tr[:, 3], va[:, 3] = np.nan_to_num(tr[:, 3], nan=0.5), np.nan_to_num(va[:, 3], nan=0.5)
     out = {"model": str(a.model), "covered": int((~yva).sum()), "uncovered": int(yva.sum()), "auc": {}, "rates": {}}
@@ -114,6 +207,15 @@ def main() -> None:
     for name, rule in combined.items():
         out["auc"][name] = round(auc(rule(va), yva), 3)
     rules = {"score - clutter": lambda x: x[:, 0], "score": lambda x: x[:, 1], **combined}
+    if learned is not None:
+        out["auc"]["- occluder map"] = round(auc(-va[:, 5], yva), 3)
+        for f in (0.05, 0.1, 0.2):
+            rules[f"score - clutter - {f} x occluder map"] = lambda x, f=f: x[:, 0] - f * x[:, 5]
+        inputs = lambda x: np.hstack([x[:, 6:], x[:, :1]])  # the peak's unit feature and the evidence
+        coef = logistic(inputs(tr), ytr)
+        rules["logistic(peak feature, evidence)"] = lambda x: inputs(x) @ coef[:-1] + coef[-1]
+        for name in list(rules)[-4:]:
+            out["auc"][name] = round(auc(rules[name](va), yva), 3)
     for name, rule in rules.items():
         for w in (0.3, 0.4, 0.5):
             ch, uv = [], []
