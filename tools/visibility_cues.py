@@ -100,10 +100,11 @@ class OccluderMap:
 
     WINDOW = 64  # cells
 
-    def __init__(self, net, samples, photos, variants: int = 6, steps: int = 600, seed: int = 99):
+    def __init__(self, net, samples, photos, size, variants: int = 6, steps: int = 600, seed: int = 99):
         from torch import nn
 
         from rtkp.data.occlude import object_box, paste_occluders
+        from rtkp.geometry import Letterbox
         from rtkp.model.network import STRIDE
 
         self.net = net
@@ -114,12 +115,15 @@ class OccluderMap:
             for v in range(variants):
                 rng = np.random.default_rng([seed, i, v])
                 occluded, mask = paste_occluders(rng, image, box, (0.2, 0.8), None if v % 3 == 0 else photos)
-                merged = self._hypercolumn(torch.from_numpy(occluded)[None])[0]
+                fit = Letterbox.fit(occluded.shape[1::-1], size)  # the model input, as the cues see it
+                merged = self._hypercolumn(torch.from_numpy(fit.apply(occluded))[None])[0]
+                mask = fit.apply(np.repeat(mask[..., None].astype(np.uint8) * 255, 3, 2), pad_value=0)[..., 0] / 255
                 c, h, w = merged.shape
                 cell = mask[: h * STRIDE, : w * STRIDE].reshape(h, STRIDE, w, STRIDE).mean((1, 3))
                 n = self.WINDOW
-                x0 = int(np.clip((box[0] + box[2]) / 2 / STRIDE - n / 2, 0, max(w - n, 0)))
-                y0 = int(np.clip((box[1] + box[3]) / 2 / STRIDE - n / 2, 0, max(h - n, 0)))
+                centre = fit.to_model(np.array([[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]]))[0] / STRIDE
+                x0 = int(np.clip(centre[0] - n / 2, 0, max(w - n, 0)))
+                y0 = int(np.clip(centre[1] - n / 2, 0, max(h - n, 0)))
                 x.append(merged[:, y0 : y0 + n, x0 : x0 + n])
                 y.append(torch.from_numpy(cell[y0 : y0 + n, x0 : x0 + n]).float())
         x, y = torch.stack(x), torch.stack(y)[:, None]
@@ -194,7 +198,7 @@ def main() -> None:
     parts = {p: full.subset(names[p], p).samples for p in ("train", "test")}
     template = fit_template([s.keypoints for s in parts["train"]], [s.visible for s in parts["train"]])
     mean, margins = np.asarray(template["mean"]), manifest_margin(manifest)
-    learned = OccluderMap(graph.net, parts["train"], load_photos(a.fit_occluders)) if a.learned else None
+    learned = OccluderMap(graph.net, parts["train"], load_photos(a.fit_occluders), size) if a.learned else None
     tr, ytr = cues(graph, protos, clutter, parts["train"], size, photos, a.draws, 7, t, margins, mean, learned)
     va, yva = cues(graph, protos, clutter, parts["test"], size, photos, a.draws, 8, t, margins, mean, learned)
     # a keypoint with fewer than two others shown has no residual: counted as half a mean-pose unit off
