@@ -84,3 +84,23 @@ def test_precision_option_is_shared(command):
     sub = build_parser()._subparsers._group_actions[0].choices[command]
     option = next(a for a in sub._actions if "--precision" in a.option_strings)
     assert tuple(option.choices) == PRECISIONS and option.default is None
+
+
+def test_keypoints_only_one_side_has_are_named_not_dropped(tiny_model, project, tmp_path, capsys):
+    from rtkp.teach.keypoint_set import KeypointSet
+    from rtkp.teach.saved import save_keypoint_set
+
+    info = read_model_info(tiny_model)
+    kset = KeypointSet.from_model(info.manifest, info.prototypes, info.clutter)
+    kset.rename("nose", "snout")  # renamed: the labels' "nose" and the model's "snout" are scored under neither name
+    renamed = save_keypoint_set(tiny_model, info.manifest, kset, tmp_path / "renamed")
+    out = tmp_path / "report.json"
+    assert main(["eval", "--model", str(renamed), "--data", str(project), "--quiet", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["not_scored"] == {"model_only": ["snout"], "data_only": ["nose"]}
+    assert list(report["per_keypoint"]) == ["left_eye", "right_eye"]
+    printed = capsys.readouterr().out
+    assert "not scored: snout (the model's" in printed and "not scored: nose (labelled;" in printed
+    # the same names on both sides: nothing to say
+    assert main(["eval", "--model", str(tiny_model), "--data", str(project), "--quiet", "--json", str(out)]) == 0
+    assert "not_scored" not in json.loads(out.read_text()) and "not scored" not in capsys.readouterr().out

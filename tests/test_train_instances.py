@@ -126,6 +126,16 @@ def test_a_single_instance_model_refuses_frames_with_several_animals(two_targets
     assert rc == 3 and "more than one instance" in capsys.readouterr().err
 
 
+def test_a_multi_instance_report_names_the_keypoints_it_leaves_out(two_targets, tmp_path, capsys):
+    coco, split, out = two_targets
+    names = json.loads((out / "manifest.json").read_text())["keypoint_names"]
+    report = tmp_path / "report.json"
+    args = ["eval", "--model", str(out), "--data", str(coco), "--split", str(split), "--quiet", "--json", str(report)]
+    assert main([*args, "--keypoints", names[0]]) == 0
+    assert json.loads(report.read_text())["not_scored"] == {"model_only": names[1:], "data_only": []}
+    assert f"not scored: {', '.join(names[1:])} (the model's" in capsys.readouterr().out
+
+
 def test_max_instances_one_refuses_several_animals(two_targets, tmp_path, capsys):
     coco, split, _ = two_targets
     extra = ["--set", "model.max_instances=1"]

@@ -11,6 +11,7 @@ from pathlib import Path
 from rtkp.data.sample import Dataset
 from rtkp.errors import DataError
 from rtkp.eval.instances import as_predicted, evaluate_instances, labelled_frames
+from rtkp.eval.names import not_scored, not_scored_lines
 
 
 def evaluate_model_instances(
@@ -38,6 +39,7 @@ def evaluate_model_instances(
     if not common:
         raise DataError(f"the data's keypoints ({', '.join(data.keypoint_names)}) share none with the model's")
     cols = [names.index(n) for n in common]
+    left_out = not_scored(names, data.keypoint_names)
     data = data.select_keypoints(common, "--keypoints") if common != data.keypoint_names else data
     frames = labelled_frames(data)
     predicted, tracker, video = [], None, None
@@ -52,8 +54,10 @@ def evaluate_model_instances(
         result = tracker.process(Frame(first.frame if first.frame is not None else i, pts, 0, first.load_image()))
         predicted.append([as_predicted(inst, cols) for inst in result.instances])
     opened.close()
-    report = evaluate_instances(predicted, frames, common)
-    return dict(report, model=str(model_dir), backend=opened.name)
+    report = dict(evaluate_instances(predicted, frames, common), model=str(model_dir), backend=opened.name)
+    if left_out:
+        report["not_scored"] = left_out
+    return report
 
 
 def format_instances_report(report: dict) -> str:
@@ -78,4 +82,4 @@ def format_instances_report(report: dict) -> str:
         )
     else:
         lines.append("tracking: not scored (labels or predictions without track ids)")
-    return "\n".join(lines)
+    return "\n".join(lines + not_scored_lines(report))

@@ -20,6 +20,7 @@ import numpy as np
 
 from rtkp.data.occlude import LEVELS, covered, object_box, paste_occluders
 from rtkp.data.sample import Dataset
+from rtkp.eval.names import not_scored, not_scored_lines
 from rtkp.manifest import Manifest
 
 THRESHOLDS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
@@ -96,14 +97,18 @@ def evaluate(
         from rtkp.errors import DataError
 
         raise DataError(f"the model's keypoints {names} and the data's {data.keypoint_names} have none in common")
+    left_out = not_scored(names, data.keypoint_names)
     if common != data.keypoint_names:
         data = data.select_keypoints(common, "the keypoints that model and data share")
     cols = [names.index(n) for n in common]
     runtime = open_backend(model_dir, backend, threads=threads, precision=precision)
     try:
-        return _figures(runtime, manifest, str(model_dir), data, occlusion, progress, photos, photos_source, cols)
+        report = _figures(runtime, manifest, str(model_dir), data, occlusion, progress, photos, photos_source, cols)
     finally:
         runtime.close()
+    if left_out:
+        report["not_scored"] = left_out
+    return report
 
 
 def object_size(points: np.ndarray) -> float:
@@ -199,6 +204,7 @@ def format_report(report: dict) -> str:
         f"{report['head']} on {report['images']} images{ran}: RMSE {report['rmse_px']:.2f} px, "
         f"PCK@0.05 {report['pck']['0.05']:.3f}, PCK@0.1 {report['pck']['0.1']:.3f}",
     ]
+    lines += not_scored_lines(report)
     if report.get("absent"):
         lines.append(
             f"  labelled keypoints reported visible: {report['visible_rate']:.1%}; "
