@@ -11,7 +11,7 @@ from pathlib import Path
 from rtkp.data.sample import Dataset
 from rtkp.errors import DataError
 from rtkp.eval.instances import as_predicted, evaluate_instances, labelled_frames
-from rtkp.eval.names import not_scored, not_scored_lines
+from rtkp.eval.names import match_keypoints, not_scored_lines
 
 
 def evaluate_model_instances(
@@ -35,11 +35,10 @@ def evaluate_model_instances(
     opened = open_backend(str(model_dir), backend, precision=precision)
     manifest = opened.info.manifest
     names = list(manifest.keypoint_names)
-    common = [n for n in data.keypoint_names if n in names]
+    common, left_out = match_keypoints(names, data.keypoint_names)
     if not common:
         raise DataError(f"the data's keypoints ({', '.join(data.keypoint_names)}) share none with the model's")
     cols = [names.index(n) for n in common]
-    left_out = not_scored(names, data.keypoint_names)
     data = data.select_keypoints(common, "--keypoints") if common != data.keypoint_names else data
     frames = labelled_frames(data)
     predicted, tracker, video = [], None, None

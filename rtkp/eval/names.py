@@ -8,12 +8,13 @@ trained on a subset, a keypoint removed); both kinds are left out of the figures
 from __future__ import annotations
 
 
-def not_scored(model_names, data_names) -> dict | None:
-    """{"model_only": [...], "data_only": [...]} of the names only one side has (in each side's order); None when
-    both sides have the same keypoints."""
+def match_keypoints(model_names, data_names) -> tuple[list[str], dict | None]:
+    """(the names both sides have, in the data's order; {"model_only": [...], "data_only": [...]} of the names only
+    one side has, in each side's order, or None when both sides have the same keypoints)."""
+    common = [n for n in data_names if n in model_names]
     model_only = [n for n in model_names if n not in data_names]
     data_only = [n for n in data_names if n not in model_names]
-    return {"model_only": model_only, "data_only": data_only} if model_only or data_only else None
+    return common, ({"model_only": model_only, "data_only": data_only} if model_only or data_only else None)
 
 
 def not_scored_lines(report: dict) -> list[str]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from rtkp.data.occlude import LEVELS, covered, object_box, paste_occluders
 from rtkp.data.sample import Dataset
-from rtkp.eval.names import not_scored, not_scored_lines
+from rtkp.eval.names import match_keypoints, not_scored_lines
 from rtkp.manifest import Manifest
 
 THRESHOLDS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
@@ -92,12 +92,11 @@ def evaluate(
     # keypoints are matched by name: the data may have more (a model trained on a subset, `rtkp train --keypoints`),
     # the model may have more (keypoints added from shots; the data's subset given with `rtkp eval --keypoints`), and
     # the order may differ (added keypoints come last); what both have is evaluated, in the data's order
-    common = [n for n in data.keypoint_names if n in names]
+    common, left_out = match_keypoints(names, data.keypoint_names)
     if not common:
         from rtkp.errors import DataError
 
         raise DataError(f"the model's keypoints {names} and the data's {data.keypoint_names} have none in common")
-    left_out = not_scored(names, data.keypoint_names)
     if common != data.keypoint_names:
         data = data.select_keypoints(common, "the keypoints that model and data share")
     cols = [names.index(n) for n in common]
