@@ -112,6 +112,11 @@ class CokeConfig:
     # a Gaussian of `localise_sigma` cells at the label; models trained with it refine peaks by soft-argmax.
     localise_weight: float = field(default=1.0, metadata=_rule(_nonneg, "a number >= 0"))
     localise_sigma: float = field(default=1.0, metadata=_rule(_positive, "a positive number (feature cells)"))
+    # False: mirrored crops (augment.flip) are left out of the localisation term; they still teach everything else.
+    # A labelling convention has a handedness (a midline keypoint clicked a pixel to one side of the midline); a
+    # mirrored crop teaches its mirror image, and the model learns the average of the two, a bias of that pixel on
+    # every frame (issue 29, docs/MODEL.md).
+    localise_flipped: bool = field(default=True, metadata=_rule(lambda v: isinstance(v, bool), "true or false"))
     # Self-supervised equivariance term (rtkp.model.equivariance): features of points spread over a crop must match
     # those of the same points in a randomly warped copy better than any other point's. It shapes the features of
     # unlabelled parts too, which keypoints added from a few clicks need (docs/FEWSHOT.md). The warped copies cost an

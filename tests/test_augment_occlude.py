@@ -50,7 +50,8 @@ def test_crop_moves_keypoints_with_the_pixels(seed):
         translation=0.1,
         flip=0,
     )
-    crop, out, vis = augment_sample(np.random.default_rng(seed), image, kps, np.ones(3, bool), cfg, [])
+    r = augment_sample(np.random.default_rng(seed), image, kps, np.ones(3, bool), cfg, [])
+    crop, out, vis = r.crop, r.keypoints, r.visible
     assert vis.any()
     for k in np.flatnonzero(vis):
         # keypoint k was painted in colour channel k: its brightest spot must sit where the label went
@@ -75,7 +76,8 @@ def test_flip_swaps_left_and_right():
         occluder=0,
         background_crop=0,
     )
-    crop, out, vis = augment_sample(np.random.default_rng(0), image, kps, np.ones(2, bool), cfg, [(0, 1)])
+    r = augment_sample(np.random.default_rng(0), image, kps, np.ones(2, bool), cfg, [(0, 1)])
+    crop, out, vis = r.crop, r.keypoints, r.visible
     assert vis.all()
     # after a mirror the keypoint called "left" (index 0) is the one painted in channel 1, and it stays on the left
     assert out[0, 0] < out[1, 0]

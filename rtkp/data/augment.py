@@ -7,6 +7,8 @@ with exactly the same transform.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from rtkp.config import AugmentConfig
@@ -42,6 +44,20 @@ def photometric(rng: np.random.Generator, image: np.ndarray, cfg: AugmentConfig)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+class AugmentedCrop(NamedTuple):
+    """A training crop: crop (h, w, 3) uint8; keypoints (K, 2) crop pixels; visible (K,) bool (False when outside the
+    crop or under an occluder); flipped: mirrored (its left/right keypoints swapped). With `others`: their
+    other_keypoints (M, K, 2) crop px, other_visible (M, K) and centres (1 + M, 2) crop px, this animal's first."""
+
+    crop: np.ndarray
+    keypoints: np.ndarray
+    visible: np.ndarray
+    flipped: bool
+    other_keypoints: np.ndarray | None = None
+    other_visible: np.ndarray | None = None
+    centres: np.ndarray | None = None
+
+
 def augment_sample(
     rng: np.random.Generator,
     image: np.ndarray,
@@ -53,19 +69,18 @@ def augment_sample(
     centre: np.ndarray | None = None,
     photos: list[np.ndarray] | None = None,
     others: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-) -> tuple:
+) -> AugmentedCrop:
     """A random training crop.
 
     image: (H, W, 3) uint8; keypoints: (K, 2) source pixels; visible: (K,) bool.
     base_scale: the scale the model sees this image at (its letterbox scale), so crops match inference resolution.
     centre: (2,) source pixels to centre the crop on exactly (a hard negative, rtkp.train.mining), instead of a random
     centre near the object or anywhere. photos: training photographs that a `photo_share` of occluders are cut from.
-    Returns (crop (h, w, 3) uint8, keypoints (K, 2) crop pixels, visible (K,) bool — False when outside the crop or
-    under an occluder).
+    Returns an AugmentedCrop.
 
     others: the frame's other animals, as (keypoints (M, K, 2) source px, visible (M, K), centres (1 + M, 2) source px
-    of every animal, this one first): they get the same warp, flip and occluders, and the result gains their
-    (keypoints (M, K, 2) crop px, visible (M, K), centres (1 + M, 2) crop px). The crop still centres on this animal.
+    of every animal, this one first): they get the same warp, flip and occluders, and the result carries theirs too.
+    The crop still centres on this animal.
     """
     import cv2
 
@@ -100,8 +115,8 @@ def augment_sample(
                 other_vis[i] &= ~covered(mask, other_kp[i])
     crop = photometric(rng, crop, cfg)
     if others is not None:
-        return crop, kp, vis, other_kp, other_vis, centres.astype(np.float32)
-    return crop, kp, vis
+        return AugmentedCrop(crop, kp, vis, flip, other_kp, other_vis, centres.astype(np.float32))
+    return AugmentedCrop(crop, kp, vis, flip)
 
 
 def _warp_points(keypoints, visible, m, flip, flip_pairs, size) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,8 @@ from rtkp.train.mining import HardNegatives
 @dataclass
 class Batch:
     """images (B, h, w, 3) uint8; keypoints (B, K, 2) crop pixels; visible (B, K) bool;
-    anchors (B, 2) crop pixels of the hard negative a crop is centred on (NaN for other crops).
+    anchors (B, 2) crop pixels of the hard negative a crop is centred on (NaN for other crops);
+    flipped (B,) bool: the crops that were mirrored (coke.localise_flipped).
 
     Multi-instance training adds the crop's other animals: others (B, M, K, 2) crop px, others_visible (B, M, K) (an
     absent animal: all False), and centres (B, 1 + M, 2) crop px of every animal's centre, the crop's own first.
@@ -38,6 +39,7 @@ class Batch:
     others: torch.Tensor | None = None
     others_visible: torch.Tensor | None = None
     centres: torch.Tensor | None = None
+    flipped: torch.Tensor | None = None
 
     def instances(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every animal of each crop: (keypoints (B, N, K, 2), visible (B, N, K)), the crop's own first (N = 1 + M)."""
@@ -98,7 +100,8 @@ class BatchMaker:
         return kp, vis, centres
 
     def draw(self, rng: np.random.Generator, batch_size: int) -> Batch:
-        crops, kps, vis, anchors, extra = [], [], [], [], []
+        crops: list = []
+        anchors: list = []
         centre_px = np.array([(self.cfg.augment.crop_size[0] - 1) / 2, (self.cfg.augment.crop_size[1] - 1) / 2])
         for i in rng.integers(0, len(self.images), batch_size):
             centre = None
@@ -112,23 +115,21 @@ class BatchMaker:
                 image, visible, scale = self.empty, np.zeros_like(visible), self.empty_scale
                 if others is not None:
                     others = (others[0], np.zeros_like(others[1]), others[2])
-            out = augment_sample(
-                rng, image, keypoints, visible, self.cfg.augment, self.flip_pairs, scale, centre, self.photos, others
+            a = self.cfg.augment
+            crops.append(
+                augment_sample(rng, image, keypoints, visible, a, self.flip_pairs, scale, centre, self.photos, others)
             )
-            crops.append(out[0])
-            kps.append(out[1])
-            vis.append(out[2])
-            extra.append(out[3:])
         batch = Batch(
-            torch.from_numpy(np.stack(crops)),
-            torch.from_numpy(np.stack(kps)),
-            torch.from_numpy(np.stack(vis)),
+            torch.from_numpy(np.stack([c.crop for c in crops])),
+            torch.from_numpy(np.stack([c.keypoints for c in crops])),
+            torch.from_numpy(np.stack([c.visible for c in crops])),
             torch.from_numpy(np.stack(anchors).astype(np.float32)),
+            flipped=torch.tensor([c.flipped for c in crops]),
         )
         if self.several:
-            batch.others = torch.from_numpy(np.stack([e[0] for e in extra]))
-            batch.others_visible = torch.from_numpy(np.stack([e[1] for e in extra]))
-            batch.centres = torch.from_numpy(np.stack([e[2] for e in extra]))
+            batch.others = torch.from_numpy(np.stack([c.other_keypoints for c in crops]))
+            batch.others_visible = torch.from_numpy(np.stack([c.other_visible for c in crops]))
+            batch.centres = torch.from_numpy(np.stack([c.centres for c in crops]))
         return batch
 
 

@@ -128,7 +128,10 @@ def coke_step(
         loss = loss + c.hidden_weight * term
         stats["hidden"] = term.item()
     if c.localise_weight > 0 and kp_bank.initialised.all():
-        loc = localisation_loss(feats, kp_bank.prototypes, all_kp, all_vis, STRIDE, c.temperature, c.localise_sigma)
+        loc_vis = all_vis
+        if not c.localise_flipped and batch.flipped is not None:  # mirrored crops teach the mirrored convention
+            loc_vis = all_vis & ~batch.flipped.view(-1, *([1] * (all_vis.dim() - 1)))
+        loc = localisation_loss(feats, kp_bank.prototypes, all_kp, loc_vis, STRIDE, c.temperature, c.localise_sigma)
         loss = loss + c.localise_weight * loc
         stats["loc"] = loc.item()
     if several:
