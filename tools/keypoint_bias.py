@@ -46,7 +46,7 @@ def offsets(pred: np.ndarray, labels: np.ndarray, visible: np.ndarray, axis: tup
     u = direction / np.where(length > 0, length, 1.0)
     v = np.stack([u[:, 1], -u[:, 0]], 1)  # to the left of a→b when y points down (image coordinates)
     along, across = (err * u[:, None]).sum(-1), (err * v[:, None]).sum(-1)
-    rows = {"n": [], "image_dx": [], "image_dy": [], "along": [], "across": [], "rmse": [], "median": []}
+    rows: dict = {k: [] for k in ("n", "image_dx", "image_dy", "along", "across", "se", "rmse", "median")}
     for k in range(labels.shape[1]):
         m = visible[:, k] & ok_axis
         d = np.linalg.norm(err[m, k], axis=1)
@@ -54,6 +54,9 @@ def offsets(pred: np.ndarray, labels: np.ndarray, visible: np.ndarray, axis: tup
         for key, values in (("image_dx", err[m, k, 0]), ("image_dy", err[m, k, 1]), ("along", along[m, k])):
             rows[key].append(round(float(values.mean()), 2) if m.any() else None)
         rows["across"].append(round(float(across[m, k].mean()), 2) if m.any() else None)
+        # the standard error of a mean offset (per axis, pooled): an offset within ~2 of it is what scatter gives
+        se = float(np.sqrt((err[m, k] ** 2).mean() / max(m.sum() - 1, 1))) if m.any() else None
+        rows["se"].append(round(se, 2) if se is not None else None)
         rows["rmse"].append(round(float(np.sqrt((d**2).mean())), 2) if m.any() else None)
         rows["median"].append(round(float(np.median(d)), 2) if m.any() else None)
     return rows
@@ -86,7 +89,8 @@ def main() -> None:
         for k, name in enumerate(names):
             print(
                 f"  {name:>12} n={rows['n'][k]:3d}  image {rows['image_dx'][k]:+5.2f} {rows['image_dy'][k]:+5.2f}  |"
-                f"  along {rows['along'][k]:+5.2f}  across {rows['across'][k]:+5.2f}  |  RMSE {rows['rmse'][k]:5.2f}"
+                f"  along {rows['along'][k]:+5.2f}  across {rows['across'][k]:+5.2f}  (± {rows['se'][k]:.2f})  |"
+                f"  RMSE {rows['rmse'][k]:5.2f}"
                 f"  median {rows['median'][k]:5.2f}"
             )
     if a.json:
