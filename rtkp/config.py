@@ -113,9 +113,8 @@ class CokeConfig:
     localise_weight: float = field(default=1.0, metadata=_rule(_nonneg, "a number >= 0"))
     localise_sigma: float = field(default=1.0, metadata=_rule(_positive, "a positive number (feature cells)"))
     # False: mirrored crops (augment.flip) are left out of the localisation term; they still teach everything else.
-    # A labelling convention has a handedness (a midline keypoint clicked a pixel to one side of the midline); a
-    # mirrored crop teaches its mirror image, and the model learns the average of the two, a bias of that pixel on
-    # every frame (issue 29, docs/MODEL.md).
+    # For labels with a handedness (a midline keypoint clicked a pixel to one side of it), which a mirrored crop
+    # teaches mirrored. An ablation: on the mouse it gained no precision (issue 29, docs/MODEL.md, FL2000).
     localise_flipped: bool = field(default=True, metadata=_rule(lambda v: isinstance(v, bool), "true or false"))
     # Self-supervised equivariance term (rtkp.model.equivariance): features of points spread over a crop must match
     # those of the same points in a randomly warped copy better than any other point's. It shapes the features of

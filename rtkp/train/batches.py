@@ -100,22 +100,22 @@ class BatchMaker:
         return kp, vis, centres
 
     def draw(self, rng: np.random.Generator, batch_size: int) -> Batch:
+        a = self.cfg.augment
         crops: list = []
         anchors: list = []
-        centre_px = np.array([(self.cfg.augment.crop_size[0] - 1) / 2, (self.cfg.augment.crop_size[1] - 1) / 2])
+        centre_px = np.array([(a.crop_size[0] - 1) / 2, (a.crop_size[1] - 1) / 2])
         for i in rng.integers(0, len(self.images), batch_size):
             centre = None
-            if self.cfg.augment.hard_crop > 0 and self.hard.has(i) and rng.random() < self.cfg.augment.hard_crop:
+            if a.hard_crop > 0 and self.hard.has(i) and rng.random() < a.hard_crop:
                 centre = self.hard.pick(rng, i)
             anchors.append(centre_px if centre is not None else np.full(2, np.nan))
             image, keypoints, visible, scale = self.images[i], self.keypoints[i], self.visible[i], self.scales[i]
             others = self._others(i) if self.several else None
-            if self.empty is not None and centre is None and rng.random() < self.cfg.augment.empty_share:
+            if self.empty is not None and centre is None and rng.random() < a.empty_share:
                 # the scene without the object: all keypoints hidden (positions are irrelevant then)
                 image, visible, scale = self.empty, np.zeros_like(visible), self.empty_scale
                 if others is not None:
                     others = (others[0], np.zeros_like(others[1]), others[2])
-            a = self.cfg.augment
             crops.append(
                 augment_sample(rng, image, keypoints, visible, a, self.flip_pairs, scale, centre, self.photos, others)
             )
