@@ -112,6 +112,18 @@ class CokeConfig:
     # a Gaussian of `localise_sigma` cells at the label; models trained with it refine peaks by soft-argmax.
     localise_weight: float = field(default=1.0, metadata=_rule(_nonneg, "a number >= 0"))
     localise_sigma: float = field(default=1.0, metadata=_rule(_positive, "a positive number (feature cells)"))
+    # The prototypes the model ships with: "bank", the keypoint bank's moving average over the last steps' crops
+    # (CoKe's); "frames", each keypoint's mean unit feature at its labels on the whole training frames after the last
+    # step, as inference sees them (rtkp.train.prototypes). An ablation: on the mouse's validation split, the same
+    # three trained networks, 3.31 -> 3.19 px, not beyond the seeds' scatter; the shipped model's test RMSE 2.90 -> 2.97
+    # px (docs/MODEL.md).
+    final_prototypes: str = field(
+        default="bank", metadata=_rule(lambda v: v in ("bank", "frames"), "one of bank, frames")
+    )
+    # Coordinate term (rtkp.model.loss.coordinate_loss): the distance in cells between each label and the position the
+    # graph reads there (local soft-argmax at `temperature`); with the localisation term it makes DSNT. An ablation:
+    # at weight 1 it cost the mouse 0.3-0.5 px (docs/MODEL.md, CW2000).
+    coordinate_weight: float = field(default=0.0, metadata=_rule(_nonneg, "a number >= 0"))
     # False: mirrored crops (augment.flip) are left out of the localisation term; they still teach everything else.
     # For labels with a handedness (a midline keypoint clicked a pixel to one side of it), which a mirrored crop
     # teaches mirrored. An ablation: on the mouse it gained no precision (issue 29, docs/MODEL.md, FL2000).
@@ -161,6 +173,14 @@ class AugmentConfig:
     blur: float = field(default=0.2, metadata=_rule(_fraction, "a probability in [0, 1]"))
     noise: float = field(default=0.02, metadata=_rule(_fraction, "a number in [0, 1]"))
     occluder: float = field(default=0.5, metadata=_rule(_fraction, "a probability in [0, 1]"))
+    # How much of the keypoint box an occluder covers, [min, max] fractions (rtkp.data.occlude.occluder_mask).
+    occluder_cover: tuple = field(
+        default=(0.1, 0.7),
+        metadata=_rule(
+            lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_fraction(x) for x in v) and v[0] <= v[1],
+            "[min, max] fractions with 0 <= min <= max <= 1",
+        ),
+    )
     background_crop: float = field(default=0.2, metadata=_rule(_fraction, "a probability in [0, 1]"))
     # Folders of photographs that occluders are cut from (besides synthetic textures), for `photo_share` of them.
     # Paths are relative to the working directory. Keep evaluation photos out of this list.

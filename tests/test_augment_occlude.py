@@ -60,6 +60,33 @@ def test_crop_moves_keypoints_with_the_pixels(seed):
         assert np.hypot(x - out[k, 0], y - out[k, 1]) < 1.5
 
 
+def test_the_occluders_cover_what_augment_occluder_cover_says():
+    kps = np.array([[60, 50], [140, 50], [60, 100], [140, 100], [100, 75]], np.float32)
+    image = np.full((150, 200, 3), 90, np.uint8)
+
+    def hidden_share(cover) -> float:
+        cfg = AugmentConfig(
+            crop_size=(192, 160),
+            translation=0,
+            rotation=0,
+            scale=(1, 1),
+            flip=0,
+            occluder=1.0,
+            occluder_cover=cover,
+            background_crop=0,
+        )
+        draws = [augment_sample(np.random.default_rng(i), image, kps, np.ones(5, bool), cfg, []) for i in range(30)]
+        return 1 - np.mean([d.visible.mean() for d in draws])
+
+    assert hidden_share((0.0, 0.0)) == 0.0  # no occluder at all
+    light, heavy = hidden_share((0.05, 0.15)), hidden_share((0.85, 0.95))
+    assert light < 0.3 and heavy > 0.7, (light, heavy)
+    with pytest.raises(ConfigError, match="occluder_cover"):
+        from rtkp.config import load_config
+
+        load_config(None, ["augment.occluder_cover=[0.8, 0.2]"])
+
+
 def test_flip_swaps_left_and_right():
     kps = np.array([[80, 60], [120, 60]], np.float32)
     image = _dots_image(kps)

@@ -108,7 +108,7 @@ def augment_sample(
         centres = np.asarray(centres, np.float64) @ m[:, :2].T + m[:, 2]
     if vis.any() and rng.random() < cfg.occluder:
         fill = photos if photos and rng.random() < cfg.photo_share else None
-        crop, mask = paste_occluders(rng, crop, object_box(kp, vis), (0.1, 0.7), fill)
+        crop, mask = paste_occluders(rng, crop, object_box(kp, vis), tuple(cfg.occluder_cover), fill)
         vis &= ~covered(mask, kp)
         if others is not None:
             for i in range(len(other_kp)):

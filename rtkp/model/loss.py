@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from rtkp.model.peaks import softargmax_at
+
 
 def sample_features(features: torch.Tensor, points: torch.Tensor, stride: int) -> torch.Tensor:
     """Bilinearly sample unit features at pixel positions.
@@ -149,6 +151,41 @@ def localisation_loss(
     target = target / target.flatten(1).sum(1).clamp(min=1e-12)[:, None, None]
     logp = F.log_softmax(sim.flatten(1) / temperature, dim=1)
     return -(target.flatten(1) * logp).sum(1).mean()
+
+
+def coordinate_loss(
+    features: torch.Tensor,
+    prototypes: torch.Tensor,
+    keypoints: torch.Tensor,
+    visible: torch.Tensor,
+    stride: int,
+    temperature: float,
+    radius: int = 2,
+) -> torch.Tensor:
+    """The position the graph reads must be the label: the mean distance, in feature cells, between each visible
+    keypoint's label and the local soft-argmax (rtkp.model.peaks.softargmax_at, the graph's decoding at the same T and
+    window) around the label's cell.
+
+    features: (B, D, h, w) unit features; prototypes: (K, D) (a constant here); keypoints (B, K, 2) or (B, N, K, 2)
+    input pixels; visible (B, K) or (B, N, K) bool. With localisation_loss this is DSNT (Nibali et al. 2018): the
+    Gaussian target shapes the peak, this term removes what the shaped peak still leaves between the decoded position
+    and the label (an asymmetric peak reads off the label even when its cross-entropy is low).
+    """
+    if keypoints.dim() == 3:
+        keypoints, visible = keypoints[:, None], visible[:, None]
+    b, _, h, w = features.shape
+    grid = (keypoints + 0.5) / stride - 0.5  # (B, N, K, 2) cells
+    inside = (grid[..., 0] > -0.5) & (grid[..., 0] < w - 0.5) & (grid[..., 1] > -0.5) & (grid[..., 1] < h - 0.5)
+    use = visible & inside & torch.isfinite(grid).all(-1)
+    if not use.any():
+        return features.new_zeros(())
+    cell = torch.nan_to_num(grid).round().long()
+    cx, cy = cell[..., 0].clamp(0, w - 1), cell[..., 1].clamp(0, h - 1)
+    idx = (cy * w + cx).permute(0, 2, 1)  # (B, K, N)
+    sim = torch.einsum("bdhw,kd->bkhw", features, prototypes.detach()).flatten(2)  # (B, K, h·w)
+    pos = softargmax_at(sim, idx, (h, w), temperature, radius).permute(0, 2, 1, 3)  # (B, N, K, 2)
+    err = (pos - torch.nan_to_num(grid))[use]
+    return torch.sqrt((err**2).sum(-1) + 1e-6).mean()
 
 
 def gaussian_targets(points: torch.Tensor, visible: torch.Tensor, size: tuple[int, int], stride: int, sigma: float):

@@ -32,6 +32,7 @@ from rtkp.model.network import STRIDE, KeypointNet
 from rtkp.train.batches import BatchMaker
 from rtkp.train.calibrate import calibrate_margins
 from rtkp.train.mining import mine
+from rtkp.train.prototypes import frame_prototypes
 from rtkp.train.recipe import flip_policy, follow_crop_size, instance_plan, peak_decoding
 from rtkp.train.steps import coke_step, heatmap_step
 
@@ -235,6 +236,8 @@ def _finish(data, cfg, out, net, maker, kp_bank, clutter_bank, provenance, steps
     prototypes = clutter = None
     if head == "coke":
         prototypes = kp_bank.prototypes.clone()
+        if cfg.coke.final_prototypes == "frames":  # what inference matches: whole frames, the final network
+            prototypes = frame_prototypes(net, maker, tuple(cfg.model.input_size), prototypes)
         clutter = clutter_bank.summary(cfg.coke.clutter_summary, seed=cfg.train.seed)
     margins = calibrate_margins(net, maker, cfg, prototypes, clutter)
     training = dict(

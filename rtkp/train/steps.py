@@ -17,6 +17,7 @@ from rtkp.model.loss import (
     centre_loss,
     clutter_term,
     coke_loss,
+    coordinate_loss,
     gaussian_targets,
     heatmap_loss,
     localisation_loss,
@@ -134,6 +135,10 @@ def coke_step(
         loc = localisation_loss(feats, kp_bank.prototypes, all_kp, loc_vis, STRIDE, c.temperature, c.localise_sigma)
         loss = loss + c.localise_weight * loc
         stats["loc"] = loc.item()
+    if c.coordinate_weight > 0 and kp_bank.initialised.all():
+        coord = coordinate_loss(feats, kp_bank.prototypes, all_kp, all_vis, STRIDE, c.temperature)
+        loss = loss + c.coordinate_weight * coord
+        stats["coord"] = coord.item()
     if several:
         jitter = torch.from_numpy(rng.uniform(-STRIDE, STRIDE, tuple(all_kp.shape)).astype(np.float32))
         ctr = centre_loss(offsets, all_kp, all_vis, batch.centres, STRIDE, CENTRE_UNIT, jitter)
