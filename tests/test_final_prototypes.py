@@ -114,6 +114,10 @@ def test_the_bank_rule_and_the_tool_that_moves_such_a_model_to_whole_frame_proto
         text=True,
     )
     assert again.returncode != 0 and "exists" in again.stderr and "Traceback" not in again.stderr
+    missing = subprocess.run(
+        [sys.executable, str(TOOL), str(tmp_path / "nowhere"), "--data", str(project)], capture_output=True, text=True
+    )
+    assert missing.returncode != 0 and "nowhere" in missing.stderr and "Traceback" not in missing.stderr
 
 
 @pytest.mark.parametrize("value", ["mean", ""])

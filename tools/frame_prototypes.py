@@ -17,10 +17,21 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 
-def main() -> None:
+def main() -> int:
+    from rtkp.errors import RtkpError
+
+    try:
+        return frame_prototypes_cli()
+    except RtkpError as exc:  # a missing folder, a model without weights, unreadable data: one line
+        print(f"frame_prototypes: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def frame_prototypes_cli() -> int:
     from rtkp.config import config_from_dict
     from rtkp.data.load import load_dataset
     from rtkp.manifest import read_manifest
@@ -68,10 +79,11 @@ def main() -> None:
     save_model(out, net, manifest, new, clutter)
     cosine = (new * protos).sum(1).tolist()
     print(
-        f"{out}: prototypes from {len(data.samples)} training frames (cosine to the old: "
+        f"{out}: prototypes from the training frames of {len(data.samples)} samples (cosine to the old: "
         f"{', '.join(f'{c:.3f}' for c in cosine)}); margins {per_keypoint} (common {common})"
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
