@@ -173,7 +173,7 @@ def coordinate_loss(
     """
     if keypoints.dim() == 3:
         keypoints, visible = keypoints[:, None], visible[:, None]
-    b, _, h, w = features.shape
+    h, w = features.shape[-2:]
     grid = (keypoints + 0.5) / stride - 0.5  # (B, N, K, 2) cells
     inside = (grid[..., 0] > -0.5) & (grid[..., 0] < w - 0.5) & (grid[..., 1] > -0.5) & (grid[..., 1] < h - 0.5)
     use = visible & inside & torch.isfinite(grid).all(-1)
