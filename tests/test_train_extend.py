@@ -3,11 +3,19 @@ switched on later in the budget (coke.hidden_from) appear in the loss only from 
 
 import json
 
+import numpy as np
 import pytest
-from conftest import SMALL_TRAIN
+import torch
+from conftest import SMALL_TRAIN, write_dlc_project
 from safetensors.torch import load_file
 
 from rtkp.cli import main
+from rtkp.config import load_config
+from rtkp.data.load import load_dataset
+from rtkp.model.banks import ClutterBank, KeypointBank
+from rtkp.model.network import KeypointNet
+from rtkp.train.batches import BatchMaker
+from rtkp.train.steps import coke_step
 
 
 @pytest.fixture
@@ -46,3 +54,21 @@ def test_the_hidden_keypoint_term_starts_where_the_schedule_says(common, tmp_pat
     assert main(["train", "--out", str(out), "--set", "train.steps=4", *sets, *common]) == 0
     final = json.loads((out / "manifest.json").read_text())["training"]["final_loss"]
     assert ("hidden" in final) is expect
+
+
+def test_the_hidden_keypoint_term_waits_for_a_clutter_group(tmp_path):
+    """hidden_from 0: on the first step the keypoint bank can be initialised from the batch while the clutter bank is
+    still empty; the term must not read −log 0 (an infinite loss that turns the weights to NaN)."""
+    data = load_dataset(write_dlc_project(tmp_path / "proj", n=4))
+    sets = ["model.input_size=[128, 96]", "augment.crop_size=[64, 64]", "augment.occluder=0.0"]
+    cfg = load_config(None, [*sets, "coke.hidden_weight=1", "coke.hidden_from=0", "augment.empty_share=0.0"])
+    batch = BatchMaker(data, cfg).draw(np.random.default_rng(0), 6)
+    batch.visible[0, 0] = False  # one hidden keypoint
+    net = KeypointNet("coke", 3, 16, 8, pretrained=False).eval()
+    kp_bank, clutter_bank = KeypointBank(3, 16), ClutterBank(64, 16)
+    loss, stats, after = coke_step(net, batch, np.random.default_rng(0), cfg, kp_bank, clutter_bank, 0.0)
+    assert kp_bank.initialised.all() and clutter_bank.filled == 0
+    assert torch.isfinite(loss) and "hidden" not in stats
+    after()  # the clutter group exists from the next step on, and so does the term
+    loss, stats, _ = coke_step(net, batch, np.random.default_rng(1), cfg, kp_bank, clutter_bank, 0.0)
+    assert torch.isfinite(loss) and stats["hidden"] > 0

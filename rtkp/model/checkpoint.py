@@ -18,6 +18,8 @@ from rtkp.files import sha256, write_atomic, write_json_atomic
 from rtkp.manifest import MANIFEST, MANIFEST_VERSION, WEIGHTS, Manifest, read_manifest, read_weights, write_manifest
 from rtkp.model.network import KeypointNet
 
+TRAINING_ONLY = ("aux_heatmap.",)  # network weights that training checkpoints keep and model folders leave out
+
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Write safetensors atomically (rtkp.files).
@@ -50,6 +52,8 @@ def save_model(
     out.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for k, v in net.state_dict().items():
+        if k.startswith(TRAINING_ONLY):
+            continue
         tensors[f"net.{k}"] = v.half() if half and v.is_floating_point() else v
     if prototypes is not None:
         tensors["prototypes"] = prototypes.float()

@@ -48,6 +48,8 @@ class KeypointNet(nn.Module):
         head: "coke" (L2-normalised D-dim features) or "heatmap" (K maps).
         num_keypoints: K, used by the heatmap head.
         centre: add the centre head (multi-instance models, CoKe only).
+        aux_heatmap: add a training-only 1×1 convolution from the unit features to K heatmaps (coke.heatmap_weight);
+            its weights start with "aux_heatmap." and save_model leaves them out.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class KeypointNet(nn.Module):
         backbone: str = "mobilenet_v2",
         pretrained: bool = True,
         centre: bool = False,
+        aux_heatmap: bool = False,
     ):
         super().__init__()
         self.head = head
@@ -66,6 +69,8 @@ class KeypointNet(nn.Module):
         self.decoder = HypercolumnDecoder(list(TAP_CHANNELS.values()), decoder_channels, feature_dim)
         self.heatmap = nn.Conv2d(feature_dim, num_keypoints, 1) if head == "heatmap" else None
         self.centre = CentreHead(decoder_channels) if centre and head == "coke" else None
+        # training only (coke.heatmap_weight): K heatmaps from the unit features; never saved with the model
+        self.aux_heatmap = nn.Conv2d(feature_dim, num_keypoints, 1) if aux_heatmap and head == "coke" else None
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
 

@@ -104,7 +104,16 @@ def train(
     head = cfg.model.head
     plan = instance_plan(data, cfg)
     m = cfg.model
-    net = KeypointNet(head, k, m.feature_dim, m.decoder_channels, m.backbone, m.pretrained, centre=plan.several)
+    net = KeypointNet(
+        head,
+        k,
+        m.feature_dim,
+        m.decoder_channels,
+        m.backbone,
+        m.pretrained,
+        centre=plan.several,
+        aux_heatmap=head == "coke" and cfg.coke.heatmap_weight > 0,
+    )
     net.freeze_stem(3)
     net.train()
     optimizer = build_optimizer(net, cfg)

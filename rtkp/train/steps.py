@@ -121,8 +121,9 @@ def coke_step(
         c.clutter_loss_weight,
         c.clutter_pull,
     )
-    if hidden is not None and len(hidden):
-        # the contrastive loss's clutter term on the hidden keypoints' best matches alone
+    if hidden is not None and len(hidden) and clutter_bank.filled:
+        # the contrastive loss's clutter term on the hidden keypoints' best matches alone (it needs a clutter group:
+        # on the first step, with an empty bank, it would read −log 0 and turn the weights to NaN)
         term = clutter_term(
             hidden, kp_bank.prototypes, clutter_bank.contents(), c.temperature, c.clutter_weight, c.clutter_pull
         )
@@ -139,6 +140,10 @@ def coke_step(
         coord = coordinate_loss(feats, kp_bank.prototypes, all_kp, all_vis, STRIDE, c.temperature)
         loss = loss + c.coordinate_weight * coord
         stats["coord"] = coord.item()
+    if c.heatmap_weight > 0:
+        aux = auxiliary_heatmap_loss(net.aux_heatmap(feats), all_kp, all_vis, cfg.heatmap.sigma)
+        loss = loss + c.heatmap_weight * aux
+        stats["heatmap"] = aux.item()
     if several:
         jitter = torch.from_numpy(rng.uniform(-STRIDE, STRIDE, tuple(all_kp.shape)).astype(np.float32))
         ctr = centre_loss(offsets, all_kp, all_vis, batch.centres, STRIDE, CENTRE_UNIT, jitter)
@@ -155,6 +160,15 @@ def coke_step(
         clutter_bank.push(cl_feats)
 
     return loss, stats, update_banks
+
+
+def auxiliary_heatmap_loss(maps: torch.Tensor, keypoints: torch.Tensor, visible: torch.Tensor, sigma: float):
+    """The heatmap baseline's loss on the auxiliary maps: maps (B, K, h, w); keypoints (B, N, K, 2) input px, visible
+    (B, N, K); the target at each cell is the highest of the animals' Gaussians (hidden keypoints: zero maps)."""
+    b, n, k, _ = keypoints.shape
+    each = gaussian_targets(keypoints.flatten(0, 1), visible.flatten(0, 1), maps.shape[-2:], STRIDE, sigma)
+    target = each.reshape(b, n, k, *maps.shape[-2:]).amax(1)
+    return heatmap_loss(maps, torch.nan_to_num(target))
 
 
 def equivariance_term(net, batch: Batch, feats: torch.Tensor, rng, cfg: Config) -> torch.Tensor:
