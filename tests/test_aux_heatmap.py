@@ -1,12 +1,14 @@
 """The auxiliary heatmap term (`coke.heatmap_weight`): the baseline's regression on the unit features, training only."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import write_dlc_project
 
 from rtkp.config import load_config
 from rtkp.data.load import load_dataset
+from rtkp.errors import ConfigError
 from rtkp.model.banks import ClutterBank, KeypointBank
 from rtkp.model.checkpoint import load_model
 from rtkp.model.network import KeypointNet
@@ -51,7 +53,7 @@ def test_the_step_adds_the_term_only_when_weighted_and_it_trains_the_features(tm
         loss.backward()
         return net, dict(out, total=loss.item())
 
-    plain_net, plain = step()
+    plain_net, plain = step("coke.heatmap_weight=0")
     net, weighted = step("coke.heatmap_weight=2.0")
     assert plain_net.aux_heatmap is None and "heatmap" not in plain and weighted["heatmap"] > 0
     same = {k: v for k, v in weighted.items() if k not in ("heatmap", "total")}
@@ -73,3 +75,12 @@ def test_the_model_folder_leaves_the_auxiliary_maps_out_and_the_checkpoint_keeps
 
     assert not any("aux_heatmap" in k for k in load_file(str(out / "model.safetensors")))
     assert any(k.startswith("net.aux_heatmap.") for k in load_file(str(out / "checkpoint" / "state.safetensors")))
+
+
+def test_the_term_needs_the_auxiliary_maps(tmp_path):
+    data = load_dataset(write_dlc_project(tmp_path / "proj", n=4))
+    cfg = load_config(None, [*SMALL, "coke.heatmap_weight=1.0"])
+    batch = BatchMaker(data, cfg).draw(np.random.default_rng(0), 2)
+    net = KeypointNet("coke", 3, 16, 8, pretrained=False)
+    with pytest.raises(ConfigError, match="aux_heatmap"):
+        coke_step(net, batch, np.random.default_rng(0), cfg, KeypointBank(3, 16), ClutterBank(64, 16))

@@ -65,7 +65,7 @@ def test_the_step_adds_the_term_only_when_weighted(tmp_path):
         cfg = load_config(None, [*small, "augment.empty_share=0.0", "augment.background_crop=0.0", *sets])
         batch = BatchMaker(data, cfg).draw(np.random.default_rng(0), 6)
         torch.manual_seed(0)
-        net = KeypointNet("coke", 3, 16, 8, pretrained=False).eval()
+        net = KeypointNet("coke", 3, 16, 8, pretrained=False, aux_heatmap=True).eval()
         kp_bank, clutter_bank = KeypointBank(3, 16), ClutterBank(64, 16)
         kp_bank.prototypes = F.normalize(torch.randn(3, 16), dim=1)
         kp_bank.counts[:] = 1

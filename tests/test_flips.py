@@ -31,7 +31,7 @@ def test_a_batch_says_which_crops_were_mirrored(tmp_path, flip):
 
 def _step(cfg, batch):
     torch.manual_seed(0)
-    net = KeypointNet("coke", 3, 16, 8, pretrained=False).eval()
+    net = KeypointNet("coke", 3, 16, 8, pretrained=False, aux_heatmap=True).eval()
     kp_bank, clutter_bank = KeypointBank(3, 16), ClutterBank(64, 16)
     kp_bank.prototypes = torch.nn.functional.normalize(torch.randn(3, 16), dim=1)
     kp_bank.counts[:] = 1  # initialised: the localisation term runs

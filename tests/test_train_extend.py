@@ -64,7 +64,7 @@ def test_the_hidden_keypoint_term_waits_for_a_clutter_group(tmp_path):
     cfg = load_config(None, [*sets, "coke.hidden_weight=1", "coke.hidden_from=0", "augment.empty_share=0.0"])
     batch = BatchMaker(data, cfg).draw(np.random.default_rng(0), 6)
     batch.visible[0, 0] = False  # one hidden keypoint
-    net = KeypointNet("coke", 3, 16, 8, pretrained=False).eval()
+    net = KeypointNet("coke", 3, 16, 8, pretrained=False, aux_heatmap=True).eval()
     kp_bank, clutter_bank = KeypointBank(3, 16), ClutterBank(64, 16)
     loss, stats, after = coke_step(net, batch, np.random.default_rng(0), cfg, kp_bank, clutter_bank, 0.0)
     assert kp_bank.initialised.all() and clutter_bank.filled == 0

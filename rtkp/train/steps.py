@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from rtkp.config import Config
+from rtkp.errors import ConfigError
 from rtkp.model.banks import ClutterBank, KeypointBank
 from rtkp.model.equivariance import apply_warps, equivariance_loss, grid_points, random_warps, warp_images
 from rtkp.model.loss import (
@@ -141,6 +142,8 @@ def coke_step(
         loss = loss + c.coordinate_weight * coord
         stats["coord"] = coord.item()
     if c.heatmap_weight > 0:
+        if net.aux_heatmap is None:
+            raise ConfigError("coke.heatmap_weight > 0 needs a network built with aux_heatmap=True (rtkp.train.loop)")
         aux = auxiliary_heatmap_loss(net.aux_heatmap(feats), all_kp, all_vis, cfg.heatmap.sigma)
         loss = loss + c.heatmap_weight * aux
         stats["heatmap"] = aux.item()
