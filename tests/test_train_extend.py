@@ -72,3 +72,17 @@ def test_the_hidden_keypoint_term_waits_for_a_clutter_group(tmp_path):
     after()  # the clutter group exists from the next step on, and so does the term
     loss, stats, _ = coke_step(net, batch, np.random.default_rng(1), cfg, kp_bank, clutter_bank, 0.0)
     assert torch.isfinite(loss) and stats["hidden"] > 0
+
+
+def test_a_checkpoint_of_another_network_is_one_line(common, tmp_path, capsys):
+    """A run stopped before the auxiliary heatmap term existed (or with it off) cannot resume with it on: the
+    networks differ; the user gets one line naming the fix, not a PyTorch traceback."""
+    out = tmp_path / "m"
+    off = ["--set", "coke.heatmap_weight=0", "--set", "train.steps=3", "--stop-after", "1"]
+    assert main(["train", "--out", str(out), *off, *common]) == 0
+    assert (out / "checkpoint" / "state.json").is_file()
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--set", "train.steps=3", *common]) != 0
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "--no-resume" in errors[0] and "Traceback" not in err

@@ -135,7 +135,13 @@ def load_training_state(path: Path, net, optimizer, banks: dict) -> dict:
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"{path / 'state.json'}: cannot resume from this checkpoint ({exc})") from None
     tensors = _load_tensors(path / "state.safetensors")
-    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)
+    try:
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)
+    except RuntimeError:  # other parts (e.g. coke.heatmap_weight switched on or off since): not this recipe's network
+        raise ModelError(
+            f"{path}: the checkpoint's network does not fit this config (made with another recipe); "
+            "use a new --out or --no-resume"
+        ) from None
     opt = optimizer.state_dict()
     state: dict = {}
     for key, value in tensors.items():
